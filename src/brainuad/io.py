@@ -1,0 +1,156 @@
+"""NIfTI read/write with validation, and atomic writes for every output file.
+
+Reading returns the voxels together with the affine, so whatever is written later can reuse the
+input's geometry. Every problem with a file is raised as a one-line `BrainUADError` that names the
+file. Writing goes to a temporary name in the same folder and is renamed at the end, so an
+interrupted run never leaves a half-written file under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brainuad.errors import BrainUADError
+
+#: Affines that differ by less than this (mm) are taken to be the same geometry.
+AFFINE_TOLERANCE = 1e-3
+
+
+@dataclass
+class Volume:
+    """A 3D image: voxels `(X, Y, Z)` as float32 and the voxel-to-world affine `(4, 4)`."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+
+def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
+    path = Path(path)
+    if not path.exists():
+        raise BrainUADError(f"{path}: file not found")
+    if path.is_dir():
+        raise BrainUADError(f"{path}: is a directory, expected a NIfTI file")
+    if path.stat().st_size == 0:
+        raise BrainUADError(f"{path}: file is empty")
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({reason})") from err
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise BrainUADError(f"{path}: is a {type(image).__name__}, expected NIfTI")
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise BrainUADError(f"{path}: expected a 3D image, got shape {data.shape}")
+    if min(data.shape) < 1:
+        raise BrainUADError(f"{path}: image has an empty dimension, shape {data.shape}")
+    return data, np.asarray(image.affine, dtype=np.float64), path
+
+
+def load_image(path: str | os.PathLike) -> Volume:
+    """Read an intensity image; it must be 3D, finite and not all zero."""
+    data, affine, path = _read(path)
+    data = data.astype(np.float32, copy=False)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise BrainUADError(f"{path}: {int(bad.sum())} voxels are NaN or infinite")
+    if not data.any():
+        raise BrainUADError(f"{path}: image is all zero")
+    if data.max() == data.min():
+        raise BrainUADError(f"{path}: image is constant ({float(data.flat[0])})")
+    return Volume(data, affine, path)
+
+
+def load_binary(path: str | os.PathLike, like: Volume, what: str = "mask") -> Volume:
+    """Read a mask or label map that must be binary and share `like`'s grid.
+
+    `what` ("mask" or "label") only changes the wording of errors. The result holds 0/1 as uint8.
+    """
+    data, affine, path = _read(path)
+    if not np.isfinite(data).all():
+        raise BrainUADError(f"{path}: {what} has NaN or infinite values")
+    check_same_grid(path, data.shape, affine, like, what)
+    values = np.unique(data)
+    if not np.isin(values, (0, 1)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        raise BrainUADError(f"{path}: {what} must hold only 0 and 1, found values {shown}")
+    return Volume(data.astype(np.uint8), affine, path)
+
+
+def check_same_grid(
+    path: Path, shape: tuple[int, ...], affine: np.ndarray, like: Volume, what: str
+) -> None:
+    """Raise if `shape`/`affine` are not those of `like` (the image this file belongs to)."""
+    if tuple(shape) != like.shape:
+        raise BrainUADError(
+            f"{path}: {what} shape {tuple(shape)} differs from its image {like.path} {like.shape}"
+        )
+    diff = float(np.abs(affine - like.affine).max())
+    if diff > AFFINE_TOLERANCE:
+        raise BrainUADError(
+            f"{path}: {what} affine differs from its image {like.path} "
+            f"(largest difference {diff:.3g} mm): they are not on the same grid"
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds.
+
+    The temporary name keeps the final suffixes (`.nii.gz`, `.csv`, ...) so libraries that pick the
+    format from the name still work, and starts with a dot so globbing for outputs does not see it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.partial-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_volume(
+    path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, dtype: type | None = None
+) -> Path:
+    """Write `data` with `affine` as NIfTI, atomically. `dtype` defaults to the array's own."""
+    array = np.asarray(data, dtype=dtype) if dtype is not None else np.asarray(data)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

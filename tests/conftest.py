@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny hand-built volumes and cohorts, written as real NIfTI files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def ellipsoid_brain(shape=(24, 28, 20), seed=0):
+    """A toy brain: ellipsoid mask, smooth 'tissue' texture, values in arbitrary units."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+    mask = ((grid ** 2).sum(0) < 0.8).astype(np.uint8)
+    image = (300 + 100 * np.sin(4 * grid[0]) * np.cos(3 * grid[1]) + rng.normal(0, 5, shape))
+    return (image * mask).astype(np.float32), mask
+
+
+def make_cohort(root: Path, n_healthy: int = 4, n_patients: int = 2, shape=(24, 28, 20),
+                affine: np.ndarray | None = None, lesion_value: float = 550.0) -> Path:
+    """Write a toy cohort (flair, mask, label per subject) and its manifest; return the manifest."""
+    rows = ["subject,split,health,flair,mask,label"]
+    for i in range(n_healthy + n_patients):
+        patient = i >= n_healthy
+        image, mask = ellipsoid_brain(shape, seed=i)
+        label = np.zeros(shape, np.uint8)
+        if patient:
+            c = np.array(shape) // 2 + np.array([2, -3, 1])
+            label[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = 1
+            image[label > 0] = lesion_value
+        name = f"sub-{'p' if patient else 'h'}{i:02d}"
+        for key, data in (("flair", image), ("mask", mask), ("label", label)):
+            write_nifti(root / name / f"{key}.nii.gz", data, affine)
+        split = "test" if patient else ("val" if i == n_healthy - 1 else "train")
+        health = "patient" if patient else "healthy"
+        rows.append(f"{name},{split},{health},{name}/flair.nii.gz,{name}/mask.nii.gz,"
+                    f"{name}/label.nii.gz")
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+@pytest.fixture
+def cohort(tmp_path: Path) -> Path:
+    return make_cohort(tmp_path / "cohort")
+
+
+def shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is absent (needs ../shared/data beside "
+                    "the repository)")
+    return path

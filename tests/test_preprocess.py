@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+from conftest import write_nifti
+
+from brainuad.errors import BrainUADError
+from brainuad.io import load_binary, load_image
+from brainuad.manifest import read_manifest
+from brainuad.preprocess import mask_from_skull_stripped, preprocess_manifest
+
+
+def test_outputs_are_unit_range_and_masked(tmp_path, cohort):
+    out = preprocess_manifest(cohort, tmp_path / "prep")
+    for subject in out.subjects:
+        image = load_image(subject.images["flair"])
+        mask = load_binary(subject.mask, image).data
+        assert image.data.min() >= 0 and image.data.max() <= 1
+        assert not image.data[mask == 0].any()
+        assert image.data[mask > 0].max() == pytest.approx(1.0)
+        assert subject.label is not None and subject.label.is_file()
+    assert read_manifest(out.path).subjects[0].subject == "sub-h00"
+
+
+def test_skips_done_subjects_and_redoes_partial(tmp_path, cohort):
+    out = preprocess_manifest(cohort, tmp_path / "prep")
+    first = out.subjects[0]
+    stamp = first.images["flair"].stat().st_mtime_ns
+    first.mask.unlink()  # as if killed before the subject finished
+    preprocess_manifest(cohort, tmp_path / "prep")
+    assert first.mask.exists()
+    assert out.subjects[1].images["flair"].stat().st_mtime_ns > 0
+    assert first.images["flair"].stat().st_mtime_ns != stamp
+
+
+def test_mask_derived_when_absent(tmp_path):
+    data = np.zeros((20, 20, 20), np.float32)
+    data[4:16, 4:16, 4:16] = 100
+    data[9:11, 9:11, 9:11] = 0  # a dark hole inside the brain stays in the mask
+    data[0, 0, 0] = -3  # interpolation noise outside
+    path = write_nifti(tmp_path / "f.nii.gz", data)
+    mask = mask_from_skull_stripped(load_image(path))
+    assert mask.sum() == 12 ** 3
+
+
+def test_modalities_on_different_grids_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    write_nifti(tmp_path / "f.nii.gz", rng.random((10, 10, 10)).astype(np.float32))
+    write_nifti(tmp_path / "t.nii.gz", rng.random((10, 10, 12)).astype(np.float32))
+    (tmp_path / "m.csv").write_text("subject,split,health,flair,t1\n"
+                                    "a,train,healthy,f.nii.gz,t.nii.gz\n")
+    with pytest.raises(BrainUADError, match="not on the grid of"):
+        preprocess_manifest(tmp_path / "m.csv", tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.csv").exists()
