@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -85,6 +85,80 @@ def preprocess(
     result = preprocess_manifest(manifest, out, overwrite=overwrite,
                                  progress=progress("preprocess"))
     typer.echo(f"preprocessed {len(result.subjects)} subjects: {result.path}")
+
+
+def _drop_none(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@_command
+def train(
+    manifest: Annotated[Path, typer.Argument(help="Preprocessed manifest (healthy train/val).")],
+    run: Annotated[Path, typer.Argument(help="Run directory to create (or resume).")],
+    model: Annotated[Optional[str], typer.Option(help="dae, sae8, sae16, saegan, dvae, svae, "
+                                                 "anovaegan or threshold.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML config (see configs/).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Slice side in pixels.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Minibatch size.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="32-true, bf16-mixed, 16-mixed.")] = None,
+    accelerator: Annotated[Optional[str], typer.Option(help="cpu, gpu or auto.")] = None,
+    devices: Annotated[Optional[str], typer.Option(help="Devices per node (Lightning).")] = None,
+    num_nodes: Annotated[Optional[int], typer.Option(help="Nodes (Lightning).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="auto, ddp, ...")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+) -> None:
+    """Train a model on healthy slices; store weights, config and detection threshold in RUN."""
+    from brainuad.models.registry import run_config
+    from brainuad.training import train as train_run
+
+    if devices is not None and devices.isdigit():
+        devices = int(devices)
+    overrides = {
+        "model": _drop_none(image_size=image_size),
+        "train": _drop_none(epochs=epochs, batch_size=batch_size, seed=seed, precision=precision,
+                            accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                            strategy=strategy),
+    }
+    cfg = None if resume else run_config(model, str(config) if config else None, overrides)
+    train_run(manifest, run, cfg, resume=resume, epochs=epochs,
+              progress=progress("threshold"))
+    typer.echo(f"run ready: {run}")
+
+
+@_command
+def detect(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `brainuad train`.")],
+    manifest: Annotated[Path, typer.Argument(help="Preprocessed manifest of scans to segment.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN/pred).")] = None,
+    slices: Annotated[Optional[str], typer.Option(help="brain (every slice with brain) or "
+                                                  "paper (the 20 middle slices).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Only subjects of this split.")] = None,
+) -> None:
+    """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
+    from brainuad.detect import detect_manifest
+
+    folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"))
+    typer.echo(f"predictions: {folder}")
+
+
+@_command
+def evaluate(
+    pred: Annotated[Path, typer.Argument(help="Predictions folder (RUN/pred) or a run folder.")],
+    manifest: Annotated[Path, typer.Argument(help="Manifest with lesion labels.")],
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default PRED/../eval).")]
+    = None,
+) -> None:
+    """Dice, AUROC, AUPRC, best Dice, lesion-wise rates per subject; summary and figures."""
+    from brainuad.evaluate import evaluate as evaluate_run
+    from brainuad.report import results_table
+
+    if (pred / "pred").is_dir() and not (pred / "detect.json").exists():
+        pred = pred / "pred"
+    result = evaluate_run(pred, manifest, out, progress=progress("evaluate"))
+    typer.echo(results_table({result.summary.get("model") or "model": result.summary}))
+    typer.echo(f"evaluation: {(out or pred.parent / 'eval')}")
 
 
 def main() -> None:

@@ -67,13 +67,16 @@ def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
     return data, np.asarray(image.affine, dtype=np.float64), path
 
 
-def load_image(path: str | os.PathLike) -> Volume:
-    """Read an intensity image; it must be 3D, finite and not all zero."""
+def load_image(path: str | os.PathLike, allow_blank: bool = False) -> Volume:
+    """Read an intensity image; it must be 3D, finite and (unless `allow_blank`, as for score
+    maps where nothing is anomalous) neither all zero nor constant."""
     data, affine, path = _read(path)
     data = data.astype(np.float32, copy=False)
     bad = ~np.isfinite(data)
     if bad.any():
         raise BrainUADError(f"{path}: {int(bad.sum())} voxels are NaN or infinite")
+    if allow_blank:
+        return Volume(data, affine, path)
     if not data.any():
         raise BrainUADError(f"{path}: image is all zero")
     if data.max() == data.min():

@@ -1,0 +1,167 @@
+"""Typed configuration of a run, every default in one place, read from and written to YAML.
+
+A run directory's `config.yaml` holds the full `RunConfig`; detection rebuilds the model from it
+and the weights alone. YAML is read with `yaml.safe_load` (no object construction), and unknown
+keys are an error so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainuad.errors import BrainUADError
+
+#: Bumped when a run directory's layout or config changes incompatibly.
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Which model, and its shape. See `models/registry.py` for the named presets of Table 1."""
+
+    name: str = "anovaegan"
+    image_size: int = 256  # slices are S x S; 256 in the paper, 128 or 64 for quick CPU runs
+    levels: int = 4  # stride-2 levels: bottleneck side = image_size / 2**levels (16 at 256)
+    width: int = 64  # channels of the first level, doubling per level up to max_width
+    max_width: int = 256
+    bottleneck: str = "spatial"  # "spatial" (1x1 conv to latent_channels) or "dense" (vector)
+    latent_channels: int = 64
+    latent_dim: int = 512
+    variational: bool = True
+    adversarial: bool = True
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(min(self.width * 2**i, self.max_width) for i in range(self.levels))
+
+    @property
+    def bottleneck_side(self) -> int:
+        return self.image_size // 2**self.levels
+
+    @property
+    def z_description(self) -> str:
+        if self.name == "threshold":
+            return "-"
+        if self.bottleneck == "dense":
+            return str(self.latent_dim)
+        side = self.bottleneck_side
+        return f"{side}x{side}x{self.latent_channels}"
+
+    def validate(self) -> None:
+        if self.bottleneck not in ("spatial", "dense"):
+            raise BrainUADError(f"model.bottleneck {self.bottleneck!r}: spatial or dense")
+        if self.image_size % 2**self.levels or self.bottleneck_side < 1:
+            raise BrainUADError(f"model.image_size {self.image_size} is not divisible by "
+                                f"2**levels = {2**self.levels}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation. Paper: 190 epochs, batch 8, lr 1e-3 (reconstruction), 1e-4 (adversarial)."""
+
+    modality: str = "flair"
+    slices: str = "brain"  # which slices to train on: "brain" (all with brain) or "paper" (20)
+    epochs: int = 190
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_adversarial: float = 1e-4
+    # Loss weights, with mean reductions. w_kl = 0.01 corresponds to a Laplace likelihood with a
+    # scale of about 0.04 on [0, 1] images (the noise level) when the latent has a quarter as many
+    # elements as the image: strong enough to regularise the latent space, weak enough not to blur
+    # the spatial VAE. w_adv = 0.01 keeps the adversarial gradient a refinement of the L1 one
+    # (-log D is ~0.7 while L1 is a few hundredths), as in VAEGAN-style training.
+    w_rec: float = 1.0
+    w_kl: float = 0.01
+    w_adv: float = 0.01
+    seed: int = 0
+    precision: str = "32-true"  # Lightning precision; "bf16-mixed" on CPUs/GPUs that have it
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    deterministic: bool = True
+
+
+@dataclass
+class DetectConfig:
+    """Post-processing of the paper: 5x5x5 median, eroded brain mask, threshold, small components."""
+
+    median_size: int = 5
+    erosion_mm: float = 3.0  # "slightly eroded" brain mask
+    percentile: float = 98.0  # threshold = this percentile of healthy training residuals
+    min_component: int = 6  # 3D components smaller than this many voxels are removed
+    slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
+    batch_size: int = 32
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise BrainUADError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                            f"known: {', '.join(known)}")
+    return cls(**values)
+
+
+def from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
+    """Build a RunConfig from nested dicts, each section optional."""
+    if not isinstance(data, dict):
+        raise BrainUADError(f"{where}: expected a mapping with model/train/detect sections")
+    version = data.get("version", CONFIG_VERSION)
+    if version != CONFIG_VERSION:
+        raise BrainUADError(f"{where}: config version {version} is not supported by this brainuad "
+                            f"(version {CONFIG_VERSION}); retrain with this version")
+    sections = {"model": ModelConfig, "train": TrainConfig, "detect": DetectConfig}
+    unknown = sorted(set(data) - set(sections) - {"version"})
+    if unknown:
+        raise BrainUADError(f"{where}: unknown section(s) {', '.join(unknown)}")
+    parts = {}
+    for name, cls in sections.items():
+        section = data.get(name) or {}
+        if not isinstance(section, dict):
+            raise BrainUADError(f"{where}: section {name!r} must be a mapping")
+        parts[name] = _build(cls, section, f"{where} [{name}]")
+    cfg = RunConfig(**parts)
+    cfg.model.validate()
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise BrainUADError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise BrainUADError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    return data or {}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict update: sections of `override` replace keys of `base`'s sections."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,114 @@
+"""Evaluation of detections against lesion masks: per-subject metrics, summary, figures."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brainuad import report
+from brainuad.errors import BrainUADError
+from brainuad.io import load_binary, load_image, write_text
+from brainuad.manifest import read_manifest
+from brainuad.metrics import subject_metrics
+
+SUMMARY_METRICS = ("dice", "auroc", "auprc", "best_dice", "lesion_recall", "lesion_precision")
+#: Normal-voxel scores kept per subject for the residual histogram (lesion voxels: all).
+HISTOGRAM_SAMPLES = 20_000
+
+
+@dataclass
+class Evaluation:
+    rows: list[dict] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    examples: list[report.Example] = field(default_factory=list)
+    normal_scores: list[np.ndarray] = field(default_factory=list)
+    lesion_scores: list[np.ndarray] = field(default_factory=list)
+
+
+def _ras_slice(volume: nib.Nifti1Image | np.ndarray, affine: np.ndarray, z: int) -> np.ndarray:
+    ornt = nib.orientations.io_orientation(affine)
+    return nib.orientations.apply_orientation(volume, ornt)[:, :, z]
+
+
+def summarise(rows: list[dict], seconds_per_slice: float | None) -> dict:
+    summary: dict = {"subjects": len(rows)}
+    for key in SUMMARY_METRICS:
+        values = np.array([r[key] for r in rows], dtype=float)
+        values = values[np.isfinite(values)]
+        summary[key] = {"mean": float(values.mean()) if values.size else float("nan"),
+                        "sd": float(values.std()) if values.size else float("nan")}
+    summary["seconds_per_slice"] = seconds_per_slice
+    return summary
+
+
+def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None = None,
+             figure_subjects: int = 4, progress: Callable | None = None) -> Evaluation:
+    """Metrics for every manifest subject that has a lesion label and a prediction in `pred`;
+    writes `subjects.csv`, `summary.json`, `fig5_examples.png`, `fig6_histogram.png` to `out`
+    (default: `pred/../eval`)."""
+    pred = Path(pred)
+    manifest = read_manifest(manifest_path)
+    out = Path(out) if out is not None else pred.parent / "eval"
+    subjects = [s for s in manifest.subjects
+                if s.label is not None and (pred / s.subject / "mask.nii.gz").is_file()]
+    if not subjects:
+        raise BrainUADError(f"{pred}: no predictions for subjects of {manifest.path} that have a "
+                            "label; run `brainuad detect` on this manifest first")
+    detect_info = {}
+    if (pred / "detect.json").is_file():
+        detect_info = json.loads((pred / "detect.json").read_text())
+    progress = progress or (lambda iterable, total: iterable)
+    result = Evaluation()
+    rng = np.random.default_rng(0)
+    for subject in progress(subjects, total=len(subjects)):
+        folder = pred / subject.subject
+        score = load_image(folder / "score.nii.gz", allow_blank=True)
+        prediction = load_binary(folder / "mask.nii.gz", score, "mask").data
+        region = load_binary(folder / "region.nii.gz", score, "region").data
+        truth = load_binary(subject.label, score, "label").data
+        metrics = subject_metrics(score.data, prediction, truth, region)
+        result.rows.append({"subject": subject.subject, "health": subject.health, **metrics})
+        inside, lesion = region > 0, (truth > 0) & (region > 0)
+        normal = score.data[inside & ~lesion]
+        result.normal_scores.append(rng.choice(normal, min(HISTOGRAM_SAMPLES, normal.size),
+                                               replace=False))
+        result.lesion_scores.append(score.data[lesion])
+        if len(result.examples) < figure_subjects and truth.any():
+            image = load_image(subject.image(next(iter(subject.images)), manifest.path))
+            ornt = nib.orientations.io_orientation(score.affine)
+            ras_truth = nib.orientations.apply_orientation(truth, ornt)
+            z = int(np.argmax(ras_truth.sum(axis=(0, 1))))
+            result.examples.append(report.Example(
+                subject.subject,
+                *(_ras_slice(v, score.affine, z) for v in (image.data, score.data,
+                                                          prediction, truth))))
+    timings = detect_info.get("subjects", {})
+    chosen = [timings[s.subject] for s in subjects if s.subject in timings]
+    per_slice = (sum(t["seconds"] for t in chosen) / max(sum(t["slices"] for t in chosen), 1)
+                 if chosen else None)
+    result.summary = {"model": detect_info.get("model"), "slices": detect_info.get("slices"),
+                      "threshold": detect_info.get("threshold"),
+                      **summarise(result.rows, per_slice)}
+    write_outputs(result, out)
+    return result
+
+
+def write_outputs(result: Evaluation, out: Path) -> None:
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(result.rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(result.rows)
+    write_text(out / "subjects.csv", buffer.getvalue())
+    write_text(out / "summary.json", json.dumps(result.summary, indent=2) + "\n")
+    name = result.summary.get("model") or "model"
+    report.figure_examples({name: result.examples}, out / "fig5_examples.png")
+    report.figure_histograms(
+        {name: (np.concatenate(result.normal_scores), np.concatenate(result.lesion_scores))},
+        out / "fig6_histogram.png", thresholds={name: result.summary.get("threshold")})

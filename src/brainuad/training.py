@@ -1,0 +1,193 @@
+"""Training: the Lightning module (wiring only: optimisers, steps, logging) and `train`.
+
+Every model trains with manual optimisation, so the adversarial models alternate exactly as the
+paper says (generator step, then discriminator step on the same batch) and the plain ones take one
+step. Shuffling is seeded from (seed, epoch) and sampling noise from (seed, epoch, batch), so a run resumed from its last
+checkpoint takes the same batches and the same noise as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from brainuad import rundir
+from brainuad.config import RunConfig, from_dict
+from brainuad.detect import healthy_threshold
+from brainuad.errors import BrainUADError
+from brainuad.manifest import read_manifest
+from brainuad.models import losses
+from brainuad.models.registry import build_discriminator, build_model
+from brainuad.slices import SliceDataset
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation drawn from (seed, epoch): the same order whether or not the run resumed."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class UADModule(L.LightningModule):
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})  # plain dicts: loadable with weights_only
+        self.cfg: RunConfig = from_dict(config)
+        self.model = build_model(self.cfg.model)
+        self.discriminator = build_discriminator(self.cfg.model)
+        self.automatic_optimization = False
+
+    def configure_optimizers(self):
+        t = self.cfg.train
+        generator = torch.optim.Adam(self.model.parameters(), lr=t.lr)
+        if self.discriminator is None:
+            return generator
+        return [generator, torch.optim.Adam(self.discriminator.parameters(), lr=t.lr_adversarial)]
+
+    def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
+        # The VAE's sampling noise comes from (seed, epoch, batch) alone: data-loader iterators
+        # also draw from the global generator, in an order that differs after a resume.
+        step = self.current_epoch * 1_000_003 + batch_idx
+        torch.manual_seed(self.cfg.train.seed * 7_919 + step)
+
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        t = self.cfg.train
+        optimisers = self.optimizers()
+        opt_g = optimisers[0] if isinstance(optimisers, list) else optimisers
+        x_hat, mu, logvar, _ = self.model(x)
+        rec = losses.l1(x, x_hat)
+        loss = t.w_rec * rec
+        logs = {"train/l1": rec}
+        if logvar is not None:
+            kl = losses.kl_normal(mu, logvar)
+            loss = loss + t.w_kl * kl
+            logs["train/kl"] = kl
+        if self.discriminator is not None:
+            adv = losses.generator_adversarial(self.discriminator(x_hat))
+            loss = loss + t.w_adv * adv
+            logs["train/adv"] = adv
+        opt_g.zero_grad()
+        self.manual_backward(loss)
+        opt_g.step()
+        if self.discriminator is not None:
+            opt_d = optimisers[1]
+            d_loss = losses.discriminator(self.discriminator(x), self.discriminator(x_hat.detach()))
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            opt_d.step()
+            logs["train/disc"] = d_loss
+        logs["train/loss"] = loss
+        self.log_dict(logs, on_step=True, on_epoch=True, prog_bar=False, batch_size=len(x))
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+
+    def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/l1", losses.l1(x, self.model.reconstruct(x)), prog_bar=True,
+                 on_epoch=True, batch_size=len(x), sync_dist=True)
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+
+
+def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = None,
+          resume: bool = False, epochs: int | None = None, progress_bar: bool = True,
+          progress: Callable | None = None) -> Path:
+    """Train on the healthy `train` subjects (validating on healthy `val`), keep the best weights
+    by validation L1, and store them with the config and the detection threshold in `run`.
+
+    With `resume`, the run's own config is used (only `epochs` may be raised) and training goes on
+    from `checkpoints/last.ckpt`.
+    """
+    run, manifest_path = Path(run), Path(manifest_path)
+    manifest = read_manifest(manifest_path)
+    train_subjects = manifest.select(split="train", health="healthy")
+    val_subjects = manifest.select(split="val", health="healthy")
+    if not train_subjects:
+        raise BrainUADError(f"{manifest_path}: no healthy subjects in the train split")
+    if resume:
+        cfg = rundir.read_config(run)
+        if not (run / "checkpoints" / "last.ckpt").is_file() and cfg.model.name != "threshold":
+            raise BrainUADError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
+    elif (run / rundir.CONFIG).exists():
+        raise BrainUADError(f"{run}: already holds a run; use --resume or another folder")
+    if cfg is None:
+        raise ValueError("train needs a config unless it resumes")
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    run.mkdir(parents=True, exist_ok=True)
+    rundir.write_config(run, cfg)
+    rundir.write_provenance(run, manifest_path)
+
+    if cfg.model.name == "threshold":
+        model = build_model(cfg.model)
+    else:
+        model = _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress_bar)
+    rundir.save_weights(run, model.state_dict())
+    info = healthy_threshold(model, train_subjects, cfg, progress)
+    rundir.write_threshold(run, info)
+    return run
+
+
+def _log_version(run: Path, resume: bool) -> str:
+    """`log/metrics.csv` for a first run; `log/resume-N/metrics.csv` for the N-th resume, so
+    resuming never overwrites the losses logged before."""
+    if not resume:
+        return ""
+    count = len(list((run / "log").glob("resume-*"))) if (run / "log").is_dir() else 0
+    return f"resume-{count + 1}"
+
+
+def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress_bar):
+    _quiet_lightning()
+    t, size = cfg.train, cfg.model.image_size
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    train_set = SliceDataset(train_subjects, t.modality, size, t.slices, manifest_path)
+    train_loader = DataLoader(train_set, batch_size=t.batch_size,
+                              sampler=EpochShuffle(len(train_set), t.seed),
+                              generator=torch.Generator().manual_seed(t.seed))
+    val_loader = None
+    if val_subjects:
+        val_set = SliceDataset(val_subjects, t.modality, size, t.slices, manifest_path)
+        val_loader = DataLoader(val_set, batch_size=max(t.batch_size, 32),
+                                generator=torch.Generator().manual_seed(t.seed))
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
+        monitor="val/l1" if val_loader is not None else None, mode="min",
+        enable_version_counter=False)
+    trainer = L.Trainer(
+        max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
+        default_root_dir=run, callbacks=[checkpoint],
+        logger=L.pytorch.loggers.CSVLogger(run, name="log", version=_log_version(run, resume)),
+        enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+    module = UADModule(cfg.to_dict())
+    trainer.fit(module, train_loader, val_loader,
+                ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+    best = checkpoint.best_model_path or str(run / "checkpoints" / "last.ckpt")
+    if trainer.global_rank != 0:
+        return module.model
+    state = rundir.safe_torch_load(Path(best))["state_dict"]
+    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    module.model.load_state_dict(weights)
+    return module.model

@@ -1,0 +1,55 @@
+import numpy as np
+
+from brainuad.postprocess import eroded_mask, median_filter, remove_small_components, segment
+
+
+def _blob(n, shape=(12, 12, 12), start=(2, 2, 2)):
+    out = np.zeros(shape, bool)
+    for i in range(n):  # a row of n voxels
+        out[start[0] + i, start[1], start[2]] = True
+    return out
+
+
+def test_five_voxel_component_removed_six_kept():
+    five, six = _blob(5), _blob(6, start=(2, 8, 8))
+    kept = remove_small_components(five | six, 6)
+    assert not kept[five].any()
+    assert kept[six].all()
+    assert kept.sum() == 6
+
+
+def test_diagonal_voxels_are_one_component():
+    diagonal = np.zeros((8, 8, 8), bool)
+    for i in range(6):
+        diagonal[i, i, i] = True
+    assert remove_small_components(diagonal, 6).sum() == 6
+
+
+def test_erosion_by_mm():
+    mask = np.zeros((20, 20, 20), bool)
+    mask[2:18, 2:18, 2:18] = True
+    one_mm = eroded_mask(mask, np.array([1.0, 1.0, 1.0]), 3.0)
+    assert one_mm.sum() == 10 ** 3
+    two_mm = eroded_mask(mask, np.array([2.0, 2.0, 2.0]), 3.0)  # rounds to 2 voxels
+    assert two_mm.sum() == 12 ** 3
+    assert (eroded_mask(mask, np.ones(3), 0.0) == mask).all()
+
+
+def test_threshold_and_segment():
+    score = np.zeros((10, 10, 10), np.float32)
+    score[2:4, 2:4, 2:4] = 0.9  # 8 voxels, above
+    score[6, 6, 6:9] = 0.95  # 3 voxels, above but too small
+    score[6:8, 0:2, 0:2] = 0.4  # below
+    out = segment(score, 0.5, 6)
+    assert out.sum() == 8 and out[2:4, 2:4, 2:4].all()
+
+
+def test_median_removes_isolated_voxels_keeps_blocks():
+    stack = np.zeros((12, 12, 12), np.float32)
+    stack[0:6, 0:6, 0:6] = 0.5
+    stack[2, 2, 2] = 1.0  # a spike inside the block
+    stack[9, 9, 9] = 1.0  # an isolated bright voxel
+    filtered = median_filter(stack, 5)
+    assert filtered[2, 2, 2] == 0.5  # the spike takes the block's value
+    assert filtered[9, 9, 9] == 0.0  # the isolated voxel is gone
+    assert filtered[1, 1, 1] == 0.5  # edges reflect: the block's corner survives

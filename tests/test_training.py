@@ -1,0 +1,130 @@
+import pickle
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from brainuad import rundir
+from brainuad.cli import app
+from brainuad.config import ModelConfig, RunConfig, TrainConfig
+from brainuad.errors import BrainUADError
+from brainuad.models.registry import model_defaults
+from brainuad.preprocess import preprocess_manifest
+from brainuad.training import train
+
+TINY_MODEL = {"image_size": 32, "width": 4, "max_width": 8}
+
+
+@pytest.fixture
+def prepared(tmp_path, cohort):
+    return preprocess_manifest(cohort, tmp_path / "prep").path
+
+
+def tiny_config(name="anovaegan", epochs=1, **train):
+    return RunConfig(model=ModelConfig(**model_defaults(name), **TINY_MODEL),
+                     train=TrainConfig(epochs=epochs, batch_size=4, **train))
+
+
+def _weights(run):
+    return rundir.load_weights(run)
+
+
+def test_one_step_changes_both_networks(prepared, tmp_path):
+    from brainuad.training import UADModule
+
+    cfg = tiny_config()
+    module = UADModule(cfg.to_dict())
+    before_g = {k: v.clone() for k, v in module.model.state_dict().items()}
+    before_d = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
+    import lightning as L
+
+    from brainuad.manifest import read_manifest
+    from brainuad.slices import SliceDataset
+
+    data = SliceDataset(read_manifest(prepared).select(split="train"), "flair", 32)
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, loader)
+    changed_g = [k for k, v in module.model.state_dict().items()
+                 if v.is_floating_point() and not torch.equal(v, before_g[k])]
+    changed_d = [k for k, v in module.discriminator.state_dict().items()
+                 if v.is_floating_point() and not torch.equal(v, before_d[k])]
+    assert any(k.startswith("encoder") for k in changed_g)
+    assert any(k.startswith("decoder") for k in changed_g)
+    assert any(k.startswith("features") for k in changed_d)
+
+
+def test_run_directory_and_threshold(prepared, tmp_path):
+    run = train(prepared, tmp_path / "run", tiny_config(), progress_bar=False)
+    for name in ("config.yaml", "model.pt", "threshold.json", "provenance.json",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "log/metrics.csv"):
+        assert (run / name).is_file(), name
+    assert rundir.read_threshold(run) > 0
+    assert rundir.read_config(run).model.image_size == 32
+    with pytest.raises(BrainUADError, match="already holds a run"):
+        train(prepared, run, tiny_config(), progress_bar=False)
+
+
+def test_resume_gives_the_same_weights(prepared, tmp_path):
+    straight = train(prepared, tmp_path / "straight", tiny_config(epochs=2), progress_bar=False)
+    part = train(prepared, tmp_path / "part", tiny_config(epochs=1), progress_bar=False)
+    train(prepared, part, resume=True, epochs=2, progress_bar=False)
+    a, b = _weights(straight), _weights(part)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_object_checkpoint_is_refused(prepared, tmp_path):
+    run = train(prepared, tmp_path / "run", tiny_config("svae"), progress_bar=False)
+    marker = tmp_path / "pwned"
+    with open(run / "model.pt", "wb") as handle:
+        pickle.dump({"weights": _Payload(str(marker))}, handle)
+    with pytest.raises(BrainUADError, match="refused to load"):
+        rundir.load_weights(run)
+    assert not marker.exists()
+
+
+def test_cli_end_to_end(prepared, tmp_path):
+    runner = CliRunner()
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: {image_size: 32, width: 4, max_width: 8}\n"
+                      "train: {epochs: 1, batch_size: 4}\n")
+    for model in ("anovaegan", "threshold"):
+        run = tmp_path / model
+        result = runner.invoke(app, ["train", str(prepared), str(run), "--model", model,
+                                     "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        result = runner.invoke(app, ["detect", str(run), str(prepared), "--split", "test"])
+        assert result.exit_code == 0, result.output
+        for subject in ("sub-p04", "sub-p05"):
+            for name in ("score", "mask", "region"):
+                assert (run / "pred" / subject / f"{name}.nii.gz").is_file()
+        assert not (run / "pred" / "sub-h00").exists()
+        result = runner.invoke(app, ["evaluate", str(run), str(prepared)])
+        assert result.exit_code == 0, result.output
+        assert f"| {model} |" in result.output
+        for name in ("subjects.csv", "summary.json", "fig5_examples.png", "fig6_histogram.png"):
+            assert (run / "eval" / name).is_file()
+
+
+def test_threshold_baseline_finds_bright_lesions(prepared, tmp_path):
+    import json
+
+    from brainuad.detect import detect_manifest
+    from brainuad.evaluate import evaluate
+
+    run = train(prepared, tmp_path / "thr", tiny_config("threshold"), progress_bar=False)
+    pred = detect_manifest(run, prepared, split="test")
+    result = evaluate(pred, prepared)
+    # the toy lesions are the brightest thing in the toy brains
+    assert result.summary["auroc"]["mean"] > 0.9
+    assert json.loads((run / "eval" / "summary.json").read_text())["model"] == "threshold"
