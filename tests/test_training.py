@@ -128,3 +128,37 @@ def test_threshold_baseline_finds_bright_lesions(prepared, tmp_path):
     # the toy lesions are the brightest thing in the toy brains
     assert result.summary["auroc"]["mean"] > 0.9
     assert json.loads((run / "eval" / "summary.json").read_text())["model"] == "threshold"
+
+
+class _Grey(torch.nn.Module):
+    """A 'model' that reconstructs every slice as uniform 0.5."""
+
+    def reconstruct(self, x):
+        return torch.full_like(x, 0.5)
+
+
+@pytest.mark.parametrize("residual, dark_flagged", [("abs", True), ("positive", False)])
+def test_residual_sign_option(prepared, residual, dark_flagged):
+    import numpy as np
+
+    from brainuad.config import DetectConfig
+    from brainuad.detect import score_subject
+    from brainuad.manifest import read_manifest
+    from brainuad.slices import load_subject_slices
+
+    data = load_subject_slices(read_manifest(prepared).subjects[0], "flair", 32)
+    data.images[:] = 0.5 * data.masks
+    n, c = len(data.images), 16
+    data.images[:, c - 4:c - 1, c - 4:c - 1] = 1.0  # brighter than the reconstruction
+    data.images[:, c + 1:c + 4, c + 1:c + 4] = 0.0  # darker than the reconstruction
+    cfg = DetectConfig(residual=residual, median_size=1, erosion_mm=0)
+    scored = score_subject(_Grey(), data, cfg)
+    from brainuad.slices import to_volume
+
+    bright = to_volume(np.pad(np.ones((n, 3, 3)), ((0, 0), (c - 4, 32 - c + 1), (c - 4, 32 - c + 1))),
+                       data.geometry) > 0
+    dark = to_volume(np.pad(np.ones((n, 3, 3)), ((0, 0), (c + 1, 32 - c - 4), (c + 1, 32 - c - 4))),
+                     data.geometry) > 0
+    brain = data.mask.data > 0
+    assert scored.score[bright & brain].min() == pytest.approx(0.5)
+    assert (scored.score[dark & brain].min() > 0.4) == dark_flagged

@@ -161,6 +161,20 @@ def evaluate(
     typer.echo(f"evaluation: {(out or pred.parent / 'eval')}")
 
 
+@_command
+def demo(
+    out: Annotated[Path, typer.Argument(help="Folder for the cohort, runs and results.")] = Path(
+        "brainuad-demo"),
+    epochs: Annotated[int, typer.Option(help="AnoVAEGAN training epochs.")] = 6,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Synth, preprocess, train AnoVAEGAN and the threshold baseline, detect, evaluate: minutes."""
+    from brainuad.demo import run_demo
+
+    run_demo(out, epochs=epochs, seed=seed, say=typer.echo,
+             progress=lambda desc: progress(desc))
+
+
 def main() -> None:
     app()
 

@@ -92,6 +92,9 @@ class DetectConfig:
     """Post-processing of the paper: 5x5x5 median, eroded brain mask, threshold, small components."""
 
     median_size: int = 5
+    # "abs": |x - x_hat| as in the paper; "positive": max(x - x_hat, 0), only what is brighter
+    # than the reconstruction (FLAIR lesions are hyperintense; Baur et al.'s 2021 follow-up).
+    residual: str = "abs"
     erosion_mm: float = 3.0  # "slightly eroded" brain mask
     percentile: float = 98.0  # threshold = this percentile of healthy training residuals
     min_component: int = 6  # 3D components smaller than this many voxels are removed

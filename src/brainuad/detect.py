@@ -52,7 +52,13 @@ def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig) -> S
     """Residual |x - x_hat| per slice, 5x5x5 median over the stack, back on the volume grid,
     times the eroded brain mask."""
     start = time.perf_counter()
-    residual = np.abs(data.images - reconstruct(model, data.images, cfg.batch_size))
+    residual = data.images - reconstruct(model, data.images, cfg.batch_size)
+    if cfg.residual == "positive":
+        residual = np.maximum(residual, 0)
+    elif cfg.residual == "abs":
+        residual = np.abs(residual)
+    else:
+        raise BrainUADError(f"detect.residual {cfg.residual!r}: choose abs or positive")
     residual *= data.masks  # the network's output outside the brain is not evidence of anything
     filtered = median_filter(residual, cfg.median_size)
     volume = to_volume(filtered, data.geometry)
