@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_nifti
 
 from brainuad.errors import BrainUADError
 from brainuad.io import atomic_path, load_binary, load_image, save_volume
+from conftest import write_nifti
 
 
 def _err(call, *args):

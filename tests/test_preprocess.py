@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
-from conftest import write_nifti
 
 from brainuad.errors import BrainUADError
 from brainuad.io import load_binary, load_image
 from brainuad.manifest import read_manifest
 from brainuad.preprocess import mask_from_skull_stripped, preprocess_manifest
+from conftest import write_nifti
 
 
 def test_outputs_are_unit_range_and_masked(tmp_path, cohort):

@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import shared_data
 
 from brainuad.io import load_binary, load_image
 from brainuad.manifest import Subject
 from brainuad.preprocess import PreprocessConfig, preprocess_subject
 from brainuad.slices import PAPER_SLICES, load_subject_slices, to_volume
+from conftest import shared_data
 
 pytestmark = pytest.mark.realdata
 

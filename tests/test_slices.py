@@ -1,7 +1,6 @@
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import write_nifti
 
 from brainuad.errors import BrainUADError
 from brainuad.io import Volume, load_image
@@ -14,6 +13,7 @@ from brainuad.slices import (
     to_slices,
     to_volume,
 )
+from conftest import write_nifti
 
 AFFINES = {
     "RAS": np.diag([1.0, 1.0, 1.0, 1.0]),

@@ -155,10 +155,11 @@ def test_residual_sign_option(prepared, residual, dark_flagged):
     scored = score_subject(_Grey(), data, cfg)
     from brainuad.slices import to_volume
 
-    bright = to_volume(np.pad(np.ones((n, 3, 3)), ((0, 0), (c - 4, 32 - c + 1), (c - 4, 32 - c + 1))),
-                       data.geometry) > 0
-    dark = to_volume(np.pad(np.ones((n, 3, 3)), ((0, 0), (c + 1, 32 - c - 4), (c + 1, 32 - c - 4))),
-                     data.geometry) > 0
+    def square(lo):
+        return to_volume(np.pad(np.ones((n, 3, 3)), ((0, 0), (lo, 29 - lo), (lo, 29 - lo))),
+                         data.geometry) > 0
+
+    bright, dark = square(c - 4), square(c + 1)
     brain = data.mask.data > 0
     assert scored.score[bright & brain].min() == pytest.approx(0.5)
     assert (scored.score[dark & brain].min() > 0.4) == dark_flagged

@@ -1,4 +1,5 @@
-"""`brainuad` command line: one sub-command per stage, each parsing and calling one library function.
+"""`brainuad` command line: one sub-command per stage, each parsing and calling one library
+function.
 
 Heavy libraries are imported inside the commands so `--help` stays instant. A `BrainUADError`
 (bad input) prints as one line and exits 1; `--debug` shows the traceback instead.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -95,18 +96,18 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 def train(
     manifest: Annotated[Path, typer.Argument(help="Preprocessed manifest (healthy train/val).")],
     run: Annotated[Path, typer.Argument(help="Run directory to create (or resume).")],
-    model: Annotated[Optional[str], typer.Option(help="dae, sae8, sae16, saegan, dvae, svae, "
+    model: Annotated[str | None, typer.Option(help="dae, sae8, sae16, saegan, dvae, svae, "
                                                  "anovaegan or threshold.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML config (see configs/).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Training epochs.")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Slice side in pixels.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Minibatch size.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="32-true, bf16-mixed, 16-mixed.")] = None,
-    accelerator: Annotated[Optional[str], typer.Option(help="cpu, gpu or auto.")] = None,
-    devices: Annotated[Optional[str], typer.Option(help="Devices per node (Lightning).")] = None,
-    num_nodes: Annotated[Optional[int], typer.Option(help="Nodes (Lightning).")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="auto, ddp, ...")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (see configs/).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Slice side in pixels.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Minibatch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    precision: Annotated[str | None, typer.Option(help="32-true, bf16-mixed, 16-mixed.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="cpu, gpu or auto.")] = None,
+    devices: Annotated[str | None, typer.Option(help="Devices per node (Lightning).")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="Nodes (Lightning).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="auto, ddp, ...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
 ) -> None:
     """Train a model on healthy slices; store weights, config and detection threshold in RUN."""
@@ -131,10 +132,10 @@ def train(
 def detect(
     run: Annotated[Path, typer.Argument(help="Run directory written by `brainuad train`.")],
     manifest: Annotated[Path, typer.Argument(help="Preprocessed manifest of scans to segment.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default RUN/pred).")] = None,
-    slices: Annotated[Optional[str], typer.Option(help="brain (every slice with brain) or "
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/pred).")] = None,
+    slices: Annotated[str | None, typer.Option(help="brain (every slice with brain) or "
                                                   "paper (the 20 middle slices).")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Only subjects of this split.")] = None,
+    split: Annotated[str | None, typer.Option(help="Only subjects of this split.")] = None,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
     from brainuad.detect import detect_manifest
@@ -147,7 +148,7 @@ def detect(
 def evaluate(
     pred: Annotated[Path, typer.Argument(help="Predictions folder (RUN/pred) or a run folder.")],
     manifest: Annotated[Path, typer.Argument(help="Manifest with lesion labels.")],
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default PRED/../eval).")]
+    out: Annotated[Path | None, typer.Option(help="Output folder (default PRED/../eval).")]
     = None,
 ) -> None:
     """Dice, AUROC, AUPRC, best Dice, lesion-wise rates per subject; summary and figures."""

@@ -89,7 +89,7 @@ class TrainConfig:
 
 @dataclass
 class DetectConfig:
-    """Post-processing of the paper: 5x5x5 median, eroded brain mask, threshold, small components."""
+    """Post-processing of the paper: 5x5x5 median, eroded brain mask, threshold, small parts."""
 
     median_size: int = 5
     # "abs": |x - x_hat| as in the paper; "positive": max(x - x_hat, 0), only what is brighter

@@ -33,6 +33,7 @@ SAFE_NAME = re.compile(r"^[^/\\]+$")
 class Scored:
     score: np.ndarray  # (X, Y, Z) filtered residual x eroded mask, on the scan's grid
     region: np.ndarray  # (X, Y, Z) bool: brain voxels of the scored slices
+    scored: np.ndarray  # (X, Y, Z) bool: the region inside the eroded brain mask
     seconds: float  # reconstruction + post-processing (without the threshold)
     n_slices: int
 
@@ -64,9 +65,9 @@ def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig) -> S
     volume = to_volume(filtered, data.geometry)
     brain = data.mask.data > 0
     region = to_volume(np.ones_like(filtered), data.geometry) > 0.5
-    score = volume * (eroded_mask(brain, data.volume.spacing, cfg.erosion_mm) & region)
-    return Scored(score.astype(np.float32), brain & region, time.perf_counter() - start,
-                  len(data.geometry.indices))
+    scored = eroded_mask(brain, data.volume.spacing, cfg.erosion_mm) & region
+    return Scored((volume * scored).astype(np.float32), brain & region, scored,
+                  time.perf_counter() - start, len(data.geometry.indices))
 
 
 def healthy_threshold(model: nn.Module, subjects: list[Subject], cfg: RunConfig,
@@ -77,9 +78,8 @@ def healthy_threshold(model: nn.Module, subjects: list[Subject], cfg: RunConfig,
     for subject in progress(subjects, total=len(subjects)):
         data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
                                    cfg.detect.slices)
-        scored = score_subject(model, data, cfg.detect)
-        brain = eroded_mask(data.mask.data, data.volume.spacing, cfg.detect.erosion_mm)
-        values.append(scored.score[brain & scored.region])
+        result = score_subject(model, data, cfg.detect)
+        values.append(result.score[result.scored])
     pooled = np.concatenate(values)
     return {
         "threshold": float(np.percentile(pooled, cfg.detect.percentile)),
@@ -142,7 +142,8 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     summary_path = out / "detect.json"
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary = {
-        "run": str(run.resolve()), "model": cfg.model.name, "threshold": threshold,
+        "run": str(run.resolve()), "model": cfg.model.name, "modality": cfg.train.modality,
+        "threshold": threshold,
         "slices": cfg.detect.slices, "subjects": {**previous.get("subjects", {}), **timings},
     }
     write_text(summary_path, json.dumps(summary, indent=2) + "\n")

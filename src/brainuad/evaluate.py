@@ -81,7 +81,8 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
                                                replace=False))
         result.lesion_scores.append(score.data[lesion])
         if len(result.examples) < figure_subjects and truth.any():
-            image = load_image(subject.image(next(iter(subject.images)), manifest.path))
+            modality = detect_info.get("modality") or next(iter(subject.images))
+            image = load_image(subject.image(modality, manifest.path))
             ornt = nib.orientations.io_orientation(score.affine)
             ras_truth = nib.orientations.apply_orientation(truth, ornt)
             z = int(np.argmax(ras_truth.sum(axis=(0, 1))))

@@ -73,7 +73,7 @@ def figure_histograms(scores: dict[str, tuple[np.ndarray, np.ndarray]], path: Pa
     fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.2 * cols, 3.2 *
                                                                   math.ceil(n / cols)),
                              squeeze=False)
-    for ax, (model, (normal, lesion)) in zip(axes.ravel(), scores.items()):
+    for ax, (model, (normal, lesion)) in zip(axes.ravel(), scores.items(), strict=False):
         top = max(float(np.percentile(normal, 99.9)) if normal.size else 0,
                   float(np.percentile(lesion, 99)) if lesion.size else 0, 1e-6)
         bins = np.linspace(0, top, 60)

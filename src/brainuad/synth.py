@@ -71,7 +71,8 @@ def atlas(resolution: int) -> dict[str, np.ndarray]:
 
     gm_img = datasets.load_mni152_gm_template(resolution=resolution)
     gm = np.clip(gm_img.get_fdata(dtype=np.float32), 0, 1)
-    wm = np.clip(datasets.load_mni152_wm_template(resolution=resolution).get_fdata(dtype=np.float32), 0, 1)
+    wm_img = datasets.load_mni152_wm_template(resolution=resolution)
+    wm = np.clip(wm_img.get_fdata(dtype=np.float32), 0, 1)
     brain = datasets.load_mni152_brain_mask(resolution=resolution).get_fdata(dtype=np.float32) > 0.5
     brain = ndimage.binary_fill_holes(brain | (gm + wm > 0.5))
     csf = np.clip(brain - gm - wm, 0, 1)

@@ -2,8 +2,9 @@
 
 Every model trains with manual optimisation, so the adversarial models alternate exactly as the
 paper says (generator step, then discriminator step on the same batch) and the plain ones take one
-step. Shuffling is seeded from (seed, epoch) and sampling noise from (seed, epoch, batch), so a run resumed from its last
-checkpoint takes the same batches and the same noise as one that was never interrupted.
+step. Shuffling is seeded from (seed, epoch) and sampling noise from (seed, epoch, batch), so a
+run resumed from its last checkpoint takes the same batches and the same noise as one that was
+never interrupted.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ class Encoder(nn.Module):
     def __init__(self, channels: tuple[int, ...], in_channels: int = 1) -> None:
         super().__init__()
         widths = (in_channels, *channels)
-        self.net = nn.Sequential(*[down(a, b, norm=i > 0)
-                                   for i, (a, b) in enumerate(zip(widths, widths[1:]))])
+        pairs = zip(widths, widths[1:], strict=False)
+        self.net = nn.Sequential(*[down(a, b, norm=i > 0) for i, (a, b) in enumerate(pairs)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -50,7 +50,7 @@ class Decoder(nn.Module):
     def __init__(self, channels: tuple[int, ...], out_channels: int = 1) -> None:
         super().__init__()
         widths = tuple(reversed(channels))
-        ups = [up(a, b) for a, b in zip(widths, (*widths[1:], widths[-1]))]
+        ups = [up(a, b) for a, b in zip(widths, (*widths[1:], widths[-1]), strict=True)]
         self.net = nn.Sequential(*ups, nn.Conv2d(widths[-1], out_channels, 5, padding=2),
                                  nn.Sigmoid())
 
