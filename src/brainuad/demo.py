@@ -56,7 +56,7 @@ def run_demo(out: str | Path, epochs: int = 6, n_healthy: int = 12, n_lesioned: 
         pred = detect_manifest(run, prep, split="test", progress=progress("detect"))
         step(f"evaluate {name}")
         summaries[name] = evaluate(pred, prep, progress=progress("evaluate")).summary
-    table = results_table(summaries, {"anovaegan": "8x8x64", "threshold": "-"})
+    table = results_table(summaries)
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(json.dumps(summaries, indent=2) + "\n")
     step("done")

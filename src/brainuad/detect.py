@@ -142,7 +142,8 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     summary_path = out / "detect.json"
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary = {
-        "run": str(run.resolve()), "model": cfg.model.name, "modality": cfg.train.modality,
+        "run": str(run.resolve()), "model": cfg.model.name, "z": cfg.model.z_description,
+        "modality": cfg.train.modality,
         "threshold": threshold,
         "slices": cfg.detect.slices, "subjects": {**previous.get("subjects", {}), **timings},
     }

@@ -94,7 +94,8 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
     chosen = [timings[s.subject] for s in subjects if s.subject in timings]
     per_slice = (sum(t["seconds"] for t in chosen) / max(sum(t["slices"] for t in chosen), 1)
                  if chosen else None)
-    result.summary = {"model": detect_info.get("model"), "slices": detect_info.get("slices"),
+    result.summary = {"model": detect_info.get("model"), "z": detect_info.get("z"),
+                      "slices": detect_info.get("slices"),
                       "threshold": detect_info.get("threshold"),
                       **summarise(result.rows, per_slice)}
     write_outputs(result, out)

@@ -98,7 +98,7 @@ def _pm(stat: dict) -> str:
     return f"{stat['mean']:.3f} +- {stat['sd']:.3f}"
 
 
-def results_table(summaries: dict[str, dict], z: dict[str, str] | None = None) -> str:
+def results_table(summaries: dict[str, dict]) -> str:
     """Markdown table of summaries (model -> evaluate's summary.json), the paper's Table 1 shape."""
     lines = ["| model | z | Dice | AUROC | AUPRC | best Dice | lesion recall | s / slice |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -106,7 +106,7 @@ def results_table(summaries: dict[str, dict], z: dict[str, str] | None = None) -
         seconds = s.get("seconds_per_slice")
         timing = f"{seconds:.4f}" if seconds is not None else "-"
         lines.append(
-            f"| {model} | {(z or {}).get(model, '')} | {_pm(s['dice'])} | {_pm(s['auroc'])} | "
+            f"| {model} | {s.get('z') or ''} | {_pm(s['dice'])} | {_pm(s['auroc'])} | "
             f"{_pm(s['auprc'])} | {_pm(s['best_dice'])} | {_pm(s['lesion_recall'])} | "
             f"{timing} |")
     return "\n".join(lines) + "\n"
