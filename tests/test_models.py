@@ -51,3 +51,22 @@ def test_loss_terms_and_signs():
     # the discriminator's loss is small when it is right on both, large when wrong on both
     assert losses.discriminator(confident_real, confident_fake) < 0.01
     assert losses.discriminator(confident_fake, confident_real) > 10
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    from brainuad.models.registry import run_config
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert len(configs) >= 2 * (len(MODELS)) + 1
+    for path in configs:
+        cfg = run_config(None, str(path))
+        assert cfg.model.name in MODELS, path
+        if path.parent.name == "paper":
+            assert (cfg.model.image_size, cfg.train.epochs, cfg.train.batch_size) == (256, 190, 8)
+            assert cfg.model.z_description == EXPECTED_Z_PAPER[cfg.model.name]
+
+
+EXPECTED_Z_PAPER = {"dae": "512", "sae8": "8x8x64", "sae16": "16x16x64", "saegan": "16x16x64",
+                    "dvae": "512", "svae": "16x16x64", "anovaegan": "16x16x64", "threshold": "-"}
