@@ -7,6 +7,7 @@ threshold baseline -> detect the test subjects -> evaluate both -> print the tab
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +49,6 @@ def run_demo(out: str | Path, epochs: int = 6, n_healthy: int = 12, n_lesioned: 
             step(f"train {name}" + (f": {epochs} epochs" if name != "threshold" else
                                     ": no training, threshold only"))
             if run.exists():
-                import shutil
-
                 shutil.rmtree(run)  # an interrupted run: start it again
             train(prep, run, cfg, progress=progress("threshold"))
         step(f"detect {name} on the test subjects")

@@ -17,6 +17,7 @@ from brainuad.errors import BrainUADError
 from brainuad.io import load_binary, load_image, write_text
 from brainuad.manifest import read_manifest
 from brainuad.metrics import subject_metrics
+from brainuad.slices import to_ras
 
 SUMMARY_METRICS = ("dice", "auroc", "auprc", "best_dice", "lesion_recall", "lesion_precision")
 #: Normal-voxel scores kept per subject for the residual histogram (lesion voxels: all).
@@ -30,11 +31,6 @@ class Evaluation:
     examples: list[report.Example] = field(default_factory=list)
     normal_scores: list[np.ndarray] = field(default_factory=list)
     lesion_scores: list[np.ndarray] = field(default_factory=list)
-
-
-def _ras_slice(volume: nib.Nifti1Image | np.ndarray, affine: np.ndarray, z: int) -> np.ndarray:
-    ornt = nib.orientations.io_orientation(affine)
-    return nib.orientations.apply_orientation(volume, ornt)[:, :, z]
 
 
 def summarise(rows: list[dict], seconds_per_slice: float | None) -> dict:
@@ -84,12 +80,10 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
             modality = detect_info.get("modality") or next(iter(subject.images))
             image = load_image(subject.image(modality, manifest.path))
             ornt = nib.orientations.io_orientation(score.affine)
-            ras_truth = nib.orientations.apply_orientation(truth, ornt)
-            z = int(np.argmax(ras_truth.sum(axis=(0, 1))))
-            result.examples.append(report.Example(
-                subject.subject,
-                *(_ras_slice(v, score.affine, z) for v in (image.data, score.data,
-                                                          prediction, truth))))
+            volumes = [to_ras(v, ornt) for v in (image.data, score.data, prediction, truth)]
+            z = int(np.argmax(volumes[3].sum(axis=(0, 1))))  # the slice with the most lesion
+            result.examples.append(report.Example(subject.subject,
+                                                  *(v[:, :, z] for v in volumes)))
     timings = detect_info.get("subjects", {})
     chosen = [timings[s.subject] for s in subjects if s.subject in timings]
     per_slice = (sum(t["seconds"] for t in chosen) / max(sum(t["slices"] for t in chosen), 1)
