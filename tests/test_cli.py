@@ -15,7 +15,7 @@ def test_help_lists_stages():
 
 def test_preprocess_command(tmp_path, cohort):
     out = tmp_path / "prep dir é"
-    result = runner.invoke(app, ["preprocess", str(cohort), str(out)])
+    result = runner.invoke(app, ["preprocess", str(cohort), str(out), "--register", "never"])
     assert result.exit_code == 0, result.output
     assert len(read_manifest(out / "manifest.csv").subjects) == 6
 

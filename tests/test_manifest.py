@@ -66,3 +66,19 @@ def test_write_round_trip_relative_paths(cohort, tmp_path):
     again = read_manifest(out)
     assert [s.images for s in again.subjects] == [s.images for s in manifest.subjects]
     assert not any(cell.startswith("/") for cell in out.read_text().split(","))
+
+
+def test_shards_are_disjoint_and_cover_the_manifest():
+    from brainuad.manifest import Subject, shard
+
+    subjects = [Subject(f"s{i}", "test", "patient", {}) for i in range(7)]
+    parts = [shard(subjects, f"{i}/3") for i in (1, 2, 3)]
+    names = [s.subject for part in parts for s in part]
+    assert sorted(names) == sorted(s.subject for s in subjects)
+    assert len(names) == len(set(names))
+    assert shard(subjects, None) is subjects
+    for bad in ("0/3", "4/3", "x", "1/0", "2"):
+        with pytest.raises(BrainUADError, match="--shard"):
+            shard(subjects, bad)
+    with pytest.raises(BrainUADError, match="has no subjects"):
+        shard(subjects[:1], "2/2")

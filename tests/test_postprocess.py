@@ -53,3 +53,16 @@ def test_median_removes_isolated_voxels_keeps_blocks():
     assert filtered[2, 2, 2] == 0.5  # the spike takes the block's value
     assert filtered[9, 9, 9] == 0.0  # the isolated voxel is gone
     assert filtered[1, 1, 1] == 0.5  # edges reflect: the block's corner survives
+
+
+def test_median_where_matches_scipy_inside_and_is_zero_outside():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    stack = rng.random((9, 12, 11)).astype(np.float32)
+    where = rng.random(stack.shape) > 0.4
+    where[0], where[:, -1] = True, True  # edges, where the reflection matters
+    fast = median_filter(stack, 5, where=where, chunk=37)  # several chunks
+    reference = ndimage.median_filter(stack, size=5, mode="reflect")
+    np.testing.assert_array_equal(fast[where], reference[where])
+    assert not fast[~where].any()

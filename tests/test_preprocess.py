@@ -4,12 +4,14 @@ import pytest
 from brainuad.errors import BrainUADError
 from brainuad.io import load_binary, load_image
 from brainuad.manifest import read_manifest
-from brainuad.preprocess import mask_from_skull_stripped, preprocess_manifest
+from brainuad.preprocess import PreprocessConfig, mask_from_skull_stripped, preprocess_manifest
 from conftest import write_nifti
+
+ATLAS = PreprocessConfig(register="never")  # the toy volumes are atlas-space stand-ins
 
 
 def test_outputs_are_unit_range_and_masked(tmp_path, cohort):
-    out = preprocess_manifest(cohort, tmp_path / "prep")
+    out = preprocess_manifest(cohort, tmp_path / "prep", ATLAS)
     for subject in out.subjects:
         image = load_image(subject.images["flair"])
         mask = load_binary(subject.mask, image).data
@@ -21,11 +23,11 @@ def test_outputs_are_unit_range_and_masked(tmp_path, cohort):
 
 
 def test_skips_done_subjects_and_redoes_partial(tmp_path, cohort):
-    out = preprocess_manifest(cohort, tmp_path / "prep")
+    out = preprocess_manifest(cohort, tmp_path / "prep", ATLAS)
     first = out.subjects[0]
     stamp = first.images["flair"].stat().st_mtime_ns
     first.mask.unlink()  # as if killed before the subject finished
-    preprocess_manifest(cohort, tmp_path / "prep")
+    preprocess_manifest(cohort, tmp_path / "prep", ATLAS)
     assert first.mask.exists()
     assert out.subjects[1].images["flair"].stat().st_mtime_ns > 0
     assert first.images["flair"].stat().st_mtime_ns != stamp
@@ -48,5 +50,17 @@ def test_modalities_on_different_grids_are_refused(tmp_path):
     (tmp_path / "m.csv").write_text("subject,split,health,flair,t1\n"
                                     "a,train,healthy,f.nii.gz,t.nii.gz\n")
     with pytest.raises(BrainUADError, match="not on the grid of"):
-        preprocess_manifest(tmp_path / "m.csv", tmp_path / "out")
+        preprocess_manifest(tmp_path / "m.csv", tmp_path / "out", ATLAS)
     assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+def test_shards_together_write_the_whole_manifest(tmp_path, cohort):
+    whole = read_manifest(cohort)
+    first = preprocess_manifest(cohort, tmp_path / "prep", ATLAS, shard_spec="1/2")
+    assert first.path.name == "manifest.shard-1-of-2.csv"
+    assert not (tmp_path / "prep" / "manifest.csv").exists()  # shard 2 is not done yet
+    second = preprocess_manifest(cohort, tmp_path / "prep", ATLAS, shard_spec="2/2")
+    names = {s.subject for s in first.subjects} | {s.subject for s in second.subjects}
+    assert names == {s.subject for s in whole.subjects}
+    merged = read_manifest(tmp_path / "prep" / "manifest.csv")
+    assert [s.subject for s in merged.subjects] == [s.subject for s in whole.subjects]

@@ -18,7 +18,7 @@ def patient07(tmp_path_factory):
     subject = Subject("patient07", "test", "patient", {"flair": folder / "FLAIR.nii.gz"},
                       label=folder / "lesion_mask.nii.gz")
     out = tmp_path_factory.mktemp("prep")
-    return preprocess_subject(subject, out, PreprocessConfig())
+    return preprocess_subject(subject, out, PreprocessConfig(register="never"))
 
 
 def test_mslub_flair_slices(patient07):

@@ -90,9 +90,10 @@ def test_unscaled_image_is_refused(cohort):
 
 
 def test_dataset_over_preprocessed_subjects(tmp_path, cohort):
-    from brainuad.preprocess import preprocess_manifest
+    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 
-    manifest = preprocess_manifest(cohort, tmp_path / "prep")
+    manifest = preprocess_manifest(cohort, tmp_path / "prep",
+                                   PreprocessConfig(register="never"))
     subjects = manifest.select(health="healthy")
     dataset = SliceDataset(subjects, "flair", 32, "brain")
     expected = sum(len(load_subject_slices(s, "flair", 32).geometry.indices) for s in subjects)

@@ -29,6 +29,14 @@ def test_same_seed_same_bytes(cohorts):
     assert a["sub-p001/flair.nii.gz"] != c["sub-p001/flair.nii.gz"]
 
 
+def test_synth_leaves_the_callers_threads_alone(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    synth_cohort(tmp_path, SynthConfig(n_healthy=1, n_lesioned=0))
+    assert torch.get_num_threads() == before  # the demo trains right after synth, in-process
+
+
 def test_manifest_and_label_consistency(cohorts):
     manifest = read_manifest(cohorts / "a" / "manifest.csv")
     assert [(s.split, s.health) for s in manifest.subjects] == [

@@ -9,7 +9,7 @@ from brainuad.cli import app
 from brainuad.config import ModelConfig, RunConfig, TrainConfig
 from brainuad.errors import BrainUADError
 from brainuad.models.registry import model_defaults
-from brainuad.preprocess import preprocess_manifest
+from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 from brainuad.training import train
 
 TINY_MODEL = {"image_size": 32, "width": 4, "max_width": 8}
@@ -17,7 +17,8 @@ TINY_MODEL = {"image_size": 32, "width": 4, "max_width": 8}
 
 @pytest.fixture
 def prepared(tmp_path, cohort):
-    return preprocess_manifest(cohort, tmp_path / "prep").path
+    return preprocess_manifest(cohort, tmp_path / "prep",
+                               PreprocessConfig(register="never")).path
 
 
 def tiny_config(name="anovaegan", epochs=1, **train):
@@ -163,3 +164,14 @@ def test_residual_sign_option(prepared, residual, dark_flagged):
     brain = data.mask.data > 0
     assert scored.score[bright & brain].min() == pytest.approx(0.5)
     assert (scored.score[dark & brain].min() > 0.4) == dark_flagged
+
+
+def test_cosine_schedule_anneals_both_rates_and_is_checkpointed(prepared, tmp_path):
+    run = train(prepared, tmp_path / "cos", tiny_config(epochs=2, lr_schedule="cosine"),
+                progress_bar=False)
+    state = rundir.safe_torch_load(run / "checkpoints" / "last.ckpt")
+    rates = [s["_last_lr"][0] for s in state["lr_schedulers"]]
+    assert len(rates) == 2  # generator and discriminator
+    assert rates[0] == pytest.approx(0.0, abs=1e-12)  # cosine over 2 epochs ends at zero
+    with pytest.raises(BrainUADError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")

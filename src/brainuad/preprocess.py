@@ -1,18 +1,22 @@
 """Preprocessing: from scans to the atlas-space, skull-stripped, [0, 1] volumes the models see.
 
-Done here for scans already in atlas space (what `synth` writes, and `../shared/data/mslub`):
-brain mask (given, or derived from the skull-stripped image), CurvatureFlow denoising (SimpleITK,
-as in the paper), then intensities scaled to [0, 1] by robust percentiles inside the brain.
+Scans already on the atlas grid (what `synth` writes) keep their grid: brain mask (given, or
+derived from the skull-stripped image), CurvatureFlow denoising (SimpleITK, as in the paper), then
+intensities scaled to [0, 1] by robust percentiles inside the brain.
 
-Raw scanner-space scans additionally need N4 bias correction, registration to the MNI152 template
-and skull stripping by the template's mask; that is `register_to_atlas`'s place, still to come
-(issue 6). Until then a scan whose grid is not atlas-like is processed as given.
+Any other scan (raw, in scanner space, or in another atlas space such as FSL's MNI152) is first
+bias corrected (N4) and registered rigid-then-affine to nilearn's MNI152 1 mm template (see
+`register`); the other modalities of the subject are registered rigidly to the reference one and
+resampled in one step; the brain mask is the template's, or the user's mask carried along. The
+atlas -> scan transform is saved so `detect` can write its maps on the scan's own grid.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,23 @@ from scipy import ndimage
 
 from brainuad.errors import BrainUADError
 from brainuad.io import Volume, load_binary, load_image, save_volume
-from brainuad.manifest import Manifest, Subject, read_manifest, write_manifest
+from brainuad.manifest import Manifest, Subject, read_manifest, shard, write_manifest
+from brainuad.register import (
+    RegistrationConfig,
+    affine_transform,
+    from_sitk,
+    head_mask,
+    matrix,
+    n4,
+    register,
+    resample,
+    template,
+    to_sitk,
+    to_template,
+    write_transform,
+)
+
+REGISTER = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,13 @@ class PreprocessConfig:
     curvature_iterations: int = 5
     lower_percentile: float = 0.5  # maps to 0 inside the brain
     upper_percentile: float = 99.5  # maps to 1 inside the brain
+    register: str = "auto"  # auto: every scan not already on the template's grid
+    reference: str = "flair"  # the modality N4 and the atlas registration use, if present
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+
+    def __post_init__(self) -> None:
+        if self.register not in REGISTER:
+            raise BrainUADError(f"--register {self.register!r}: choose one of {REGISTER}")
 
 
 def mask_from_skull_stripped(volume: Volume) -> np.ndarray:
@@ -66,52 +93,175 @@ def scale_to_unit(data: np.ndarray, mask: np.ndarray, lower: float = 0.5,
     return (np.clip((data - lo) / (hi - lo), 0, 1) * (mask > 0)).astype(np.float32)
 
 
+def on_template_grid(volume: Volume) -> bool:
+    """Already in nilearn's MNI152 space: the template's 1 mm grid, or the 2 mm one of synth."""
+    from brainuad.synth import atlas
+
+    if volume.shape == template_shape():
+        return np.allclose(volume.affine, template_affine(), atol=1e-3)
+    grid = atlas(2)
+    return volume.shape == grid["wm"].shape and np.allclose(volume.affine, grid["affine"],
+                                                            atol=1e-3)
+
+
+@functools.lru_cache(maxsize=1)
+def _template_grid() -> tuple[tuple[int, ...], np.ndarray]:
+    data, affine = from_sitk(template()[0])
+    return data.shape, affine
+
+
+def template_shape() -> tuple[int, ...]:
+    return _template_grid()[0]
+
+
+def template_affine() -> np.ndarray:
+    return _template_grid()[1]
+
+
+def _finish(volumes: dict[str, np.ndarray], mask: np.ndarray, affine: np.ndarray,
+            paths: dict[str, Path], targets: dict[str, Path], cfg: PreprocessConfig) -> None:
+    for modality, data in volumes.items():
+        try:
+            scaled = scale_to_unit(denoise(data, cfg), mask, cfg.lower_percentile,
+                                   cfg.upper_percentile)
+        except ValueError as err:
+            raise BrainUADError(f"{paths[modality]}: {err}") from err
+        save_volume(targets[modality], scaled, affine, np.float32)
+
+
+def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: PreprocessConfig,
+                      folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
+    """N4 + registration of every modality onto the template grid; returns the resampled images,
+    the brain mask on the template grid, and the reference modality."""
+    reg = cfg.registration
+    name = cfg.reference if cfg.reference in volumes else next(iter(volumes))
+    reference = volumes[name]
+    fixed, brain = template()
+    ref = to_sitk(reference.data, reference.affine)
+    ref = n4(ref, head_mask(ref), reg)
+    to_ref = to_template(ref, reg, f"{reference.path}")
+    images = {name: from_sitk(resample(ref, fixed, to_ref))[0]}
+    for modality, volume in volumes.items():
+        if modality == name:
+            continue
+        moving = to_sitk(volume.data, volume.affine)
+        moving = n4(moving, head_mask(moving), reg)
+        ref_to_moving = register(ref, moving, reg, f"{volume.path} to {reference.path}",
+                                 affine=False)
+        total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
+        images[modality] = from_sitk(resample(moving, fixed, total))[0]
+    if subject.mask is not None:
+        user = load_binary(subject.mask, reference, "mask")
+        if not user.data.any():
+            raise BrainUADError(f"{subject.mask}: brain mask is empty")
+        carried = resample(to_sitk(user.data, user.affine), fixed, to_ref, nearest=True)
+        mask = from_sitk(carried)[0] > 0.5
+    else:
+        mask = from_sitk(brain)[0] > 0
+        # A scan that is already skull stripped (zero outside its brain) trims the template's mask.
+        if (reference.data <= 0).mean() > 0.3:
+            mask &= ndimage.binary_fill_holes(images[name] > 0)
+    if not mask.any():
+        raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
+    write_transform(folder / "to_native.tfm", to_ref)
+    return images, mask.astype(np.uint8), name
+
+
 def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
                        overwrite: bool = False) -> Subject:
     """Write one subject's preprocessed images and brain mask under `out/<subject>/`."""
     folder = out / subject.subject
     targets = {m: folder / f"{m}.nii.gz" for m in subject.images}
     mask_path = folder / "mask.nii.gz"
-    done = Subject(subject.subject, subject.split, subject.health, targets, mask_path,
-                   subject.label, subject.extra)
+    transform_path = folder / "to_native.tfm"
+    volumes = None
+    registered = transform_path.exists()
     if not overwrite and mask_path.exists() and all(p.exists() for p in targets.values()):
-        return done  # every file is written atomically, so existing means complete
+        pass  # every file is written atomically and the mask last, so existing means complete
+    else:
+        volumes = {m: load_image(p) for m, p in subject.images.items()}
+        reference = volumes.get(cfg.reference) or next(iter(volumes.values()))
+        registered = cfg.register == "always" or (
+            cfg.register == "auto" and not all(on_template_grid(v) for v in volumes.values()))
+        if subject.label is not None:
+            load_binary(subject.label, reference, "label")  # validate now, not at evaluation
+        if registered:
+            images, mask, name = _register_subject(subject, volumes, cfg, folder)
+            affine = template_affine()
+            native = volumes[name].path
+        else:
+            _check_same_grid(volumes)
+            images = {m: v.data for m, v in volumes.items()}
+            mask = _atlas_mask(subject, reference)
+            affine = reference.affine
+            transform_path.unlink(missing_ok=True)
+        _finish(images, mask, affine, subject.images, targets, cfg)
+        save_volume(mask_path, mask, affine, np.uint8)  # last: marks the subject done
+    native = None
+    if registered:
+        name = cfg.reference if cfg.reference in subject.images else next(iter(subject.images))
+        native = subject.images[name]
+    return Subject(subject.subject, subject.split, subject.health, targets, mask_path,
+                   subject.label, subject.extra, native,
+                   transform_path if registered else None)
 
-    volumes = {m: load_image(p) for m, p in subject.images.items()}
+
+def _check_same_grid(volumes: dict[str, Volume]) -> None:
     reference = next(iter(volumes.values()))
     for volume in volumes.values():
         if volume.shape != reference.shape or not np.allclose(volume.affine, reference.affine,
                                                               atol=1e-3):
             raise BrainUADError(
-                f"{volume.path}: not on the grid of {reference.path}; modalities of one subject "
-                "must be co-registered (raw-scan registration is not available yet)")
-    if subject.mask is not None:
-        mask = load_binary(subject.mask, reference, "mask").data
-        if not mask.any():
-            raise BrainUADError(f"{subject.mask}: brain mask is empty")
-    else:
-        mask = mask_from_skull_stripped(reference)
-    if subject.label is not None:
-        load_binary(subject.label, reference, "label")  # validate now, not at evaluation
-    for modality, volume in volumes.items():
-        try:
-            scaled = scale_to_unit(denoise(volume.data, cfg), mask, cfg.lower_percentile,
-                                   cfg.upper_percentile)
-        except ValueError as err:
-            raise BrainUADError(f"{volume.path}: {err}") from err
-        save_volume(targets[modality], scaled, volume.affine, np.float32)
-    save_volume(mask_path, mask, reference.affine, np.uint8)  # last: marks the subject done
-    return done
+                f"{volume.path}: not on the grid of {reference.path}; with --register never "
+                "the modalities of one subject must be co-registered")
+
+
+def _atlas_mask(subject: Subject, reference: Volume) -> np.ndarray:
+    if subject.mask is None:
+        return mask_from_skull_stripped(reference)
+    mask = load_binary(subject.mask, reference, "mask").data
+    if not mask.any():
+        raise BrainUADError(f"{subject.mask}: brain mask is empty")
+    return mask
+
+
+def _one(args: tuple[Subject, Path, PreprocessConfig, bool]) -> Subject:
+    return preprocess_subject(*args)
+
+
+def _one_thread() -> None:
+    import SimpleITK
+
+    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
 def preprocess_manifest(manifest_path: str | Path, out: str | Path,
                         cfg: PreprocessConfig | None = None, overwrite: bool = False,
-                        progress: Callable | None = None) -> Manifest:
-    """Preprocess every subject of a manifest; write `out/manifest.csv` pointing at the results."""
+                        progress: Callable | None = None, workers: int = 1,
+                        shard_spec: str | None = None) -> Manifest:
+    """Preprocess every subject of a manifest (or of one shard of it, `"i/n"`) and write
+    `out/manifest.csv` pointing at the results once every subject of the manifest is done;
+    a shard also writes `out/manifest.shard-i-of-n.csv` with its own subjects."""
     cfg = cfg or PreprocessConfig()
     manifest = read_manifest(manifest_path)
     out = Path(out)
     progress = progress or (lambda iterable, total: iterable)
-    done = [preprocess_subject(s, out, cfg, overwrite)
-            for s in progress(manifest.subjects, total=len(manifest.subjects))]
-    return write_manifest(out / "manifest.csv", done)
+    subjects = shard(manifest.subjects, shard_spec, manifest.path)
+    jobs = [(s, out, cfg, overwrite) for s in subjects]
+    if workers > 1 and len(jobs) > 1:
+        with get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
+            done = list(progress(pool.imap(_one, jobs), total=len(jobs)))
+    else:
+        done = [_one(job) for job in progress(jobs, total=len(jobs))]
+    if shard_spec is None:
+        return write_manifest(out / "manifest.csv", done)
+    i, n = shard_spec.split("/")
+    written = write_manifest(out / f"manifest.shard-{i}-of-{n}.csv", done)
+    finished = {s.subject: s for s in done}
+    for s in manifest.subjects:  # the other shards' subjects, if they are finished
+        folder = out / s.subject
+        if s.subject not in finished and (folder / "mask.nii.gz").exists():
+            finished[s.subject] = preprocess_subject(s, out, cfg)
+    if len(finished) == len(manifest.subjects):
+        write_manifest(out / "manifest.csv", [finished[s.subject] for s in manifest.subjects])
+    return written

@@ -41,7 +41,9 @@ def figure_examples(examples: dict[str, list[Example]], path: Path) -> None:
         return
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
     for (model, ex), ax in zip(rows, axes, strict=True):
-        _show(ax[0], ex.image, cmap="gray", vmin=0, vmax=1)
+        # [0, 1] for preprocessed slices; a raw scan's own range for registered subjects.
+        top = max(float(np.percentile(ex.image, 99.5)), 1.0) if ex.image.max() > 1 else 1.0
+        _show(ax[0], ex.image, cmap="gray", vmin=0, vmax=top)
         ax[0].set_ylabel(f"{model}\n{ex.subject}", fontsize=8)
         _show(ax[1], ex.score, cmap="inferno")
         overlay = np.zeros((*ex.image.shape, 4))
@@ -49,7 +51,7 @@ def figure_examples(examples: dict[str, list[Example]], path: Path) -> None:
         overlay[p & t] = (0, 1, 0, 0.8)
         overlay[p & ~t] = (1, 0, 0, 0.8)
         overlay[~p & t] = (0, 0.4, 1, 0.8)
-        _show(ax[2], ex.image, cmap="gray", vmin=0, vmax=1)
+        _show(ax[2], ex.image, cmap="gray", vmin=0, vmax=top)
         _show(ax[2], overlay)
     for ax, title in zip(axes[0], ("input", "filtered residual", "segmentation vs truth"),
                          strict=True):

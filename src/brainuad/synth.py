@@ -220,11 +220,16 @@ def make_subject(cfg: SynthConfig, index: int, lesioned: bool) -> dict[str, np.n
             "label": label.astype(np.uint8)}
 
 
-def _write_one(args: tuple[SynthConfig, int, bool, str, Path]) -> Subject:
-    cfg, index, lesioned, split, out = args
+def _one_thread() -> None:
+    """Worker processes share the cores: one torch thread each (never in the main process,
+    which goes on to train)."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def _write_one(args: tuple[SynthConfig, int, bool, str, Path]) -> Subject:
+    cfg, index, lesioned, split, out = args
     name = f"sub-{'p' if lesioned else 'h'}{index:03d}"
     volumes = make_subject(cfg, index, lesioned)
     affine = atlas(cfg.resolution)["affine"]
@@ -251,7 +256,7 @@ def synth_cohort(out: str | Path, cfg: SynthConfig, workers: int = 1,
     jobs += [(cfg, cfg.n_healthy + i, True, "test", out) for i in range(cfg.n_lesioned)]
     progress = progress or (lambda iterable, total: iterable)
     if workers > 1:
-        with get_context("spawn").Pool(workers) as pool:
+        with get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
             subjects = list(progress(pool.imap(_write_one, jobs), total=len(jobs)))
     else:
         subjects = [_write_one(job) for job in progress(jobs, total=len(jobs))]

@@ -53,13 +53,28 @@ class UADModule(L.LightningModule):
         self.model = build_model(self.cfg.model)
         self.discriminator = build_discriminator(self.cfg.model)
         self.automatic_optimization = False
+        # channels-last: oneDNN's fast layout, 1.4x per training step on a 2-core CPU.
+        self.to(memory_format=torch.channels_last)
+
+    def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
+        return batch.contiguous(memory_format=torch.channels_last)
 
     def configure_optimizers(self):
         t = self.cfg.train
-        generator = torch.optim.Adam(self.model.parameters(), lr=t.lr)
-        if self.discriminator is None:
-            return generator
-        return [generator, torch.optim.Adam(self.discriminator.parameters(), lr=t.lr_adversarial)]
+        optimisers = [torch.optim.Adam(self.model.parameters(), lr=t.lr)]
+        if self.discriminator is not None:
+            optimisers.append(torch.optim.Adam(self.discriminator.parameters(),
+                                               lr=t.lr_adversarial))
+        if t.lr_schedule == "constant":
+            return optimisers
+        return optimisers, [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t.epochs)
+                            for o in optimisers]
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()  # manual optimisation: stepped here, once per epoch
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            if scheduler is not None:
+                scheduler.step()
 
     def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
         # The VAE's sampling noise comes from (seed, epoch, batch) alone: data-loader iterators

@@ -1,0 +1,205 @@
+"""Raw scans into atlas space: N4 bias correction and rigid-then-affine registration to the
+MNI152 template shipped in nilearn, with SimpleITK only (nothing outside pip).
+
+Every transform here maps points of the *fixed* space to the *moving* one (ITK's convention):
+the atlas-to-scan transform of a subject is what resampling the scan onto the atlas grid needs,
+and its inverse carries detection maps back onto the scan's own grid. Transforms are stored as
+ITK text files (`.tfm`): numbers, never code.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from brainuad.errors import BrainUADError
+from brainuad.io import atomic_path
+
+#: RAS (nibabel) <-> LPS (ITK): flip the first two world axes.
+_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels (voxels of the 1 mm template)
+    smoothing_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
+    iterations: int = 100  # per level and stage
+    sampling: float = 0.02  # fraction of the template's masked voxels the metric samples
+    bins: int = 32  # Mattes mutual information histogram bins
+    n4_shrink: int = 4
+    n4_iterations: tuple[int, ...] = (50, 40, 30)
+    seed: int = 0
+
+
+def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """A float32 SimpleITK image from an (X, Y, Z) array and its RAS affine."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(data, np.float32).T))
+    linear = affine[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((_LPS @ (linear / spacing)).ravel().tolist())
+    image.SetOrigin((_LPS @ affine[:3, 3]).tolist())
+    return image
+
+
+def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(X, Y, Z) array and RAS affine of a SimpleITK image."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS @ direction * np.array(image.GetSpacing())
+    affine[:3, 3] = _LPS @ np.array(image.GetOrigin())
+    return sitk.GetArrayFromImage(image).T, affine
+
+
+@functools.lru_cache(maxsize=1)
+def template() -> tuple[sitk.Image, sitk.Image]:
+    """nilearn's MNI152 (2009, 1 mm, skull stripped) T1 template and its brain mask."""
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template(resolution=1)
+    mask = datasets.load_mni152_brain_mask(resolution=1)
+    fixed = to_sitk(t1.get_fdata(dtype=np.float32), t1.affine)
+    brain = to_sitk((mask.get_fdata() > 0.5).astype(np.float32), mask.affine)
+    return fixed, sitk.Cast(brain, sitk.sitkUInt8)
+
+
+def head_mask(image: sitk.Image) -> sitk.Image:
+    """Foreground (head) of a raw scan: Otsu threshold, largest component, holes filled."""
+    foreground = sitk.GetArrayFromImage(sitk.OtsuThreshold(image, 0, 1)) > 0
+    labels, count = ndimage.label(foreground)
+    if count:
+        sizes = np.bincount(labels.ravel())[1:]
+        foreground = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    out = sitk.GetImageFromArray(foreground.astype(np.uint8))
+    out.CopyInformation(image)
+    return out
+
+
+def n4(image: sitk.Image, mask: sitk.Image, cfg: RegistrationConfig) -> sitk.Image:
+    """N4 bias-field correction, fitted on a shrunk copy (seconds, not minutes) and applied at
+    full resolution through the fitted log bias field."""
+    small = sitk.Shrink(image, [cfg.n4_shrink] * 3)
+    small_mask = sitk.Shrink(mask, [cfg.n4_shrink] * 3)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations(list(cfg.n4_iterations))
+    corrector.Execute(small, small_mask)
+    log_bias = corrector.GetLogBiasFieldAsImage(image)
+    return image / sitk.Exp(log_bias)
+
+
+def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
+            levels: int | None = None) -> sitk.ImageRegistrationMethod:
+    """Multi-resolution Mattes mutual information: works across contrasts (FLAIR, T2 or T1
+    against the T1 template) because it needs no linear relation between intensities."""
+    levels = levels or len(cfg.shrink)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg.bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(cfg.sampling, cfg.seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    # Regular-step gradient descent: on a moved MNI template it recovered a known affine to
+    # 0.16 mm where plain gradient descent (learning rate estimated once) stopped 2-4 mm short.
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-4, numberOfIterations=cfg.iterations,
+        gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(cfg.shrink[:levels]))
+    method.SetSmoothingSigmasPerLevel(list(cfg.smoothing_mm[:levels]))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return method
+
+
+def matrix(transform: sitk.Transform) -> np.ndarray:
+    """The 4 x 4 homogeneous matrix (LPS, fixed -> moving) of a rigid or affine transform."""
+    linear = np.array(transform.GetMatrix()).reshape(3, 3)
+    centre = np.array(transform.GetCenter())
+    out = np.eye(4)
+    out[:3, :3] = linear
+    out[:3, 3] = centre + np.array(transform.GetTranslation()) - linear @ centre
+    return out
+
+
+def affine_transform(homogeneous: np.ndarray) -> sitk.AffineTransform:
+    out = sitk.AffineTransform(3)
+    out.SetMatrix(homogeneous[:3, :3].ravel().tolist())
+    out.SetTranslation(homogeneous[:3, 3].tolist())
+    return out
+
+
+def _run(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image,
+         what: str) -> None:
+    try:
+        method.Execute(fixed, moving)
+    except RuntimeError as err:  # e.g. "All samples map outside moving image buffer"
+        raise BrainUADError(f"{what}: registration failed ({str(err).strip().splitlines()[-1]})"
+                            ) from err
+
+
+def register(fixed: sitk.Image, moving: sitk.Image, cfg: RegistrationConfig, what: str,
+             fixed_mask: sitk.Image | None = None, affine: bool = True) -> sitk.AffineTransform:
+    """Rigid (centres of mass aligned first), then affine; fixed -> moving points."""
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    rigid = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    method = _method(cfg, fixed_mask)
+    method.SetInitialTransform(rigid, inPlace=True)
+    _run(method, fixed, moving, what)
+    result = sitk.AffineTransform(3)
+    result.SetCenter(rigid.GetCenter())
+    result.SetMatrix(rigid.GetMatrix())
+    result.SetTranslation(rigid.GetTranslation())
+    if affine:
+        method = _method(cfg, fixed_mask, levels=max(1, len(cfg.shrink) - 1) + 1)
+        method.SetInitialTransform(result, inPlace=True)
+        _run(method, fixed, moving, what)
+    return affine_transform(matrix(result))
+
+
+def to_template(image: sitk.Image, cfg: RegistrationConfig, what: str) -> sitk.AffineTransform:
+    """Atlas -> scan transform of a bias-corrected scan. The metric samples the template's brain
+    and a 10 mm margin of background, where the scan's skull and scalp are free to disagree with
+    the skull-stripped template."""
+    fixed, brain = template()
+    margin = sitk.BinaryDilate(brain, [10] * 3)
+    return register(fixed, image, cfg, what, fixed_mask=margin)
+
+
+def resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform,
+             nearest: bool = False) -> sitk.Image:
+    """`image` on `grid`'s voxels, through `transform` (grid points -> image points)."""
+    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    return sitk.Resample(image, grid, transform, interpolator, 0.0, image.GetPixelID())
+
+
+def write_transform(path: Path, transform: sitk.Transform) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        sitk.WriteTransform(transform, str(tmp))  # tmp keeps the .tfm suffix ITK needs
+    return Path(path)
+
+
+def read_transform(path: Path) -> sitk.AffineTransform:
+    """An atlas -> scan transform file; anything else is a clear error, never code."""
+    try:
+        transform = sitk.ReadTransform(str(path))
+        homogeneous = matrix(transform)
+    except RuntimeError as err:
+        raise BrainUADError(f"{path}: not a readable ITK affine transform file") from err
+    if not np.isfinite(homogeneous).all() or abs(np.linalg.det(homogeneous[:3, :3])) < 1e-6:
+        raise BrainUADError(f"{path}: transform is degenerate")
+    return affine_transform(homogeneous)
+
+
+def to_native(data: np.ndarray, affine: np.ndarray, native: sitk.Image,
+              transform: sitk.Transform, nearest: bool = False) -> np.ndarray:
+    """An atlas-space map `(X, Y, Z)` resampled onto a scan's own grid, given the subject's
+    atlas -> scan transform (its inverse takes scan voxels to the atlas)."""
+    image = to_sitk(data, affine)
+    return from_sitk(resample(image, native, transform.GetInverse(), nearest))[0]

@@ -1,0 +1,125 @@
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from brainuad.errors import BrainUADError
+from brainuad.manifest import Subject
+from brainuad.metrics import dice
+from brainuad.preprocess import PreprocessConfig, preprocess_subject
+from brainuad.register import (
+    RegistrationConfig,
+    affine_transform,
+    from_sitk,
+    matrix,
+    read_transform,
+    register,
+    resample,
+    to_native,
+    to_sitk,
+    write_transform,
+)
+from conftest import write_nifti
+
+
+def _grid(shape, spacing, origin) -> sitk.Image:
+    image = sitk.Image([int(n) for n in shape], sitk.sitkFloat32)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin])
+    return image
+
+
+def test_sitk_round_trip_keeps_data_and_world_coordinates():
+    affine = np.array([[-0.9, 0, 0, 90], [0, 0, 3.0, -40], [0, 1.1, 0, -100], [0, 0, 0, 1]])
+    data = np.random.default_rng(0).random((5, 6, 7)).astype(np.float32)
+    image = to_sitk(data, affine)
+    back, back_affine = from_sitk(image)
+    np.testing.assert_array_equal(back, data)
+    np.testing.assert_allclose(back_affine, affine, atol=1e-6)
+    lps = np.array(image.TransformIndexToPhysicalPoint((1, 2, 3)))
+    ras = affine @ [1, 2, 3, 1]
+    np.testing.assert_allclose(lps * [-1, -1, 1], ras[:3], atol=1e-5)
+
+
+def test_matrix_and_affine_transform_map_points_alike():
+    euler = sitk.Euler3DTransform((10, -5, 3), 0.1, -0.2, 0.05, (4, 5, -6))
+    flat = affine_transform(matrix(euler))
+    for point in [(0, 0, 0), (30, -20, 15)]:
+        np.testing.assert_allclose(flat.TransformPoint(point), euler.TransformPoint(point),
+                                   atol=1e-9)
+
+
+def test_label_round_trips_between_raw_and_atlas_grids():
+    raw = _grid((90, 90, 24), (0.9, 0.9, 3.0), (-40, -40, -36))
+    atlas = _grid((80, 80, 72), (1.0, 1.0, 1.0), (-40, -40, -36))
+    label = np.zeros((90, 90, 24), np.float32)
+    label[25:65, 30:60, 6:18] = 1
+    label = ndimage.gaussian_filter(label, (3, 3, 1)) > 0.5
+    raw_label = to_sitk(label.astype(np.float32), from_sitk(raw)[1])
+    atlas_to_raw = affine_transform(np.array([[0.95, 0.05, 0, 2], [-0.04, 1.02, 0.03, -3],
+                                              [0, 0.02, 1.05, 1.5], [0, 0, 0, 1]]))
+    on_atlas = resample(raw_label, atlas, atlas_to_raw, nearest=True)
+    data, affine = from_sitk(on_atlas)
+    back = to_native(data, affine, raw, atlas_to_raw, nearest=True) > 0.5
+    assert dice(back, label) > 0.95
+
+
+def test_register_recovers_a_known_affine():
+    """The 2 mm MNI152 template (shipped in nilearn) moved by a known affine."""
+    from nilearn import datasets
+
+    t1 = datasets.load_mni152_template(resolution=2)
+    data = t1.get_fdata(dtype=np.float32)
+    fixed = to_sitk(data, t1.affine)
+    known = np.array([[1.03, 0.02, 0, 3.0], [-0.02, 0.98, 0.03, -2.0], [0, -0.03, 1.0, 2.5],
+                      [0, 0, 0, 1]])
+    moving = sitk.Resample(fixed, fixed, affine_transform(np.linalg.inv(known)),
+                           sitk.sitkLinear, 0.0)  # moving(known(p)) == fixed(p)
+    cfg = RegistrationConfig(shrink=(2, 1), smoothing_mm=(2.0, 0.0), sampling=0.05)
+    found = matrix(register(fixed, moving, cfg, "template"))
+    points = np.array([fixed.TransformIndexToPhysicalPoint([int(i) for i in index])
+                       for index in np.argwhere(data > 0.3 * data.max())[::100]])
+    points = np.c_[points, np.ones(len(points))]
+    error = np.linalg.norm((points @ found.T - points @ known.T)[:, :3], axis=1).mean()
+    assert error < 1.0  # mm, on 2 mm voxels
+
+
+def test_transform_files_round_trip_and_garbage_is_refused(tmp_path):
+    transform = affine_transform(np.array([[1.1, 0, 0, 1], [0, 0.9, 0, 2], [0, 0, 1, 3],
+                                           [0, 0, 0, 1]]))
+    path = write_transform(tmp_path / "t.tfm", transform)
+    np.testing.assert_allclose(matrix(read_transform(path)), matrix(transform))
+    assert not list(tmp_path.glob(".*"))  # no temporary left behind
+    (tmp_path / "bad.tfm").write_text("import os; os.system('touch pwned')\n")
+    with pytest.raises(BrainUADError, match="bad.tfm: not a readable ITK"):
+        read_transform(tmp_path / "bad.tfm")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("problem", ["nan", "2d", "garbage"])
+def test_registration_path_gives_clear_errors_on_bad_input(tmp_path, problem):
+    path = tmp_path / "flair.nii.gz"
+    if problem == "garbage":
+        path.write_bytes(b"not a nifti at all")
+    else:
+        data = np.random.default_rng(0).random((20, 20, 20) if problem == "nan" else (20, 20))
+        if problem == "nan":
+            data[3, 3, 3] = np.nan
+        nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), path)
+    subject = Subject("s", "train", "healthy", {"flair": path})
+    with pytest.raises(BrainUADError, match="flair.nii.gz"):
+        preprocess_subject(subject, tmp_path / "out", PreprocessConfig(register="always"))
+    assert not (tmp_path / "out" / "s" / "mask.nii.gz").exists()
+
+
+def test_atlas_grid_scans_are_not_registered(tmp_path):
+    from brainuad.io import load_image
+    from brainuad.preprocess import on_template_grid
+    from brainuad.synth import atlas
+
+    grid = atlas(2)
+    path = write_nifti(tmp_path / "a.nii.gz", grid["wm"] * 100, grid["affine"])
+    assert on_template_grid(load_image(path))
+    other = write_nifti(tmp_path / "b.nii.gz", grid["wm"][:-1] * 100, grid["affine"])
+    assert not on_template_grid(load_image(other))
