@@ -175,3 +175,47 @@ def test_cosine_schedule_anneals_both_rates_and_is_checkpointed(prepared, tmp_pa
     assert rates[0] == pytest.approx(0.0, abs=1e-12)  # cosine over 2 epochs ends at zero
     with pytest.raises(BrainUADError, match="lr_schedule"):
         TrainConfig(lr_schedule="linear")
+
+
+def test_registered_subjects_get_maps_on_their_raw_grid(prepared, tmp_path):
+    """A subject with `native` + `transform` columns is written on its raw scan's grid: the
+    atlas-space mask resampled there (here through an identity transform onto a coarser grid)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from brainuad.detect import detect_manifest
+    from brainuad.evaluate import evaluate
+    from brainuad.io import load_image
+    from brainuad.manifest import read_manifest, write_manifest
+    from brainuad.register import from_sitk, to_native, to_sitk, write_transform
+    from conftest import write_nifti
+
+    run = train(prepared, tmp_path / "thr", tiny_config("threshold"), progress_bar=False)
+    atlas_pred = detect_manifest(run, prepared, out=tmp_path / "atlas", split="test")
+    manifest = read_manifest(prepared)
+    subject = next(s for s in manifest.subjects if s.split == "test")
+    image = load_image(subject.images["flair"])
+    native_affine = image.affine @ np.diag([1.0, 1.0, 2.0, 1.0])  # coarser slices, same world
+    native_shape = (image.shape[0], image.shape[1], image.shape[2] // 2)
+    subject.native = write_nifti(tmp_path / "raw" / "flair.nii.gz",
+                                 np.random.default_rng(0).random(native_shape) + 1,
+                                 native_affine)
+    subject.transform = write_transform(tmp_path / "raw" / "to_native.tfm",
+                                        sitk.AffineTransform(3))
+    grid = to_sitk(np.zeros(native_shape), native_affine)
+    label = load_image(subject.label, allow_blank=True)
+    subject.label = write_nifti(tmp_path / "raw" / "label.nii.gz", to_native(
+        label.data, label.affine, grid, sitk.AffineTransform(3), nearest=True).astype(np.uint8),
+        native_affine)
+    registered = write_manifest(tmp_path / "registered.csv", manifest.subjects).path
+
+    pred = detect_manifest(run, registered, out=tmp_path / "native", split="test")
+    mask = load_image(pred / subject.subject / "mask.nii.gz", allow_blank=True)
+    assert mask.shape == native_shape
+    np.testing.assert_allclose(mask.affine, native_affine)
+    atlas_mask = load_image(atlas_pred / subject.subject / "mask.nii.gz", allow_blank=True)
+    expected = to_native(atlas_mask.data, atlas_mask.affine, grid, sitk.AffineTransform(3),
+                         nearest=True)
+    np.testing.assert_array_equal(mask.data, expected)
+    assert from_sitk(grid)[0].shape == native_shape
+    assert evaluate(pred, registered).rows  # the native label and maps agree on the grid

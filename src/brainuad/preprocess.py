@@ -129,12 +129,17 @@ def _finish(volumes: dict[str, np.ndarray], mask: np.ndarray, affine: np.ndarray
         save_volume(targets[modality], scaled, affine, np.float32)
 
 
+def reference_modality(cfg: PreprocessConfig, modalities) -> str:
+    """The modality N4 and the atlas registration use: `cfg.reference` if the subject has it."""
+    return cfg.reference if cfg.reference in modalities else next(iter(modalities))
+
+
 def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: PreprocessConfig,
-                      folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
-    """N4 + registration of every modality onto the template grid; returns the resampled images,
-    the brain mask on the template grid, and the reference modality."""
+                      folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """N4 + registration of every modality onto the template grid; returns the resampled images
+    and the brain mask on the template grid."""
     reg = cfg.registration
-    name = cfg.reference if cfg.reference in volumes else next(iter(volumes))
+    name = reference_modality(cfg, volumes)
     reference = volumes[name]
     fixed, brain = template()
     ref = to_sitk(reference.data, reference.affine)
@@ -164,7 +169,7 @@ def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: Preproc
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
     write_transform(folder / "to_native.tfm", to_ref)
-    return images, mask.astype(np.uint8), name
+    return images, mask.astype(np.uint8)
 
 
 def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
@@ -174,21 +179,19 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     targets = {m: folder / f"{m}.nii.gz" for m in subject.images}
     mask_path = folder / "mask.nii.gz"
     transform_path = folder / "to_native.tfm"
-    volumes = None
+    name = reference_modality(cfg, subject.images)
     registered = transform_path.exists()
-    if not overwrite and mask_path.exists() and all(p.exists() for p in targets.values()):
-        pass  # every file is written atomically and the mask last, so existing means complete
-    else:
+    # Every file is written atomically and the mask last, so existing means complete.
+    if overwrite or not mask_path.exists() or not all(p.exists() for p in targets.values()):
         volumes = {m: load_image(p) for m, p in subject.images.items()}
-        reference = volumes.get(cfg.reference) or next(iter(volumes.values()))
+        reference = volumes[name]
         registered = cfg.register == "always" or (
             cfg.register == "auto" and not all(on_template_grid(v) for v in volumes.values()))
         if subject.label is not None:
             load_binary(subject.label, reference, "label")  # validate now, not at evaluation
         if registered:
-            images, mask, name = _register_subject(subject, volumes, cfg, folder)
+            images, mask = _register_subject(subject, volumes, cfg, folder)
             affine = template_affine()
-            native = volumes[name].path
         else:
             _check_same_grid(volumes)
             images = {m: v.data for m, v in volumes.items()}
@@ -197,12 +200,8 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
             transform_path.unlink(missing_ok=True)
         _finish(images, mask, affine, subject.images, targets, cfg)
         save_volume(mask_path, mask, affine, np.uint8)  # last: marks the subject done
-    native = None
-    if registered:
-        name = cfg.reference if cfg.reference in subject.images else next(iter(subject.images))
-        native = subject.images[name]
     return Subject(subject.subject, subject.split, subject.health, targets, mask_path,
-                   subject.label, subject.extra, native,
+                   subject.label, subject.extra, subject.images[name] if registered else None,
                    transform_path if registered else None)
 
 

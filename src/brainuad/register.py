@@ -29,7 +29,10 @@ class RegistrationConfig:
     shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels (voxels of the 1 mm template)
     smoothing_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
     iterations: int = 100  # per level and stage
-    sampling: float = 0.02  # fraction of the template's masked voxels the metric samples
+    # Fraction of the template's masked voxels the metric samples, per level (or one for all):
+    # dense where the images are small. A uniform 2 % left the coarse levels with too few samples
+    # (known-transform error 3-5 mm); (1, 0.3, 0.01) gave 0.9-1.0 mm at 18 s per registration.
+    sampling: float | tuple[float, ...] = (1.0, 0.3, 0.01)
     bins: int = 32  # Mattes mutual information histogram bins
     n4_shrink: int = 4
     n4_iterations: tuple[int, ...] = (50, 40, 30)
@@ -100,7 +103,8 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg.bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(cfg.sampling, cfg.seed)
+    sampling = (cfg.sampling,) * levels if isinstance(cfg.sampling, float) else cfg.sampling
+    method.SetMetricSamplingPercentagePerLevel(list(sampling[:levels]), cfg.seed)
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
@@ -214,7 +218,7 @@ def read_transform(path: Path) -> sitk.AffineTransform:
     try:
         transform = sitk.ReadTransform(str(path))
         homogeneous = matrix(transform)
-    except RuntimeError as err:
+    except (RuntimeError, AttributeError) as err:  # unreadable, or not a linear transform
         raise BrainUADError(f"{path}: not a readable ITK affine transform file") from err
     if not np.isfinite(homogeneous).all() or abs(np.linalg.det(homogeneous[:3, :3])) < 1e-6:
         raise BrainUADError(f"{path}: transform is degenerate")
