@@ -42,6 +42,10 @@ from brainuad.register import (
 )
 
 REGISTER = ("auto", "always", "never")
+#: Rigid registration between two scans of the same head: two coarse levels, sparse sampling.
+#: On patient01_study1 (raw MSLUB) T1 and T2 land within 0.7 and 0.2 mm of the full set-up's
+#: result in 3 s instead of 9-10 s each.
+SAME_HEAD = RegistrationConfig(shrink=(4, 2), smoothing_mm=(2.0, 1.0), sampling=(0.2, 0.05))
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: Preproc
             continue
         moving = to_sitk(volume.data, volume.affine)
         moving = n4(moving, head_mask(moving), reg)
-        ref_to_moving = register(ref, moving, reg, f"{volume.path} to {reference.path}",
+        ref_to_moving = register(ref, moving, SAME_HEAD, f"{volume.path} to {reference.path}",
                                  affine=False)
         total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
         images[modality] = from_sitk(resample(moving, fixed, total))[0]

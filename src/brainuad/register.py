@@ -36,7 +36,7 @@ class RegistrationConfig:
     bins: int = 32  # Mattes mutual information histogram bins
     n4_shrink: int = 4
     n4_iterations: tuple[int, ...] = (50, 40, 30)
-    seed: int = 0
+    seed: int = 1  # SimpleITK reads 0 as "seed from the wall clock": not reproducible
 
 
 def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
@@ -104,6 +104,8 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg.bins)
     method.SetMetricSamplingStrategy(method.RANDOM)
     sampling = (cfg.sampling,) * levels if isinstance(cfg.sampling, float) else cfg.sampling
+    if cfg.seed == sitk.sitkWallClock:
+        raise BrainUADError("registration seed 0 means the wall clock in SimpleITK; use >= 1")
     method.SetMetricSamplingPercentagePerLevel(list(sampling[:levels]), cfg.seed)
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
