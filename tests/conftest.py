@@ -56,6 +56,27 @@ def cohort(tmp_path: Path) -> Path:
     return make_cohort(tmp_path / "cohort")
 
 
+@pytest.fixture
+def prepared(tmp_path: Path, cohort: Path) -> Path:
+    """The toy cohort preprocessed (already on its own grid: no registration)."""
+    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+
+    return preprocess_manifest(cohort, tmp_path / "prep",
+                               PreprocessConfig(register="never")).path
+
+
+#: A network small enough for a training step in milliseconds.
+TINY_MODEL = {"image_size": 32, "width": 4, "max_width": 8}
+
+
+def tiny_config(name: str = "anovaegan", epochs: int = 1, **train):
+    from brainuad.config import ModelConfig, RunConfig, TrainConfig
+    from brainuad.models.registry import model_defaults
+
+    return RunConfig(model=ModelConfig(**model_defaults(name), **TINY_MODEL),
+                     train=TrainConfig(epochs=epochs, batch_size=4, **train))
+
+
 def shared_data(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -56,11 +56,19 @@ def test_loss_terms_and_signs():
 def test_every_shipped_config_loads():
     from pathlib import Path
 
-    from brainuad.models.registry import run_config
+    from brainuad.benchmark import read_benchmark
+    from brainuad.config import from_dict, merge
+    from brainuad.models.registry import model_defaults, run_config
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
     assert len(configs) >= 2 * (len(MODELS)) + 1
     for path in configs:
+        if path.parent.name == "experiments":  # benchmarks: a manifest, models, shared settings
+            bench = read_benchmark(path)
+            assert bench.manifest.is_file(), path
+            for name in bench.models:
+                from_dict(merge({"model": model_defaults(name)}, bench.run), str(path))
+            continue
         cfg = run_config(None, str(path))
         assert cfg.model.name in MODELS, path
         if path.parent.name == "paper":

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from brainuad.postprocess import eroded_mask, median_filter, remove_small_components, segment
 
@@ -66,3 +67,22 @@ def test_median_where_matches_scipy_inside_and_is_zero_outside():
     reference = ndimage.median_filter(stack, size=5, mode="reflect")
     np.testing.assert_array_equal(fast[where], reference[where])
     assert not fast[~where].any()
+
+
+@pytest.mark.parametrize("kind, bright, dark", [("abs", 0.5, 0.5), ("positive", 0.5, 0.0),
+                                                ("hyperintense", 0.5, 0.0)])
+def test_residual_kinds_on_a_hand_built_volume(kind, bright, dark):
+    from brainuad.postprocess import residual_map
+
+    image = np.full((3, 8, 8), 0.5, np.float32)
+    image[:, 1, 1] = 1.0  # a bright lesion
+    image[:, 6, 6] = 0.0  # a dark spot
+    image[:, 3, 3] = 0.7  # brighter than the reconstruction, but under the floor
+    recon = np.full_like(image, 0.5)
+    mask = np.ones_like(image)
+    mask[:, 0, :] = 0
+    out = residual_map(image, recon, mask, kind, hyper_floor=0.8)
+    assert out[0, 1, 1] == pytest.approx(bright)
+    assert out[0, 6, 6] == pytest.approx(dark)
+    assert out[0, 3, 3] == pytest.approx(0.0 if kind == "hyperintense" else 0.2)
+    assert not out[:, 0, :].any()  # nothing outside the brain

@@ -6,24 +6,10 @@ from typer.testing import CliRunner
 
 from brainuad import rundir
 from brainuad.cli import app
-from brainuad.config import ModelConfig, RunConfig, TrainConfig
+from brainuad.config import TrainConfig
 from brainuad.errors import BrainUADError
-from brainuad.models.registry import model_defaults
-from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 from brainuad.training import train
-
-TINY_MODEL = {"image_size": 32, "width": 4, "max_width": 8}
-
-
-@pytest.fixture
-def prepared(tmp_path, cohort):
-    return preprocess_manifest(cohort, tmp_path / "prep",
-                               PreprocessConfig(register="never")).path
-
-
-def tiny_config(name="anovaegan", epochs=1, **train):
-    return RunConfig(model=ModelConfig(**model_defaults(name), **TINY_MODEL),
-                     train=TrainConfig(epochs=epochs, batch_size=4, **train))
+from conftest import tiny_config
 
 
 def _weights(run):

@@ -150,12 +150,18 @@ def detect(
     split: Annotated[str | None, typer.Option(help="Only subjects of this split.")] = None,
     shard: Annotated[str | None, typer.Option(
         help="Only shard i/n of the subjects (every n-th from the i-th), e.g. 1/4.")] = None,
+    residual: Annotated[str | None, typer.Option(
+        help="abs (the paper), positive (brighter than the reconstruction), or hyperintense "
+             "(positive where the input is above its 0.9 brain quantile).")] = None,
+    fpr: Annotated[float | None, typer.Option(
+        help="Threshold flagging this fraction of the training scans' voxels (e.g. 0.05) "
+             "instead of the run's 98th percentile (= 0.02).")] = None,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
     from brainuad.detect import detect_manifest
 
     folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
-                             shard_spec=shard)
+                             shard_spec=shard, residual=residual, fpr=fpr)
     typer.echo(f"predictions: {folder}")
 
 
@@ -175,6 +181,27 @@ def evaluate(
     result = evaluate_run(pred, manifest, out, progress=progress("evaluate"))
     typer.echo(results_table({result.summary.get("model") or "model": result.summary}))
     typer.echo(f"evaluation: {(out or pred.parent / 'eval')}")
+
+
+@_command
+def benchmark(
+    config: Annotated[Path, typer.Argument(help="Benchmark YAML (e.g. configs/experiments/"
+                                                "mslub_flair.yaml).")],
+    out: Annotated[Path, typer.Argument(help="Folder for preprocessed scans, runs, results.")],
+    models: Annotated[str | None, typer.Option(
+        help="Comma-separated subset of the file's models, e.g. anovaegan,threshold.")] = None,
+    quick: Annotated[bool, typer.Option(help="Smoke check: 64 px, 2 epochs.")] = False,
+    epochs: Annotated[int | None, typer.Option(help="Override the training epochs.")] = None,
+    workers: Annotated[int, typer.Option(help="Subjects preprocessed in parallel.")] = 1,
+) -> None:
+    """Preprocess a cohort, train (or reuse) several models, detect and evaluate each with
+    every detection variant of CONFIG; write one table (markdown, CSV, JSON) and figures."""
+    from brainuad.benchmark import run_benchmark
+
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    run_benchmark(config, out, chosen, quick=quick, epochs=epochs, workers=workers,
+                  say=typer.echo, progress=lambda desc: progress(desc))
+    typer.echo(f"results: {out / 'results.md'}")
 
 
 @_command

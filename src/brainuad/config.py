@@ -66,6 +66,10 @@ class TrainConfig:
 
     modality: str = "flair"
     slices: str = "brain"  # which slices to train on: "brain" (all with brain) or "paper" (20)
+    # Which subjects of the train/val splits to learn from: "healthy" (the manifest's health
+    # column), or "all" for an unlabelled cohort that the method must tolerate lesions in
+    # (e.g. raw MS FLAIRs when no healthy FLAIR exists).
+    subjects: str = "healthy"
     epochs: int = 190
     batch_size: int = 8
     lr: float = 1e-3
@@ -94,6 +98,16 @@ class TrainConfig:
         if self.lr_schedule not in ("constant", "cosine"):
             raise BrainUADError(f"train.lr_schedule {self.lr_schedule!r}: choose constant or "
                                 "cosine")
+        if self.subjects not in ("healthy", "all"):
+            raise BrainUADError(f"train.subjects {self.subjects!r}: choose healthy or all")
+
+    @property
+    def health(self) -> str | None:
+        """The manifest health value training selects on (None: every subject)."""
+        return "healthy" if self.subjects == "healthy" else None
+
+
+RESIDUALS = ("abs", "positive", "hyperintense")
 
 
 @dataclass
@@ -102,13 +116,29 @@ class DetectConfig:
 
     median_size: int = 5
     # "abs": |x - x_hat| as in the paper; "positive": max(x - x_hat, 0), only what is brighter
-    # than the reconstruction (FLAIR lesions are hyperintense; Baur et al.'s 2021 follow-up).
+    # than the reconstruction (FLAIR lesions are hyperintense); "hyperintense": positive, and 0
+    # where the input is below its `hyper_quantile` brain quantile (Baur et al. 2021's prior).
     residual: str = "abs"
+    hyper_quantile: float = 0.9
     erosion_mm: float = 3.0  # "slightly eroded" brain mask
     percentile: float = 98.0  # threshold = this percentile of healthy training residuals
     min_component: int = 6  # 3D components smaller than this many voxels are removed
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.residual not in RESIDUALS:
+            raise BrainUADError(f"detect.residual {self.residual!r}: choose one of "
+                                f"{', '.join(RESIDUALS)}")
+        if not 0 < self.hyper_quantile < 1:
+            raise BrainUADError(f"detect.hyper_quantile {self.hyper_quantile}: must be in (0, 1)")
+
+    @property
+    def scoring_key(self) -> str:
+        """Everything that changes the score map: thresholds are kept per key."""
+        key = f"slices={self.slices},residual={self.residual},median={self.median_size}," \
+              f"erosion_mm={self.erosion_mm}"
+        return key + (f",q={self.hyper_quantile}" if self.residual == "hyperintense" else "")
 
 
 @dataclass

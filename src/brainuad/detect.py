@@ -24,7 +24,7 @@ from brainuad.errors import BrainUADError
 from brainuad.io import load_image, save_volume, write_text
 from brainuad.manifest import Subject, read_manifest, shard
 from brainuad.models.registry import build_model
-from brainuad.postprocess import eroded_mask, median_filter, segment
+from brainuad.postprocess import eroded_mask, median_filter, residual_map, segment
 from brainuad.slices import SubjectSlices, load_subject_slices, to_volume
 
 SAFE_NAME = re.compile(r"^[^/\\]+$")
@@ -52,17 +52,14 @@ def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int) -> np.nda
 
 
 def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig) -> Scored:
-    """Residual |x - x_hat| per slice, 5x5x5 median over the stack, back on the volume grid,
-    times the eroded brain mask."""
+    """Residual per slice (`postprocess.residual_map`), 5x5x5 median over the stack, back on the
+    volume grid, times the eroded brain mask."""
     start = time.perf_counter()
-    residual = data.images - reconstruct(model, data.images, cfg.batch_size)
-    if cfg.residual == "positive":
-        residual = np.maximum(residual, 0)
-    elif cfg.residual == "abs":
-        residual = np.abs(residual)
-    else:
-        raise BrainUADError(f"detect.residual {cfg.residual!r}: choose abs or positive")
-    residual *= data.masks  # the network's output outside the brain is not evidence of anything
+    floor = None
+    if cfg.residual == "hyperintense":  # the input's quantile over its whole brain
+        floor = float(np.quantile(data.volume.data[data.mask.data > 0], cfg.hyper_quantile))
+    residual = residual_map(data.images, reconstruct(model, data.images, cfg.batch_size),
+                            data.masks, cfg.residual, floor)
     # Only brain voxels are ever scored; one voxel more covers the interpolation back to the grid.
     near_brain = ndimage.binary_dilation(data.masks > 0)
     filtered = median_filter(residual, cfg.median_size, where=near_brain)
@@ -74,27 +71,76 @@ def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig) -> S
                   time.perf_counter() - start, len(data.geometry.indices))
 
 
-def healthy_threshold(model: nn.Module, subjects: list[Subject], cfg: RunConfig,
-                      progress: Callable | None = None) -> dict:
-    """The `percentile` of filtered, masked residuals over healthy subjects' eroded brains."""
+#: Percentiles 0.0, 0.1, ..., 100.0 of the training residuals are kept, so any percentile or
+#: false-positive rate on that grid (98 %, 1 %, 5 %, 10 % ...) is exact without rescoring.
+PERCENTILES = np.arange(1001) / 10
+
+
+@dataclass
+class Quantiles:
+    """Distribution of the filtered, masked residuals on the training subjects, one scoring."""
+
+    values: np.ndarray  # at PERCENTILES
+
+    def at_percentile(self, percentile: float) -> float:
+        return float(np.interp(percentile, PERCENTILES, self.values))
+
+    def at_fpr(self, fpr: float) -> float:
+        """The threshold that flags a fraction `fpr` of the training subjects' scored voxels."""
+        if not 0 < fpr < 1:
+            raise BrainUADError(f"false-positive rate {fpr}: must be in (0, 1), e.g. 0.05")
+        return self.at_percentile(100 * (1 - fpr))
+
+
+def training_quantiles(model: nn.Module, subjects: list[Subject], cfg: RunConfig,
+                       detect: DetectConfig, progress: Callable | None = None) -> dict:
+    """Residual quantiles pooled over the training subjects' eroded brains, scored as `detect`."""
     progress = progress or (lambda iterable, total: iterable)
     values = []
     for subject in progress(subjects, total=len(subjects)):
         data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
-                                   cfg.detect.slices)
-        result = score_subject(model, data, cfg.detect)
+                                   detect.slices)
+        result = score_subject(model, data, detect)
         values.append(result.score[result.scored])
     pooled = np.concatenate(values)
+    return {"quantiles": np.percentile(pooled, PERCENTILES).tolist(), "voxels": int(pooled.size),
+            "subjects": [s.subject for s in subjects]}
+
+
+def healthy_threshold(model: nn.Module, subjects: list[Subject], cfg: RunConfig,
+                      progress: Callable | None = None) -> dict:
+    """threshold.json of a new run: the `percentile` of the training residuals, and their
+    quantiles under the run's own scoring."""
+    entry = training_quantiles(model, subjects, cfg, cfg.detect, progress)
     return {
-        "threshold": float(np.percentile(pooled, cfg.detect.percentile)),
-        "percentile": cfg.detect.percentile,
-        "slices": cfg.detect.slices,
-        "subjects": [s.subject for s in subjects],
-        "voxels": int(pooled.size),
+        "threshold": Quantiles(np.array(entry["quantiles"])).at_percentile(
+            cfg.detect.percentile),
+        "percentile": cfg.detect.percentile, "slices": cfg.detect.slices,
+        "subjects": entry["subjects"], "voxels": entry["voxels"],
+        "scorings": {cfg.detect.scoring_key: entry},
     }
 
 
-def load_detector(run: Path) -> tuple[RunConfig, nn.Module, float]:
+def run_quantiles(run: Path, cfg: RunConfig, model: nn.Module, detect: DetectConfig,
+                  progress: Callable | None = None) -> Quantiles:
+    """The run's training quantiles for the scoring `detect`; a scoring the run has not seen
+    (other slices or residual) is computed once on its training subjects and kept."""
+    info = rundir.read_threshold_info(run)
+    entry = info.get("scorings", {}).get(detect.scoring_key)
+    if entry is None:
+        source = Path(rundir.read_provenance(run).get("manifest", ""))
+        if not source.is_file():
+            raise BrainUADError(f"{run}: detecting with {detect.scoring_key} needs a threshold "
+                                f"from the training scans, but the training manifest {source} "
+                                "is gone")
+        subjects = read_manifest(source).select(split="train", health=cfg.train.health)
+        entry = training_quantiles(model, subjects, cfg, detect, progress)
+        info.setdefault("scorings", {})[detect.scoring_key] = entry
+        rundir.write_threshold(run, info)
+    return Quantiles(np.array(entry["quantiles"], dtype=float))
+
+
+def load_detector(run: Path) -> tuple[RunConfig, nn.Module]:
     """Rebuild the model of a run directory from its config and plain weights (no pickle)."""
     cfg = rundir.read_config(run)
     model = build_model(cfg.model)
@@ -105,7 +151,7 @@ def load_detector(run: Path) -> tuple[RunConfig, nn.Module, float]:
         raise BrainUADError(f"{run / rundir.MODEL}: weights do not fit the model of "
                             f"{run / rundir.CONFIG} ({str(err).splitlines()[0]})") from err
     model.eval()
-    return cfg, model, rundir.read_threshold(run)
+    return cfg, model
 
 
 def _on_native_grid(maps: dict[str, np.ndarray], affine: np.ndarray,
@@ -121,22 +167,44 @@ def _on_native_grid(maps: dict[str, np.ndarray], affine: np.ndarray,
     return out, native.affine
 
 
+#: False-positive rates on the training scans at which `evaluate` also reports Dice.
+REPORTED_FPRS = (0.01, 0.05, 0.10)
+
+
 def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path | None = None,
                     slices: str | None = None, split: str | None = None,
-                    progress: Callable | None = None, shard_spec: str | None = None) -> Path:
+                    progress: Callable | None = None, shard_spec: str | None = None,
+                    residual: str | None = None, fpr: float | None = None) -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
-    scan's own grid and affine, plus `out/detect.json` with the timings. Subjects whose outputs
-    already exist are skipped (outputs are written atomically, mask last)."""
+    scan's own grid and affine, plus `out/detect.json` with the thresholds and timings.
+
+    The mask's threshold is the run's percentile (98th) of the training residuals, or the one
+    flagging a fraction `fpr` of them; `slices`/`residual` other than the run's are scored on the
+    training subjects first, so the threshold always matches the scoring. Subjects whose outputs
+    already exist are skipped (outputs are written atomically, mask last).
+    """
     run = Path(run)
-    cfg, model, threshold = load_detector(run)
-    if slices is not None:
-        cfg.detect.slices = slices
+    cfg, model = load_detector(run)
+    cfg.detect.slices = slices or cfg.detect.slices
+    cfg.detect.residual = residual or cfg.detect.residual
+    cfg.detect.__post_init__()
     manifest = read_manifest(manifest_path)
     subjects = manifest.select(split=split) if split else manifest.subjects
     if not subjects:
         raise BrainUADError(f"{manifest.path}: no subjects with split {split!r}")
     subjects = shard(subjects, shard_spec, manifest.path)
     out = Path(out) if out is not None else run / "pred"
+    summary_path = out / "detect.json"
+    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    quantiles = run_quantiles(run, cfg, model, cfg.detect)
+    threshold = (quantiles.at_fpr(fpr) if fpr is not None
+                 else quantiles.at_percentile(cfg.detect.percentile))
+    settings = {"run": str(run.resolve()), "scoring": cfg.detect.scoring_key,
+                "threshold": threshold}
+    if previous and any(previous.get(k) != v for k, v in settings.items()):
+        raise BrainUADError(f"{out}: holds detections of another run or other settings "
+                            f"({previous.get('scoring')}, threshold {previous.get('threshold')});"
+                            " give another --out")
     progress = progress or (lambda iterable, total: iterable)
     timings = {}
     for subject in progress(subjects, total=len(subjects)):
@@ -160,13 +228,13 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
         save_volume(folder / "region.nii.gz", maps["region"], affine, np.uint8)
         save_volume(folder / "mask.nii.gz", maps["mask"], affine, np.uint8)  # last: done
         timings[subject.subject] = {"seconds": seconds, "slices": scored.n_slices}
-    summary_path = out / "detect.json"
-    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary = {
-        "run": str(run.resolve()), "model": cfg.model.name, "z": cfg.model.z_description,
-        "modality": cfg.train.modality,
-        "threshold": threshold,
-        "slices": cfg.detect.slices, "subjects": {**previous.get("subjects", {}), **timings},
+        **settings, "model": cfg.model.name, "z": cfg.model.z_description,
+        "modality": cfg.train.modality, "slices": cfg.detect.slices,
+        "residual": cfg.detect.residual, "min_component": cfg.detect.min_component,
+        "rule": f"fpr {fpr}" if fpr is not None else f"percentile {cfg.detect.percentile}",
+        "fpr_thresholds": {str(f): quantiles.at_fpr(f) for f in REPORTED_FPRS},
+        "subjects": {**previous.get("subjects", {}), **timings},
     }
     write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     return out

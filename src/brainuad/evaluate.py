@@ -16,7 +16,8 @@ from brainuad import report
 from brainuad.errors import BrainUADError
 from brainuad.io import load_binary, load_image, write_text
 from brainuad.manifest import read_manifest
-from brainuad.metrics import subject_metrics
+from brainuad.metrics import dice, subject_metrics
+from brainuad.postprocess import segment
 from brainuad.slices import to_ras
 
 SUMMARY_METRICS = ("dice", "auroc", "auprc", "best_dice", "lesion_recall", "lesion_precision")
@@ -32,10 +33,21 @@ class Evaluation:
     normal_scores: list[np.ndarray] = field(default_factory=list)
     lesion_scores: list[np.ndarray] = field(default_factory=list)
 
+    @property
+    def histogram(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of (a sample of) normal voxels and of all lesion voxels, for Fig. 6."""
+        return np.concatenate(self.normal_scores), np.concatenate(self.lesion_scores)
+
+
+def fpr_key(fpr: str | float) -> str:
+    """Column name of the Dice at a training false-positive rate: 0.05 -> dice_fpr5."""
+    return f"dice_fpr{100 * float(fpr):g}"
+
 
 def summarise(rows: list[dict], seconds_per_slice: float | None) -> dict:
     summary: dict = {"subjects": len(rows)}
-    for key in SUMMARY_METRICS:
+    extra = [k for k in rows[0] if k.startswith("dice_fpr")] if rows else []
+    for key in (*SUMMARY_METRICS, *extra):
         values = np.array([r[key] for r in rows], dtype=float)
         values = values[np.isfinite(values)]
         summary[key] = {"mean": float(values.mean()) if values.size else float("nan"),
@@ -70,8 +82,14 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
         region = load_binary(folder / "region.nii.gz", score, "region").data
         truth = load_binary(subject.label, score, "label").data
         metrics = subject_metrics(score.data, prediction, truth, region)
+        # Dice at the thresholds flagging 1/5/10 % of the training scans' voxels, the same
+        # post-processing applied to the score map as written.
+        inside = region > 0
+        for fpr, threshold in detect_info.get("fpr_thresholds", {}).items():
+            flagged = segment(score.data, threshold, detect_info.get("min_component", 1))
+            metrics[fpr_key(fpr)] = dice(flagged[inside], truth[inside] > 0)
         result.rows.append({"subject": subject.subject, "health": subject.health, **metrics})
-        inside, lesion = region > 0, (truth > 0) & (region > 0)
+        lesion = (truth > 0) & inside
         normal = score.data[inside & ~lesion]
         result.normal_scores.append(rng.choice(normal, min(HISTOGRAM_SAMPLES, normal.size),
                                                replace=False))
@@ -92,6 +110,7 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
     result.summary = {"model": detect_info.get("model"), "z": detect_info.get("z"),
                       "slices": detect_info.get("slices"),
                       "threshold": detect_info.get("threshold"),
+                      "residual": detect_info.get("residual"),
                       **summarise(result.rows, per_slice)}
     write_outputs(result, out)
     return result
@@ -106,6 +125,5 @@ def write_outputs(result: Evaluation, out: Path) -> None:
     write_text(out / "summary.json", json.dumps(result.summary, indent=2) + "\n")
     name = result.summary.get("model") or "model"
     report.figure_examples({name: result.examples}, out / "fig5_examples.png")
-    report.figure_histograms(
-        {name: (np.concatenate(result.normal_scores), np.concatenate(result.lesion_scores))},
-        out / "fig6_histogram.png", thresholds={name: result.summary.get("threshold")})
+    report.figure_histograms({name: result.histogram}, out / "fig6_histogram.png",
+                             thresholds={name: result.summary.get("threshold")})

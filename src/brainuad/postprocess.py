@@ -11,6 +11,25 @@ from scipy import ndimage
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
 
 
+def residual_map(images: np.ndarray, reconstructions: np.ndarray, masks: np.ndarray,
+                 kind: str = "abs", hyper_floor: float | None = None) -> np.ndarray:
+    """The residual the detector scores, zero outside the brain (a network's output there is not
+    evidence of anything). `abs`: |x - x_hat| (the paper); `positive`: max(x - x_hat, 0);
+    `hyperintense`: positive, and zero where the input is below `hyper_floor` (the input's 0.9
+    brain quantile in Baur et al. 2021: MS lesions on FLAIR are bright, so a residual on dark
+    tissue is a reconstruction error, not a lesion)."""
+    residual = images - reconstructions
+    if kind == "abs":
+        residual = np.abs(residual)
+    else:
+        residual = np.maximum(residual, 0)
+    if kind == "hyperintense":
+        if hyper_floor is None:
+            raise ValueError("the hyperintense residual needs the input's brain quantile")
+        residual = np.where(images >= hyper_floor, residual, 0)
+    return residual * masks
+
+
 def median_filter(stack: np.ndarray, size: int = 5, where: np.ndarray | None = None,
                   chunk: int = 65_536) -> np.ndarray:
     """Median over a size^3 window of residual slices stacked as a sub-volume `(N, S, S)`.

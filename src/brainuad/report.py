@@ -102,13 +102,23 @@ def _pm(stat: dict) -> str:
 
 def results_table(summaries: dict[str, dict]) -> str:
     """Markdown table of summaries (model -> evaluate's summary.json), the paper's Table 1 shape."""
-    lines = ["| model | z | Dice | AUROC | AUPRC | best Dice | lesion recall | s / slice |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for model, s in summaries.items():
-        seconds = s.get("seconds_per_slice")
-        timing = f"{seconds:.4f}" if seconds is not None else "-"
-        lines.append(
-            f"| {model} | {s.get('z') or ''} | {_pm(s['dice'])} | {_pm(s['auroc'])} | "
-            f"{_pm(s['auprc'])} | {_pm(s['best_dice'])} | {_pm(s['lesion_recall'])} | "
-            f"{timing} |")
+    return benchmark_table([{"model": model, **summary} for model, summary in summaries.items()])
+
+
+def benchmark_table(rows: list[dict]) -> str:
+    """Markdown table of evaluate summaries, one row each (with `model`, optional `variant`); the
+    Dice at training false-positive rates appears when the summaries have it."""
+    variants = any(r.get("variant") for r in rows)
+    fprs = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_fpr")))
+    head = ["model", "z", *(["variant"] if variants else []), "Dice",
+            *(f"Dice @ {k.removeprefix('dice_fpr')} % FPR" for k in fprs),
+            "AUROC", "AUPRC", "best Dice", "lesion recall", "s / slice"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        seconds = r.get("seconds_per_slice")
+        cells = [r["model"], r.get("z") or "", *([r.get("variant", "")] if variants else []),
+                 _pm(r["dice"]), *(_pm(r[k]) if k in r else "-" for k in fprs),
+                 _pm(r["auroc"]), _pm(r["auprc"]), _pm(r["best_dice"]), _pm(r["lesion_recall"]),
+                 f"{seconds:.4f}" if seconds is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -65,13 +65,28 @@ def write_threshold(run: Path, info: dict[str, Any]) -> None:
     write_text(run / THRESHOLD, json.dumps(info, indent=2) + "\n")
 
 
-def read_threshold(run: Path) -> float:
+def read_threshold_info(run: Path) -> dict[str, Any]:
+    """threshold.json: the run's threshold and its training-residual quantiles per scoring."""
     path = run / THRESHOLD
     if not path.is_file():
         raise BrainUADError(f"{path}: missing; the run did not finish training")
     try:
-        return float(json.loads(path.read_text())["threshold"])
+        info = json.loads(path.read_text())
+        float(info["threshold"])
     except (ValueError, KeyError, TypeError) as err:
+        raise BrainUADError(f"{path}: damaged ({err})") from err
+    return info
+
+
+def read_threshold(run: Path) -> float:
+    return float(read_threshold_info(run)["threshold"])
+
+
+def read_provenance(run: Path) -> dict[str, Any]:
+    path = run / PROVENANCE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError as err:
         raise BrainUADError(f"{path}: damaged ({err})") from err
 
 

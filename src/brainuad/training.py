@@ -127,18 +127,15 @@ def _quiet_lightning() -> None:
 def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = None,
           resume: bool = False, epochs: int | None = None, progress_bar: bool = True,
           progress: Callable | None = None) -> Path:
-    """Train on the healthy `train` subjects (validating on healthy `val`), keep the best weights
-    by validation L1, and store them with the config and the detection threshold in `run`.
+    """Train on the healthy `train` subjects (validating on healthy `val`; on all of them with
+    `train.subjects: all`), keep the best weights by validation L1, and store them with the
+    config and the detection threshold in `run`.
 
     With `resume`, the run's own config is used (only `epochs` may be raised) and training goes on
     from `checkpoints/last.ckpt`.
     """
     run, manifest_path = Path(run), Path(manifest_path)
     manifest = read_manifest(manifest_path)
-    train_subjects = manifest.select(split="train", health="healthy")
-    val_subjects = manifest.select(split="val", health="healthy")
-    if not train_subjects:
-        raise BrainUADError(f"{manifest_path}: no healthy subjects in the train split")
     if resume:
         cfg = rundir.read_config(run)
         if not (run / "checkpoints" / "last.ckpt").is_file() and cfg.model.name != "threshold":
@@ -149,6 +146,12 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
         raise ValueError("train needs a config unless it resumes")
     if epochs is not None:
         cfg.train.epochs = epochs
+    train_subjects = manifest.select(split="train", health=cfg.train.health)
+    val_subjects = manifest.select(split="val", health=cfg.train.health)
+    if not train_subjects:
+        raise BrainUADError(f"{manifest_path}: no {cfg.train.health or ''} subjects in the train "
+                            "split" + (" (train.subjects: all trains on every subject)"
+                                       if cfg.train.health else ""))
     run.mkdir(parents=True, exist_ok=True)
     rundir.write_config(run, cfg)
     rundir.write_provenance(run, manifest_path)

@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from brainuad.cli import app
+from conftest import TINY_MODEL
+
+runner = CliRunner()
+
+
+@pytest.mark.slow  # about 17 s: preprocess, train, detect and evaluate twice
+def test_benchmark_command_end_to_end(tmp_path, cohort):
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump({
+        "manifest": str(cohort.relative_to(tmp_path)),  # relative to the YAML file
+        "preprocess": {"register": "never"},
+        "models": ["sae16", "threshold", "svae"],
+        "run": {"model": TINY_MODEL, "train": {"epochs": 1, "batch_size": 4}},
+        "variants": {"brain": {}, "paper_hyper": {"slices": "paper", "residual": "hyperintense"}},
+    }))
+    out = tmp_path / "bench out"
+    result = runner.invoke(app, ["benchmark", str(config), str(out), "--models",
+                                 "sae16,threshold"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["benchmark"]
+    assert [(r["model"], r["variant"]) for r in rows] == [
+        ("sae16", "brain"), ("sae16", "paper_hyper"),
+        ("threshold", "brain"), ("threshold", "paper_hyper")]
+    for row in rows:
+        assert 0 <= row["dice_mean"] <= 1 and 0 <= row["auroc_mean"] <= 1
+        assert {"dice_fpr1_mean", "dice_fpr5_mean", "dice_fpr10_mean"} <= set(row)
+    assert rows[1]["slices"] == "paper" and rows[1]["residual"] == "hyperintense"
+    table = (out / "results.md").read_text()
+    assert "Dice @ 5 % FPR" in table and table.count("| sae16 |") == 2
+    assert len((out / "results.csv").read_text().splitlines()) == 5
+    for name in ("fig5_brain.png", "fig6_brain.png", "fig5_paper_hyper.png"):
+        assert (out / name).stat().st_size > 0
+    assert not (out / "runs" / "svae").exists()  # not requested
+
+    # a second call reuses the finished runs (no retraining) and gives the same table
+    weights = (out / "runs" / "sae16" / "model.pt").stat().st_mtime_ns
+    again = runner.invoke(app, ["benchmark", str(config), str(out), "--models",
+                                "sae16,threshold"])
+    assert again.exit_code == 0, again.output
+    assert (out / "runs" / "sae16" / "model.pt").stat().st_mtime_ns == weights
+    assert (out / "results.md").read_text() == table
+
+
+def test_benchmark_config_errors_name_the_file(tmp_path):
+    config = tmp_path / "bench.yaml"
+    config.write_text("manifest: x.csv\nmodels: [svae, unet]\n")
+    result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "model 'unet'" in result.output and "Traceback" not in result.output
+    config.write_text("models: [svae]\n")
+    result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
+    assert str(config) in result.output and "manifest" in result.output
