@@ -74,7 +74,7 @@ def tiny_config(name: str = "anovaegan", epochs: int = 1, **train):
     from brainuad.models.registry import model_defaults
 
     return RunConfig(model=ModelConfig(**model_defaults(name), **TINY_MODEL),
-                     train=TrainConfig(epochs=epochs, batch_size=4, **train))
+                     train=TrainConfig(**{"epochs": epochs, "batch_size": 4, **train}))
 
 
 def shared_data(*parts: str) -> Path:

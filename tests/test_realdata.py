@@ -82,3 +82,44 @@ def test_registration_recovers_a_known_transform_on_a_real_flair():
     assert error < 1.0  # mm
     # the atlas-free rough brain of a skull-stripped scan is that scan's brain
     assert dice(from_sitk(rough_brain(fixed))[0] > 0, data > 0) > 0.95
+
+
+@pytest.mark.slow  # preprocesses three real scans (about 2 minutes)
+def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
+    """configs/experiments/mslub_flair.yaml as shipped, on a subset of its subjects (one raw
+    FLAIR to train on, one to validate, patient07 to test) at --quick settings."""
+    import csv
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from brainuad.cli import app
+    from conftest import REPO
+
+    shared_data("mslub_longitudinal_raw")
+    config = REPO / "configs" / "experiments" / "mslub_flair.yaml"
+    rows = list(csv.DictReader((config.parent / "mslub_flair.csv").open()))
+    chosen = [next(r for r in rows if r["split"] == s) for s in ("train", "val", "test")]
+    for row in chosen:
+        for key in ("flair", "label"):
+            row[key] = str((config.parent / row[key]).resolve()) if row[key] else ""
+    with (tmp_path / "subset.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(chosen)
+    settings = yaml.safe_load(config.read_text())
+    settings["manifest"] = "subset.csv"
+    (tmp_path / "subset.yaml").write_text(yaml.safe_dump(settings))
+    result = CliRunner().invoke(app, ["benchmark", str(tmp_path / "subset.yaml"),
+                                      str(tmp_path / "out"), "--quick", "--models",
+                                      "svae,threshold"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["benchmark"]
+    assert len(rows) == 2 * len(settings["variants"])
+    # the test patient was scored on its own grid, against its own lesion mask
+    mask = load_image(tmp_path / "out" / "runs" / "svae" / "pred-brain" / chosen[2]["subject"]
+                      / "mask.nii.gz", allow_blank=True)
+    assert mask.shape == (182, 218, 182)
+    for row in rows:
+        assert 0.5 < row["auroc_mean"] <= 1  # lesions score above normal tissue

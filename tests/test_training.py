@@ -205,3 +205,29 @@ def test_registered_subjects_get_maps_on_their_raw_grid(prepared, tmp_path):
     np.testing.assert_array_equal(mask.data, expected)
     assert from_sitk(grid)[0].shape == native_shape
     assert evaluate(pred, registered).rows  # the native label and maps agree on the grid
+
+
+@pytest.mark.slow  # two processes: about 15 s
+def test_two_process_ddp_on_cpu(prepared, tmp_path):
+    """The distributed path (Lightning DDP, gloo) on this machine: two CPU processes each take
+    half of every batch; the run is complete and detects. Not bit-equal to one process: torch
+    has no CPU SyncBatchNorm, so each process normalises its own half-batch."""
+    import json
+
+    import numpy as np
+
+    from brainuad.detect import detect_manifest
+
+    one = train(prepared, tmp_path / "one", tiny_config("saegan", epochs=2), progress_bar=False)
+    two = train(prepared, tmp_path / "two",
+                tiny_config("saegan", epochs=2, batch_size=2, devices=2, strategy="ddp_fork",
+                            accelerator="cpu"), progress_bar=False)
+    steps = [np.loadtxt(run / "log" / "metrics.csv", delimiter=",", skiprows=1, usecols=1,
+                        ndmin=1).max() for run in (one, two)]
+    assert steps[1] == steps[0]  # the same number of (global) steps: each rank took half
+    a, b = _weights(one), _weights(two)
+    assert a.keys() == b.keys()
+    deltas = [float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()]
+    assert 0 < max(deltas) < 0.2  # close, but BN statistics are per process on CPU
+    pred = detect_manifest(two, prepared, tmp_path / "pred", split="test")
+    assert json.loads((pred / "detect.json").read_text())["subjects"]

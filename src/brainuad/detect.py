@@ -51,22 +51,40 @@ def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int) -> np.nda
     return out
 
 
-def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig) -> Scored:
+class Stopwatch:
+    """Seconds per named stage, in order: `lap(name)` closes the stage that just ran."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = self.stages.get(name, 0.0) + now - self._last
+        self._last = now
+
+
+def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig,
+                  clock: Stopwatch | None = None) -> Scored:
     """Residual per slice (`postprocess.residual_map`), 5x5x5 median over the stack, back on the
     volume grid, times the eroded brain mask."""
+    clock = clock or Stopwatch()
     start = time.perf_counter()
     floor = None
     if cfg.residual == "hyperintense":  # the input's quantile over its whole brain
         floor = float(np.quantile(data.volume.data[data.mask.data > 0], cfg.hyper_quantile))
-    residual = residual_map(data.images, reconstruct(model, data.images, cfg.batch_size),
-                            data.masks, cfg.residual, floor)
+    reconstruction = reconstruct(model, data.images, cfg.batch_size)
+    clock.lap("reconstruct")
+    residual = residual_map(data.images, reconstruction, data.masks, cfg.residual, floor)
     # Only brain voxels are ever scored; one voxel more covers the interpolation back to the grid.
     near_brain = ndimage.binary_dilation(data.masks > 0)
     filtered = median_filter(residual, cfg.median_size, where=near_brain)
+    clock.lap("residual + median")
     volume = to_volume(filtered, data.geometry)
     brain = data.mask.data > 0
     region = to_volume(np.ones_like(filtered), data.geometry) > 0.5
     scored = eroded_mask(brain, data.volume.spacing, cfg.erosion_mm) & region
+    clock.lap("to volume + eroded mask")
     return Scored((volume * scored).astype(np.float32), brain & region, scored,
                   time.perf_counter() - start, len(data.geometry.indices))
 
@@ -214,20 +232,26 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
         folder = out / subject.subject
         if (folder / "mask.nii.gz").exists():
             continue
+        clock = Stopwatch()
         data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
                                    cfg.detect.slices, manifest.path)
-        scored = score_subject(model, data, cfg.detect)
+        clock.lap("read + slice")
+        scored = score_subject(model, data, cfg.detect, clock)
         start = time.perf_counter()
         mask = segment(scored.score, threshold, cfg.detect.min_component)
         seconds = scored.seconds + time.perf_counter() - start
+        clock.lap("threshold + components")
         maps, affine = {"score": scored.score, "region": scored.region, "mask": mask}, None
         if subject.transform is not None and subject.native is not None:
             maps, affine = _on_native_grid(maps, data.volume.affine, subject)
+            clock.lap("to raw grid")
         affine = data.volume.affine if affine is None else affine
         save_volume(folder / "score.nii.gz", maps["score"], affine, np.float32)
         save_volume(folder / "region.nii.gz", maps["region"], affine, np.uint8)
         save_volume(folder / "mask.nii.gz", maps["mask"], affine, np.uint8)  # last: done
-        timings[subject.subject] = {"seconds": seconds, "slices": scored.n_slices}
+        clock.lap("write")
+        timings[subject.subject] = {"seconds": seconds, "slices": scored.n_slices,
+                                    "stages": clock.stages}
     summary = {
         **settings, "model": cfg.model.name, "z": cfg.model.z_description,
         "modality": cfg.train.modality, "slices": cfg.detect.slices,

@@ -175,6 +175,21 @@ def _log_version(run: Path, resume: bool) -> str:
     return f"resume-{count + 1}"
 
 
+def _strategy(name: str, adversarial: bool) -> str:
+    """An adversarial model's discriminator step leaves the generator's parameters without a
+    gradient, which DDP must be told about."""
+    if adversarial and name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return f"{name}_find_unused_parameters_true"
+    return name
+
+
+def _sync_batchnorm(t) -> bool:
+    """Several GPU processes: batch-norm statistics over the whole batch, as in one process.
+    (torch has no CPU SyncBatchNorm: on CPU each process normalises its share of the batch.)"""
+    several = t.num_nodes > 1 or t.devices not in (1, "1", "auto")
+    return several and t.accelerator != "cpu" and torch.cuda.is_available()
+
+
 def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress_bar):
     _quiet_lightning()
     t, size = cfg.train, cfg.model.image_size
@@ -194,7 +209,8 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
         enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=t.strategy, precision=t.precision, deterministic=t.deterministic,
+        strategy=_strategy(t.strategy, cfg.model.adversarial), precision=t.precision,
+        sync_batchnorm=_sync_batchnorm(t), deterministic=t.deterministic,
         default_root_dir=run, callbacks=[checkpoint],
         logger=L.pytorch.loggers.CSVLogger(run, name="log", version=_log_version(run, resume)),
         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=10,
