@@ -7,19 +7,38 @@ from brainuad.models.registry import MODELS, build_discriminator, build_model, m
 
 TINY = {"image_size": 64, "width": 8, "max_width": 32}
 EXPECTED_Z = {"dae": "512", "sae8": "2x2x64", "sae16": "4x4x64", "saegan": "4x4x64",
-              "dvae": "512", "svae": "4x4x64", "anovaegan": "4x4x64", "threshold": "-"}
+              "dvae": "512", "svae": "4x4x64", "anovaegan": "4x4x64", "anogan": "64",
+              "threshold": "-"}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_model_reconstructs_right_shape_and_range(name):
-    cfg = ModelConfig(**model_defaults(name), **TINY)
-    model = build_model(cfg)
+    cfg = ModelConfig(**model_defaults(name), **TINY, search_steps=10)  # AnoGAN's search
+    model = build_model(cfg).eval()
     x = torch.rand(3, 1, 64, 64)
-    x_hat = model.reconstruct(x)
+    with torch.inference_mode():  # as detect calls it
+        x_hat = model.reconstruct(x)
     assert x_hat.shape == x.shape
     assert x_hat.min() >= 0 and x_hat.max() <= 1
     assert cfg.z_description == EXPECTED_Z[name]
-    assert (build_discriminator(cfg) is not None) == cfg.adversarial
+    # AnoGAN's discriminator lives in the model (its latent search needs it)
+    assert (build_discriminator(cfg) is not None) == (cfg.adversarial and name != "anogan")
+
+
+def test_anogan_latent_search_lowers_its_loss_slice_by_slice():
+    cfg = ModelConfig(**model_defaults("anogan"), **TINY, search_steps=30)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = model.sample(torch.randn(4, cfg.latent_dim)).detach()  # slices it can reach
+    with torch.inference_mode():
+        x_hat = model.reconstruct(x)
+    first, last = model.search_losses
+    assert last < 0.7 * first
+    # batched search = per-slice search: each slice's code gets only its own gradient
+    with torch.inference_mode():
+        alone = model.reconstruct(x[1:2])
+    torch.testing.assert_close(alone, x_hat[1:2], atol=1e-4, rtol=0)
+    assert not any(p.grad is not None for p in model.parameters())  # weights untouched
 
 
 def test_bottleneck_follows_image_size():
@@ -72,9 +91,14 @@ def test_every_shipped_config_loads():
         cfg = run_config(None, str(path))
         assert cfg.model.name in MODELS, path
         if path.parent.name == "paper":
-            assert (cfg.model.image_size, cfg.train.epochs, cfg.train.batch_size) == (256, 190, 8)
+            epochs = 150 if cfg.model.name == "anogan" else 190
+            assert (cfg.model.image_size, cfg.train.epochs) == (256, epochs)
+            assert cfg.train.batch_size == 8
             assert cfg.model.z_description == EXPECTED_Z_PAPER[cfg.model.name]
+    names = {p.parent.name + "/" + p.stem for p in configs}
+    assert {f"{kind}/{m}" for kind in ("paper", "cpu") for m in MODELS} <= names
 
 
 EXPECTED_Z_PAPER = {"dae": "512", "sae8": "8x8x64", "sae16": "16x16x64", "saegan": "16x16x64",
-                    "dvae": "512", "svae": "16x16x64", "anovaegan": "16x16x64", "threshold": "-"}
+                    "dvae": "512", "svae": "16x16x64", "anovaegan": "16x16x64", "anogan": "64",
+                    "threshold": "-"}

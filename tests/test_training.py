@@ -231,3 +231,44 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
     assert 0 < max(deltas) < 0.2  # close, but BN statistics are per process on CPU
     pred = detect_manifest(two, prepared, tmp_path / "pred", split="test")
     assert json.loads((pred / "detect.json").read_text())["subjects"]
+
+
+@pytest.mark.parametrize("name", ["dae", "sae8", "sae16", "saegan", "dvae", "svae", "anovaegan",
+                                  "anogan"])
+def test_every_model_takes_a_training_step(prepared, tmp_path, name):
+    import lightning as L
+
+    from brainuad.manifest import read_manifest
+    from brainuad.slices import SliceDataset
+    from brainuad.training import UADModule
+
+    module = UADModule(tiny_config(name).to_dict())
+    before = {k: v.clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+    data = SliceDataset(read_manifest(prepared).select(split="train"), "flair", 32)
+    L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, torch.utils.data.DataLoader(data,
+                                                                                 batch_size=4))
+    changed = {k for k, v in module.state_dict().items()
+               if k in before and not torch.equal(v, before[k])}
+    assert any("decoder" in k or "generator" in k for k in changed)
+    if name in ("saegan", "anovaegan", "anogan"):
+        assert any("discriminator" in k for k in changed)
+
+
+@pytest.mark.slow  # two epochs and two latent-search thresholds: about 15 s
+def test_anogan_keeps_every_epoch_and_a_user_picks_one(prepared, tmp_path):
+    from brainuad.training import use_epoch
+
+    cfg = tiny_config("anogan", epochs=2)
+    cfg.model.search_steps = 5  # the threshold at the end runs the latent search
+    run = train(prepared, tmp_path / "gan", cfg, progress_bar=False)
+    for epoch in (0, 1):
+        assert (run / "checkpoints" / f"epoch-{epoch:03d}.ckpt").is_file()
+        assert (run / "samples" / f"epoch-{epoch:03d}.png").stat().st_size > 0
+    last = _weights(run)
+    use_epoch(run, 0)
+    first = _weights(run)
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    assert rundir.read_threshold_info(run)["epoch"] == 0
+    with pytest.raises(BrainUADError, match="no checkpoint of epoch 7"):
+        use_epoch(run, 7)

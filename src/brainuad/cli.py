@@ -141,6 +141,19 @@ def train(
 
 
 @_command
+def use_epoch(
+    run: Annotated[Path, typer.Argument(help="Run directory whose model to replace.")],
+    epoch: Annotated[int, typer.Argument(help="Epoch (0-based, as RUN/samples/ counts).")],
+) -> None:
+    """Make one epoch's checkpoint the run's model (AnoGAN keeps one per epoch: pick the last
+    whose samples look realistic) and recompute its threshold on the training scans."""
+    from brainuad.training import use_epoch as use
+
+    use(run, epoch, progress=progress("threshold"))
+    typer.echo(f"{run}: now uses epoch {epoch}")
+
+
+@_command
 def detect(
     run: Annotated[Path, typer.Argument(help="Run directory written by `brainuad train`.")],
     manifest: Annotated[Path, typer.Argument(help="Preprocessed manifest of scans to segment.")],

@@ -34,6 +34,11 @@ class ModelConfig:
     latent_dim: int = 512
     variational: bool = True
     adversarial: bool = True
+    # AnoGAN's latent search at test time (Schlegl et al. 2017): Adam steps, step size, and the
+    # weight of the discriminator-feature term against the residual term.
+    search_steps: int = 100
+    search_lr: float = 0.05
+    search_feature_weight: float = 0.1
 
     @property
     def channels(self) -> tuple[int, ...]:

@@ -39,15 +39,17 @@ class Scored:
     n_slices: int
 
 
-@torch.inference_mode()
 def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
     """(N, S, S) slices in [0, 1] -> reconstructions (N, S, S)."""
-    model.eval().to(memory_format=torch.channels_last)  # oneDNN's fast layout for convolutions
+    # oneDNN's fast layout for convolutions; converted outside inference mode so the weights stay
+    # ordinary tensors (AnoGAN's latent search differentiates through them)
+    model.eval().to(memory_format=torch.channels_last)
     out = np.empty_like(images)
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start:start + batch_size])[:, None]
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        out[start:start + batch_size] = model.reconstruct(batch)[:, 0].numpy()
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start:start + batch_size])[:, None]
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            out[start:start + batch_size] = model.reconstruct(batch)[:, 0].numpy()
     return out
 
 

@@ -96,6 +96,26 @@ def figure_histograms(scores: dict[str, tuple[np.ndarray, np.ndarray]], path: Pa
     plt.close(fig)
 
 
+def figure_samples(images: np.ndarray, path: Path, title: str) -> None:
+    """A square grid of generated slices `(N, S, S)`, to judge a GAN epoch by eye."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    side = math.ceil(math.sqrt(len(images)))
+    fig, axes = plt.subplots(side, side, figsize=(1.6 * side, 1.6 * side), squeeze=False)
+    for ax, image in zip(axes.ravel(), images, strict=False):
+        _show(ax, image, cmap="gray", vmin=0, vmax=1)
+    for ax in axes.ravel()[len(images):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
 def _pm(stat: dict) -> str:
     return f"{stat['mean']:.3f} +- {stat['sd']:.3f}"
 

@@ -46,6 +46,9 @@ class EpochShuffle(Sampler[int]):
 
 
 class UADModule(L.LightningModule):
+    #: Where AnoGAN writes a grid of samples per epoch (set by `train`), to pick an epoch by eye.
+    samples_dir: Path | None = None
+
     def __init__(self, config: dict) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config})  # plain dicts: loadable with weights_only
@@ -59,9 +62,20 @@ class UADModule(L.LightningModule):
     def on_after_batch_transfer(self, batch: torch.Tensor, dataloader_idx: int) -> torch.Tensor:
         return batch.contiguous(memory_format=torch.channels_last)
 
+    @property
+    def is_gan(self) -> bool:
+        """AnoGAN: a generator of codes, no encoder; trained as a DCGAN."""
+        return self.cfg.model.name == "anogan"
+
     def configure_optimizers(self):
         t = self.cfg.train
-        optimisers = [torch.optim.Adam(self.model.parameters(), lr=t.lr)]
+        if self.is_gan:  # DCGAN's Adam (beta1 = 0.5)
+            optimisers = [torch.optim.Adam(self.model.generator.parameters(), lr=t.lr,
+                                           betas=(0.5, 0.999)),
+                          torch.optim.Adam(self.model.discriminator.parameters(),
+                                           lr=t.lr_adversarial, betas=(0.5, 0.999))]
+        else:
+            optimisers = [torch.optim.Adam(self.model.parameters(), lr=t.lr)]
         if self.discriminator is not None:
             optimisers.append(torch.optim.Adam(self.discriminator.parameters(),
                                                lr=t.lr_adversarial))
@@ -75,6 +89,21 @@ class UADModule(L.LightningModule):
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             if scheduler is not None:
                 scheduler.step()
+        if self.is_gan and self.samples_dir is not None and self.global_rank == 0:
+            self._save_samples()
+
+    @torch.no_grad()
+    def _save_samples(self, n: int = 16) -> None:
+        from brainuad.report import figure_samples
+
+        z = torch.randn(n, self.cfg.model.latent_dim,
+                        generator=torch.Generator().manual_seed(self.cfg.train.seed))
+        was_training = self.model.training
+        self.model.eval()
+        images = self.model.sample(z)[:, 0].float().numpy()
+        self.model.train(was_training)
+        figure_samples(images, self.samples_dir / f"epoch-{self.current_epoch:03d}.png",
+                       f"AnoGAN samples, epoch {self.current_epoch}")
 
     def on_train_batch_start(self, batch: torch.Tensor, batch_idx: int) -> None:
         # The VAE's sampling noise comes from (seed, epoch, batch) alone: data-loader iterators
@@ -82,7 +111,26 @@ class UADModule(L.LightningModule):
         step = self.current_epoch * 1_000_003 + batch_idx
         torch.manual_seed(self.cfg.train.seed * 7_919 + step)
 
+    def _gan_step(self, x: torch.Tensor) -> None:
+        """DCGAN: generator step (-log D(G(z))), then discriminator step on real vs G(z)."""
+        opt_g, opt_d = self.optimizers()
+        fake = self.model.sample(torch.randn(len(x), self.cfg.model.latent_dim))
+        g_loss = losses.generator_adversarial(self.model.discriminator(fake))
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        opt_g.step()
+        d_loss = losses.discriminator(self.model.discriminator(x),
+                                      self.model.discriminator(fake.detach()))
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.log_dict({"train/gen": g_loss, "train/disc": d_loss}, on_step=True, on_epoch=True,
+                      batch_size=len(x))
+        self.log("loss", d_loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+
     def training_step(self, x: torch.Tensor, batch_idx: int) -> None:
+        if self.is_gan:
+            return self._gan_step(x)
         t = self.cfg.train
         optimisers = self.optimizers()
         opt_g = optimisers[0] if isinstance(optimisers, list) else optimisers
@@ -199,14 +247,21 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
                               sampler=EpochShuffle(len(train_set), t.seed),
                               generator=torch.Generator().manual_seed(t.seed))
     val_loader = None
-    if val_subjects:
+    gan = cfg.model.name == "anogan"
+    if val_subjects and not gan:  # AnoGAN has no encoder: its epoch is picked by its samples
         val_set = SliceDataset(val_subjects, t.modality, size, t.slices, manifest_path)
         val_loader = DataLoader(val_set, batch_size=max(t.batch_size, 32),
                                 generator=torch.Generator().manual_seed(t.seed))
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
-        monitor="val/l1" if val_loader is not None else None, mode="min",
-        enable_version_counter=False)
+    if gan:  # one checkpoint per epoch, so any epoch can become the model (`use_epoch`)
+        checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=run / "checkpoints", filename="epoch-{epoch:03d}",
+            auto_insert_metric_name=False, save_last=True, save_top_k=-1,
+            enable_version_counter=False)
+    else:
+        checkpoint = L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
+            monitor="val/l1" if val_loader is not None else None, mode="min",
+            enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=_strategy(t.strategy, cfg.model.adversarial), precision=t.precision,
@@ -217,12 +272,40 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
         num_sanity_val_steps=0,
     )
     module = UADModule(cfg.to_dict())
+    module.samples_dir = run / "samples"
     trainer.fit(module, train_loader, val_loader,
                 ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
-    best = checkpoint.best_model_path or str(run / "checkpoints" / "last.ckpt")
+    best = (checkpoint.best_model_path if not gan else "") or str(run / "checkpoints" / "last.ckpt")
     if trainer.global_rank != 0:
         return module.model
     state = rundir.safe_torch_load(Path(best))["state_dict"]
     weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     module.model.load_state_dict(weights)
     return module.model
+
+
+def use_epoch(run: str | Path, epoch: int, progress: Callable | None = None) -> Path:
+    """Make the checkpoint of `epoch` (0-based, as the progress bar and `samples/` count) the
+    run's model, and recompute its threshold on the training subjects: how an AnoGAN user picks
+    the epoch whose samples still look realistic (the paper took 82 of 150)."""
+    run = Path(run)
+    cfg = rundir.read_config(run)
+    path = run / "checkpoints" / f"epoch-{epoch:03d}.ckpt"
+    if not path.is_file():
+        kept = sorted(p.stem for p in (run / "checkpoints").glob("epoch-*.ckpt"))
+        raise BrainUADError(f"{path}: no checkpoint of epoch {epoch} (kept: "
+                            f"{', '.join(kept) or 'none; only AnoGAN keeps one per epoch'})")
+    source = Path(rundir.read_provenance(run).get("manifest", ""))
+    if not source.is_file():
+        raise BrainUADError(f"{run}: its training manifest {source} is gone; the threshold "
+                            "must be computed on the training scans")
+    state = rundir.safe_torch_load(path)["state_dict"]
+    model = build_model(cfg.model)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
+                           if k.startswith("model.")})
+    model.eval()
+    subjects = read_manifest(source).select(split="train", health=cfg.train.health)
+    info = healthy_threshold(model, subjects, cfg, progress)
+    rundir.save_weights(run, model.state_dict())
+    rundir.write_threshold(run, {**info, "epoch": epoch})
+    return run

@@ -26,6 +26,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "dvae": {**_DENSE, "variational": True, "adversarial": False},
     "svae": {**_SPATIAL, "variational": True, "adversarial": False},
     "anovaegan": {**_SPATIAL, "variational": True, "adversarial": True},
+    "anogan": {**_DENSE, "latent_dim": 64, "variational": False, "adversarial": True},
     "threshold": {"variational": False, "adversarial": False},
 }
 
@@ -53,12 +54,18 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     cfg.validate()
     if cfg.name == "threshold":
         return IntensityThreshold()
+    if cfg.name == "anogan":
+        from brainuad.models.anogan import AnoGAN
+
+        return AnoGAN(cfg)
     return AutoEncoder(cfg)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module | None:
     from brainuad.models.adversarial import Discriminator
 
+    if cfg.name == "anogan":
+        return None  # AnoGAN's discriminator is part of the model: its latent search uses it
     return Discriminator(cfg.channels, cfg.image_size) if cfg.adversarial else None
 
 
