@@ -33,8 +33,11 @@ def test_benchmark_command_end_to_end(tmp_path, cohort):
         assert {"dice_fpr1_mean", "dice_fpr5_mean", "dice_fpr10_mean"} <= set(row)
     assert rows[1]["slices"] == "paper" and rows[1]["residual"] == "hyperintense"
     table = (out / "results.md").read_text()
-    assert "Dice @ 5 % FPR" in table and table.count("| sae16 |") == 2
+    summary, subjects = table.split("Per subject:")
+    assert "Dice @ 5 % FPR" in summary and summary.count("| sae16 |") == 2
+    assert subjects.count("| sae16 |") == 2 * 2  # two variants x two test subjects
     assert len((out / "results.csv").read_text().splitlines()) == 5
+    assert len((out / "subjects.csv").read_text().splitlines()) == 1 + 4 * 2
     for name in ("fig5_brain.png", "fig6_brain.png", "fig5_paper_hyper.png"):
         assert (out / name).stat().st_size > 0
     assert not (out / "runs" / "svae").exists()  # not requested

@@ -98,7 +98,7 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
     say(f"preprocess {bench.manifest} -> {out / 'prep'}")
     prep = preprocess_manifest(bench.manifest, out / "prep", PreprocessConfig(**bench.preprocess),
                                workers=workers, progress=progress("preprocess")).path
-    rows, examples, histograms, thresholds = [], {}, {}, {}
+    rows, per_subject, examples, histograms, thresholds = [], [], {}, {}, {}
     for name in chosen:
         cfg = from_dict(merge({"model": model_defaults(name)}, shared), f"{config_path} [{name}]")
         run = out / "runs" / name
@@ -110,6 +110,7 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
                                    progress=progress("detect"), **settings)
             result = evaluate(pred, prep, run / f"eval-{variant}", progress=progress("evaluate"))
             rows.append({"model": name, "variant": variant, **result.summary})
+            per_subject += [{"model": name, "variant": variant, **r} for r in result.rows]
             examples.setdefault(variant, {})[name] = result.examples
             histograms.setdefault(variant, {})[name] = result.histogram
             thresholds.setdefault(variant, {})[name] = result.summary.get("threshold")
@@ -117,15 +118,17 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
         report.figure_examples(examples[variant], out / f"fig5_{variant}.png")
         report.figure_histograms(histograms[variant], out / f"fig6_{variant}.png",
                                  thresholds=thresholds[variant])
-    write_results(rows, out)
+    write_results(rows, per_subject, out)
     say("\n" + report.benchmark_table(rows))
     return rows
 
 
-def write_results(rows: list[dict], out: Path) -> None:
-    """results.md (the table), results.csv (one row per model and variant, means and sds) and
-    results.json (one line)."""
-    write_text(out / "results.md", report.benchmark_table(rows))
+def write_results(rows: list[dict], per_subject: list[dict], out: Path) -> None:
+    """results.md (the table, then one row per subject), results.csv (one row per model and
+    variant, means and sds), subjects.csv and results.json (one line)."""
+    write_text(out / "results.md", report.benchmark_table(rows) + "\nPer subject:\n\n"
+               + report.subject_table(per_subject))
+    write_text(out / "subjects.csv", _csv(per_subject))
     flat = []
     for row in rows:
         entry = {}
@@ -135,10 +138,14 @@ def write_results(rows: list[dict], out: Path) -> None:
             else:
                 entry[key] = value
         flat.append(entry)
+    write_text(out / "results.csv", _csv(flat))
+    write_text(out / "results.json", json.dumps({"benchmark": flat}) + "\n")
+
+
+def _csv(rows: list[dict]) -> str:
     buffer = _io.StringIO()
-    fields = list(dict.fromkeys(k for entry in flat for k in entry))
+    fields = list(dict.fromkeys(k for entry in rows for k in entry))
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(flat)
-    write_text(out / "results.csv", buffer.getvalue())
-    write_text(out / "results.json", json.dumps({"benchmark": flat}) + "\n")
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -142,3 +142,18 @@ def benchmark_table(rows: list[dict]) -> str:
                  f"{seconds:.4f}" if seconds is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def subject_table(rows: list[dict]) -> str:
+    """Markdown table of evaluate's per-subject rows (with `model` and `variant`)."""
+    fprs = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_fpr")))
+    keys = ["dice", *fprs, "best_dice", "auroc", "auprc", "lesion_recall"]
+    names = ["Dice", *(f"Dice @ {k.removeprefix('dice_fpr')} % FPR" for k in fprs), "best Dice",
+             "AUROC", "AUPRC", "lesion recall"]
+    lines = ["| model | variant | subject | " + " | ".join(names) + " |",
+             "|" + " --- |" * (3 + len(names))]
+    for r in rows:
+        cells = [f"{float(r[k]):.3f}" if k in r else "-" for k in keys]
+        lines.append(f"| {r['model']} | {r.get('variant', '')} | {r['subject']} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

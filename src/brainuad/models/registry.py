@@ -1,9 +1,10 @@
 """The names of Table 1 -> model settings, and `build_model`, the one place models are made.
 
 Names describe the paper's 256 px setting: `sae16` has four stride-2 levels (16 x 16 at 256 px,
-8 x 8 at 128), `sae8` one more (8 x 8 at 256, 4 x 4 at 128). `threshold` is the training-free
-FLAIR-intensity baseline: its "reconstruction" is zero, so its residual is the image itself and it
-goes through exactly the same detection path as the learned models.
+8 x 8 at 128), `sae8` one more (8 x 8 at 256, 4 x 4 at 128). `anogan` is the DCGAN with a dense
+code of 64 whose test-time reconstruction is a latent search (`models/anogan.py`). `threshold` is
+the training-free FLAIR-intensity baseline: its "reconstruction" is zero, so its residual is the
+image itself and it goes through exactly the same detection path as the learned models.
 """
 
 from __future__ import annotations
