@@ -60,3 +60,18 @@ def test_benchmark_config_errors_name_the_file(tmp_path):
     config.write_text("models: [svae]\n")
     result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
     assert str(config) in result.output and "manifest" in result.output
+
+
+def test_benchmark_can_synthesise_its_cohort(tmp_path):
+    from brainuad.benchmark import read_benchmark
+
+    config = tmp_path / "zoo.yaml"
+    config.write_text("synth: {n_healthy: 2, n_lesioned: 1, lesions: [1, 2]}\nmodels: [svae]\n")
+    bench = read_benchmark(config)
+    assert bench.manifest is None and bench.synth["n_healthy"] == 2
+    config.write_text("synth: {n_healthy: 2, colour: red}\nmodels: [svae]\n")
+    result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
+    assert result.exit_code == 1 and "`synth` takes" in result.output
+    config.write_text("synth: {n_healthy: 2}\nmanifest: m.csv\nmodels: [svae]\n")
+    result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
+    assert result.exit_code == 1 and "either `manifest` or `synth`" in result.output

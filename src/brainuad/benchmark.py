@@ -1,7 +1,8 @@
 """`brainuad benchmark`: several models on one cohort, one table, from one YAML file.
 
-The file names a manifest (relative to itself), the models, the run settings they share and the
-detection variants to evaluate each model with (slice mode, residual). The benchmark preprocesses
+The file names a manifest (relative to itself) or a synthetic cohort to make (`synth`), the
+models, the run settings they share and the detection variants to evaluate each model with
+(slice mode, residual). The benchmark preprocesses
 the cohort, trains every model (a run directory that already finished is reused, one cut off is
 resumed), detects and evaluates every (model, variant) on the test split, and writes
 `results.md`, `results.csv`, `results.json` and, per variant, a combined Fig. 5 and Fig. 6.
@@ -32,6 +33,7 @@ from brainuad.evaluate import evaluate
 from brainuad.io import write_text
 from brainuad.models.registry import model_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+from brainuad.synth import SynthConfig, synth_cohort
 from brainuad.training import train
 
 #: Settings of `--quick`: a smoke check of the whole path in minutes.
@@ -41,22 +43,23 @@ VARIANT_KEYS = ("slices", "residual")
 
 @dataclass
 class BenchmarkConfig:
-    manifest: Path
+    manifest: Path | None  # None: the cohort is synthesised (`synth`)
     models: list[str]
     run: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=lambda: {"brain": {}})
     preprocess: dict[str, Any] = field(default_factory=dict)
     split: str = "test"
+    synth: dict[str, Any] | None = None  # SynthConfig values
 
 
 def read_benchmark(path: str | Path) -> BenchmarkConfig:
     path = Path(path)
     data = load_yaml(path)
-    known = {"manifest", "models", "run", "variants", "preprocess", "split"}
+    known = {"manifest", "synth", "models", "run", "variants", "preprocess", "split"}
     unknown = sorted(set(data) - known)
-    if unknown or "manifest" not in data or not data.get("models"):
-        raise BrainUADError(f"{path}: a benchmark needs `manifest` and `models`; unknown "
-                            f"key(s): {', '.join(unknown) or 'none'}")
+    if unknown or ("manifest" in data) == ("synth" in data) or not data.get("models"):
+        raise BrainUADError(f"{path}: a benchmark needs `models` and either `manifest` or "
+                            f"`synth`; unknown key(s): {', '.join(unknown) or 'none'}")
     for name in data["models"]:
         model_defaults(name)
     variants = data.get("variants") or {"brain": {}}
@@ -65,11 +68,18 @@ def read_benchmark(path: str | Path) -> BenchmarkConfig:
         if bad:
             raise BrainUADError(f"{path}: variant {name!r}: unknown key(s) {', '.join(bad)}; "
                                 f"known: {', '.join(VARIANT_KEYS)}")
-    manifest = Path(data["manifest"])
-    return BenchmarkConfig(manifest if manifest.is_absolute() else path.parent / manifest,
-                           list(data["models"]), data.get("run") or {},
+    synth = data.get("synth")
+    if synth is not None:
+        fields = set(SynthConfig.__dataclass_fields__)
+        if not isinstance(synth, dict) or set(synth) - fields:
+            raise BrainUADError(f"{path}: `synth` takes {', '.join(sorted(fields))}")
+    manifest = Path(data["manifest"]) if "manifest" in data else None
+    if manifest is not None and not manifest.is_absolute():
+        manifest = path.parent / manifest
+    return BenchmarkConfig(manifest, list(data["models"]), data.get("run") or {},
                            {k: v or {} for k, v in variants.items()},
-                           data.get("preprocess") or {}, data.get("split", "test"))
+                           data.get("preprocess") or {}, data.get("split", "test"),
+                           synth)
 
 
 def _train_or_reuse(prep: Path, run: Path, cfg, progress: Callable) -> None:
@@ -95,8 +105,16 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
     shared = merge(bench.run, QUICK) if quick else bench.run
     if epochs is not None:
         shared = merge(shared, {"train": {"epochs": epochs}})
-    say(f"preprocess {bench.manifest} -> {out / 'prep'}")
-    prep = preprocess_manifest(bench.manifest, out / "prep", PreprocessConfig(**bench.preprocess),
+    manifest = bench.manifest
+    if manifest is None:
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in bench.synth.items()}
+        say(f"synth -> {out / 'cohort'}")
+        cohort = out / "cohort" / "manifest.csv"
+        manifest = cohort if cohort.is_file() else synth_cohort(
+            out / "cohort", SynthConfig(**settings), workers=workers,
+            progress=progress("synth")).path
+    say(f"preprocess {manifest} -> {out / 'prep'}")
+    prep = preprocess_manifest(manifest, out / "prep", PreprocessConfig(**bench.preprocess),
                                workers=workers, progress=progress("preprocess")).path
     rows, per_subject, examples, histograms, thresholds = [], [], {}, {}, {}
     for name in chosen:
