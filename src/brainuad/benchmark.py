@@ -2,10 +2,10 @@
 
 The file names a manifest (relative to itself) or a synthetic cohort to make (`synth`), the
 models, the run settings they share and the detection variants to evaluate each model with
-(slice mode, residual). The benchmark preprocesses
-the cohort, trains every model (a run directory that already finished is reused, one cut off is
-resumed), detects and evaluates every (model, variant) on the test split, and writes
-`results.md`, `results.csv`, `results.json` and, per variant, a combined Fig. 5 and Fig. 6.
+(slice mode, residual). The benchmark preprocesses the cohort, trains every model (a run
+directory that already finished is reused, one cut off is resumed), detects and evaluates every
+(model, variant) on the test split, and writes `results.md`, `results.csv`, `subjects.csv`,
+`results.json` and, per variant, a combined Fig. 5 and Fig. 6.
 
     manifest: cohort.csv
     preprocess: {register: auto}
