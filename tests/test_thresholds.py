@@ -84,3 +84,12 @@ def test_training_on_an_unlabelled_cohort(prepared, tmp_path):
                 progress_bar=False)
     trained_on = rundir.read_threshold_info(run)["subjects"]
     assert trained_on == [s.subject for s in manifest.select(split="train")]
+
+
+def test_threshold_on_a_subset_of_training_subjects(prepared, tmp_path):
+    cfg = tiny_config("threshold")
+    cfg.detect.threshold_subjects = 2
+    run = train(prepared, tmp_path / "few", cfg, progress_bar=False)
+    everyone = [s.subject for s in read_manifest(prepared).select(split="train")]
+    used = rundir.read_threshold_info(run)["subjects"]
+    assert len(everyone) == 3 and used == [everyone[0], everyone[-1]]

@@ -130,6 +130,9 @@ class DetectConfig:
     min_component: int = 6  # 3D components smaller than this many voxels are removed
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
+    # Training subjects the threshold is taken on (0: all; else that many, evenly spread): for
+    # AnoGAN, whose latent search makes every slice cost 100 passes through both networks.
+    threshold_subjects: int = 0
 
     def __post_init__(self) -> None:
         if self.residual not in RESIDUALS:

@@ -114,8 +114,13 @@ class Quantiles:
 
 def training_quantiles(model: nn.Module, subjects: list[Subject], cfg: RunConfig,
                        detect: DetectConfig, progress: Callable | None = None) -> dict:
-    """Residual quantiles pooled over the training subjects' eroded brains, scored as `detect`."""
+    """Residual quantiles pooled over the training subjects' eroded brains, scored as `detect`
+    (on `detect.threshold_subjects` of them, evenly spread, when that is set)."""
     progress = progress or (lambda iterable, total: iterable)
+    keep = detect.threshold_subjects
+    if 0 < keep < len(subjects):
+        subjects = [subjects[i] for i in np.linspace(0, len(subjects) - 1, keep).round()
+                    .astype(int)]
     values = []
     for subject in progress(subjects, total=len(subjects)):
         data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
