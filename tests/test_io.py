@@ -133,3 +133,17 @@ def test_killed_write_leaves_no_final_file(tmp_path):
     assert not final.exists()
     assert all(p.name.startswith(".") for p in tmp_path.iterdir())
     assert os.listdir(tmp_path)  # the partial file is there, under a hidden temporary name
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from brainuad.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # not mkstemp's owner-only 0600
