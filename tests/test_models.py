@@ -102,3 +102,13 @@ def test_every_shipped_config_loads():
 EXPECTED_Z_PAPER = {"dae": "512", "sae8": "8x8x64", "sae16": "16x16x64", "saegan": "16x16x64",
                     "dvae": "512", "svae": "16x16x64", "anovaegan": "16x16x64", "anogan": "64",
                     "threshold": "-"}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_model_name_alone_is_the_paper_config(name):
+    from pathlib import Path
+
+    from brainuad.models.registry import run_config
+
+    paper = Path(__file__).resolve().parents[1] / "configs" / "paper" / f"{name}.yaml"
+    assert run_config(name).to_dict() == run_config(None, str(paper)).to_dict()

@@ -31,7 +31,7 @@ from brainuad.detect import detect_manifest
 from brainuad.errors import BrainUADError
 from brainuad.evaluate import evaluate
 from brainuad.io import write_text
-from brainuad.models.registry import model_defaults
+from brainuad.models.registry import model_defaults, name_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 from brainuad.synth import SynthConfig, synth_cohort
 from brainuad.training import train
@@ -118,7 +118,7 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
                                workers=workers, progress=progress("preprocess")).path
     rows, per_subject, examples, histograms, thresholds = [], [], {}, {}, {}
     for name in chosen:
-        cfg = from_dict(merge({"model": model_defaults(name)}, shared), f"{config_path} [{name}]")
+        cfg = from_dict(merge(name_defaults(name), shared), f"{config_path} [{name}]")
         run = out / "runs" / name
         say(f"train {name} -> {run}")
         _train_or_reuse(prep, run, cfg, progress)

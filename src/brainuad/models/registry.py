@@ -32,10 +32,26 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Settings other than the model's that a name brings (the rest are RunConfig's defaults, the
+#: paper's): AnoGAN trains as a DCGAN (150 epochs in the paper, Adam 2e-4 for both networks) and
+#: takes its threshold on 5 training subjects (its latent search costs 100 passes per slice).
+OTHER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "anogan": {"train": {"epochs": 150, "lr": 2e-4, "lr_adversarial": 2e-4},
+               "detect": {"threshold_subjects": 5}},
+}
+
+
 def model_defaults(name: str) -> dict[str, Any]:
     if name not in MODELS:
         raise BrainUADError(f"model {name!r}: choose one of {', '.join(MODELS)}")
     return {"name": name, **MODELS[name]}
+
+
+def name_defaults(name: str) -> dict[str, dict[str, Any]]:
+    """Every section's defaults for a model name: `--model NAME` alone is the paper's setting
+    (configs/paper/NAME.yaml)."""
+    return {"model": model_defaults(name),
+            **{k: dict(v) for k, v in OTHER_DEFAULTS.get(name, {}).items()}}
 
 
 class IntensityThreshold(nn.Module):
@@ -78,8 +94,7 @@ def run_config(name: str | None = None, config_path: str | None = None,
 
     data: dict[str, Any] = load_yaml(config_path) if config_path else {}
     chosen = name or (data.get("model") or {}).get("name") or "anovaegan"
-    base = {"model": model_defaults(chosen)}
-    merged = merge(base, data)
+    merged = merge(name_defaults(chosen), data)
     if name:
         merged["model"]["name"] = name
     merged = merge(merged, {k: v for k, v in (overrides or {}).items() if v})
