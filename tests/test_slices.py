@@ -112,3 +112,28 @@ def test_missing_mask_is_a_clear_error(tmp_path):
     with pytest.raises(BrainUADError, match="has no brain mask"):
         load_subject_slices(subject, "flair", 16)
     assert load_image(tmp_path / "a.nii.gz").shape == (8, 8, 8)
+
+
+def test_slice_cache_is_memory_mapped_reused_and_invalidated(tmp_path, cohort):
+    import os
+
+    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+
+    manifest = preprocess_manifest(cohort, tmp_path / "prep", PreprocessConfig(register="never"))
+    subjects = manifest.select(health="healthy")
+    cache = tmp_path / "cache"
+    memory = SliceDataset(subjects, "flair", 32)
+    mapped = SliceDataset(subjects, "flair", 32, cache=cache)
+    assert isinstance(mapped.images, np.memmap)
+    np.testing.assert_array_equal(np.asarray(mapped.images), memory.images)
+    assert [p.name for p in cache.iterdir()] == [next(cache.iterdir()).name]  # one file, no tmp
+    first = next(cache.iterdir())
+    stamp = first.stat().st_mtime_ns
+    SliceDataset(subjects, "flair", 32, cache=cache)  # reused, not rewritten
+    assert first.stat().st_mtime_ns == stamp
+    image = subjects[0].images["flair"]
+    os.utime(image, ns=(stamp + 10**9, stamp + 10**9))  # a rewritten scan: a new cache entry
+    SliceDataset(subjects, "flair", 32, cache=cache)
+    assert len(list(cache.iterdir())) == 2
+    torch_item = mapped[3]
+    assert torch_item.shape == (1, 32, 32) and torch_item.dtype.is_floating_point

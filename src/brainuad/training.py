@@ -27,6 +27,9 @@ from brainuad.models import losses
 from brainuad.models.registry import build_discriminator, build_model
 from brainuad.slices import SliceDataset
 
+#: Folder beside a manifest where training keeps its memory-mapped slices.
+SLICE_CACHE = ".brainuad-cache"
+
 
 class EpochShuffle(Sampler[int]):
     """A permutation drawn from (seed, epoch): the same order whether or not the run resumed."""
@@ -242,14 +245,17 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
     _quiet_lightning()
     t, size = cfg.train, cfg.model.image_size
     L.seed_everything(t.seed, workers=True, verbose=False)
-    train_set = SliceDataset(train_subjects, t.modality, size, t.slices, manifest_path)
+    # slices cached beside the manifest, memory-mapped: every later run on these scans skips
+    # reading NIfTI, and a cohort larger than memory trains from disk pages
+    cache = manifest_path.parent / SLICE_CACHE
+    train_set = SliceDataset(train_subjects, t.modality, size, t.slices, manifest_path, cache)
     train_loader = DataLoader(train_set, batch_size=t.batch_size,
                               sampler=EpochShuffle(len(train_set), t.seed),
                               generator=torch.Generator().manual_seed(t.seed))
     val_loader = None
     gan = cfg.model.name == "anogan"
     if val_subjects and not gan:  # AnoGAN has no encoder: its epoch is picked by its samples
-        val_set = SliceDataset(val_subjects, t.modality, size, t.slices, manifest_path)
+        val_set = SliceDataset(val_subjects, t.modality, size, t.slices, manifest_path, cache)
         val_loader = DataLoader(val_set, batch_size=max(t.batch_size, 32),
                                 generator=torch.Generator().manual_seed(t.seed))
     if gan:  # one checkpoint per epoch, so any epoch can become the model (`use_epoch`)
