@@ -57,7 +57,7 @@ def main() -> None:
         row = measure(size, args.batch, args.slices)
         rows.append(row)
         print(f"| {size} | {row['channels']} | {row['batch']} | {row['steps']} | "
-              f"{row['s_per_slice']:.3f} | {row['loss_first']:.4f} -> {row['loss_last']:.4f} |")
+              f"{row['s_per_slice']:.3f} | {row['loss_first']:.3e} -> {row['loss_last']:.3e} |")
     print("\n" + json.dumps({"benchmark": "anogan_search", "results": rows}))
 
 

@@ -43,8 +43,8 @@ def paper_run(folder: Path, manifest: Path) -> Path:
     from brainuad.detect import load_detector, run_quantiles
 
     _, model = load_detector(folder)
+    quantiles = run_quantiles(folder, cfg, model, cfg.detect)  # kept in threshold.json
     info = rundir.read_threshold_info(folder)
-    quantiles = run_quantiles(folder, cfg, model, cfg.detect)
     info["threshold"] = quantiles.at_percentile(cfg.detect.percentile)
     rundir.write_threshold(folder, info)
     return folder

@@ -4,9 +4,10 @@
 
 The model is AnoVAEGAN's generator at the paper's 256 x 256 and channels (64..256), random
 weights (speed does not depend on them). The baseline is the plain eager fp32 forward
-(`torch.no_grad`, default memory layout, batch 8); each lever is added on top of it. The ceiling
-is a 2048 x 2048 matmul in fp32 and bf16 measured in the same run. Prints a table and one JSON
-line.
+(`torch.no_grad`, default memory layout, batch 8); each lever is added on top of it (`brainuad
+detect` uses channels-last, folded batch norm, batch 32, and bf16 with `--precision bf16`). The
+ceiling is a 2048 x 2048 matmul in fp32 and bf16 measured in the same run. Prints a table and one
+JSON line.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainuad.config import from_dict
+from brainuad.models.blocks import fuse_batchnorm
 from brainuad.models.registry import build_model, model_defaults
 
 
@@ -59,7 +61,8 @@ def levers(model: torch.nn.Module, compile_: bool) -> list[tuple[str, Callable, 
     """(name, function of a batch, batch size); each adds one lever to the one before. The
     channels-last modes get their own channels-last copy of the weights."""
     cl = torch.channels_last
-    fast = copy.deepcopy(model).to(memory_format=cl)
+    layout = copy.deepcopy(model).to(memory_format=cl)
+    fast = fuse_batchnorm(model).to(memory_format=cl)
 
     def eager(x):
         with torch.no_grad():
@@ -71,6 +74,10 @@ def levers(model: torch.nn.Module, compile_: bool) -> list[tuple[str, Callable, 
 
     def channels_last(x):
         with torch.inference_mode():
+            return layout.reconstruct(x.contiguous(memory_format=cl))
+
+    def folded(x):
+        with torch.inference_mode():
             return fast.reconstruct(x.contiguous(memory_format=cl))
 
     def bf16(x):
@@ -79,7 +86,8 @@ def levers(model: torch.nn.Module, compile_: bool) -> list[tuple[str, Callable, 
 
     modes = [("eager fp32 (baseline)", eager, 8), ("inference_mode", inference, 8),
              ("+ channels-last", channels_last, 8), ("+ batch 32", channels_last, 32),
-             ("+ bf16 autocast", bf16, 32)]
+             ("+ batch norm folded", folded, 32), ("+ bf16 autocast (brainuad --precision bf16)",
+                                                   bf16, 32)]
     if compile_:
         compiled = torch.compile(fast.reconstruct)
 
@@ -91,7 +99,7 @@ def levers(model: torch.nn.Module, compile_: bool) -> list[tuple[str, Callable, 
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return compiled(x.contiguous(memory_format=cl)).float()
 
-        modes += [("channels-last, batch 32, torch.compile", compiled_fp32, 32),
+        modes += [("channels-last, batch 32, folded, torch.compile", compiled_fp32, 32),
                   ("+ bf16 autocast, torch.compile", compiled_bf16, 32)]
     return modes
 

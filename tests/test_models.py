@@ -112,3 +112,36 @@ def test_a_model_name_alone_is_the_paper_config(name):
 
     paper = Path(__file__).resolve().parents[1] / "configs" / "paper" / f"{name}.yaml"
     assert run_config(name).to_dict() == run_config(None, str(paper)).to_dict()
+
+
+@pytest.mark.parametrize("name", ["svae", "dae", "anogan"])
+def test_batchnorm_folding_keeps_the_outputs(name):
+    from brainuad.models.blocks import fuse_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**model_defaults(name), **TINY, search_steps=3))
+    for module in model.modules():  # non-trivial running statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    fused = fuse_batchnorm(model)
+
+    def norms(m):
+        return sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+
+    # every norm after a convolution is folded; dense models keep the one after their Linear
+    assert norms(fused) == (0 if name == "svae" else 1) < norms(model)
+    x = torch.rand(2, 1, 64, 64)
+    torch.testing.assert_close(fused.reconstruct(x), model.reconstruct(x), atol=1e-5, rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # a copy
+
+
+def test_bf16_reconstruction_is_close_to_fp32():
+    from brainuad.detect import reconstruct
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**model_defaults("svae"), **TINY)).eval()
+    images = torch.rand(4, 64, 64).numpy()
+    full, half = reconstruct(model, images, 2), reconstruct(model, images, 2, "bf16")
+    assert half.dtype == full.dtype and abs(half - full).max() < 0.02

@@ -38,7 +38,7 @@ from brainuad.training import train
 
 #: Settings of `--quick`: a smoke check of the whole path in minutes.
 QUICK = {"model": {"image_size": 64}, "train": {"epochs": 2}}
-VARIANT_KEYS = ("slices", "residual")
+VARIANT_KEYS = ("slices", "residual", "precision")
 
 
 @dataclass

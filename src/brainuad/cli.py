@@ -169,12 +169,16 @@ def detect(
     fpr: Annotated[float | None, typer.Option(
         help="Threshold flagging this fraction of the training scans' voxels (e.g. 0.05) "
              "instead of the run's 98th percentile (= 0.02).")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="32, or bf16 (about 2x faster on CPUs with native bf16; threshold recomputed "
+             "the same way).")] = None,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
     from brainuad.detect import detect_manifest
 
     folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
-                             shard_spec=shard, residual=residual, fpr=fpr)
+                             shard_spec=shard, residual=residual, fpr=fpr,
+                             precision=precision)
     typer.echo(f"predictions: {folder}")
 
 

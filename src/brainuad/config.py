@@ -133,8 +133,12 @@ class DetectConfig:
     # Training subjects the threshold is taken on (0: all; else that many, evenly spread): for
     # AnoGAN, whose latent search makes every slice cost 100 passes through both networks.
     threshold_subjects: int = 0
+    # Reconstruction precision: "32", or "bf16" (autocast; 2x faster on CPUs with native bf16).
+    precision: str = "32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("32", "bf16"):
+            raise BrainUADError(f"detect.precision {self.precision!r}: choose 32 or bf16")
         if self.residual not in RESIDUALS:
             raise BrainUADError(f"detect.residual {self.residual!r}: choose one of "
                                 f"{', '.join(RESIDUALS)}")
@@ -146,7 +150,8 @@ class DetectConfig:
         """Everything that changes the score map: thresholds are kept per key."""
         key = f"slices={self.slices},residual={self.residual},median={self.median_size}," \
               f"erosion_mm={self.erosion_mm}"
-        return key + (f",q={self.hyper_quantile}" if self.residual == "hyperintense" else "")
+        key += f",q={self.hyper_quantile}" if self.residual == "hyperintense" else ""
+        return key + (f",precision={self.precision}" if self.precision != "32" else "")
 
 
 @dataclass

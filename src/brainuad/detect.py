@@ -23,6 +23,7 @@ from brainuad.config import DetectConfig, RunConfig
 from brainuad.errors import BrainUADError
 from brainuad.io import load_image, save_volume, write_text
 from brainuad.manifest import Subject, read_manifest, shard
+from brainuad.models.blocks import fuse_batchnorm
 from brainuad.models.registry import build_model
 from brainuad.postprocess import eroded_mask, median_filter, residual_map, segment
 from brainuad.slices import SubjectSlices, load_subject_slices, to_volume
@@ -39,17 +40,19 @@ class Scored:
     n_slices: int
 
 
-def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
+def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int,
+                precision: str = "32") -> np.ndarray:
     """(N, S, S) slices in [0, 1] -> reconstructions (N, S, S)."""
     # oneDNN's fast layout for convolutions; converted outside inference mode so the weights stay
     # ordinary tensors (AnoGAN's latent search differentiates through them)
     model.eval().to(memory_format=torch.channels_last)
     out = np.empty_like(images)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
+                                                enabled=precision == "bf16"):
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(images[start:start + batch_size])[:, None]
             batch = batch.contiguous(memory_format=torch.channels_last)
-            out[start:start + batch_size] = model.reconstruct(batch)[:, 0].numpy()
+            out[start:start + batch_size] = model.reconstruct(batch)[:, 0].float().numpy()
     return out
 
 
@@ -75,7 +78,7 @@ def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig,
     floor = None
     if cfg.residual == "hyperintense":  # the input's quantile over its whole brain
         floor = float(np.quantile(data.volume.data[data.mask.data > 0], cfg.hyper_quantile))
-    reconstruction = reconstruct(model, data.images, cfg.batch_size)
+    reconstruction = reconstruct(model, data.images, cfg.batch_size, cfg.precision)
     clock.lap("reconstruct")
     residual = residual_map(data.images, reconstruction, data.masks, cfg.residual, floor)
     # Only brain voxels are ever scored; one voxel more covers the interpolation back to the grid.
@@ -175,8 +178,7 @@ def load_detector(run: Path) -> tuple[RunConfig, nn.Module]:
     except RuntimeError as err:
         raise BrainUADError(f"{run / rundir.MODEL}: weights do not fit the model of "
                             f"{run / rundir.CONFIG} ({str(err).splitlines()[0]})") from err
-    model.eval()
-    return cfg, model
+    return cfg, fuse_batchnorm(model)  # eval-mode batch norm folded into the convolutions
 
 
 def _on_native_grid(maps: dict[str, np.ndarray], affine: np.ndarray,
@@ -199,7 +201,8 @@ REPORTED_FPRS = (0.01, 0.05, 0.10)
 def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path | None = None,
                     slices: str | None = None, split: str | None = None,
                     progress: Callable | None = None, shard_spec: str | None = None,
-                    residual: str | None = None, fpr: float | None = None) -> Path:
+                    residual: str | None = None, fpr: float | None = None,
+                    precision: str | None = None) -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
     scan's own grid and affine, plus `out/detect.json` with the thresholds and timings.
 
@@ -212,6 +215,7 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     cfg, model = load_detector(run)
     cfg.detect.slices = slices or cfg.detect.slices
     cfg.detect.residual = residual or cfg.detect.residual
+    cfg.detect.precision = precision or cfg.detect.precision
     cfg.detect.__post_init__()
     manifest = read_manifest(manifest_path)
     subjects = manifest.select(split=split) if split else manifest.subjects

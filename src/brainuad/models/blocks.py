@@ -56,3 +56,24 @@ class Decoder(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.net(h)
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of `model` for inference, every (convolution, batch norm) pair folded into the
+    convolution: the same outputs in eval mode, one pass over memory less per level."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (name, conv), (norm_name, norm) in zip(children, children[1:], strict=False):
+            if isinstance(conv, nn.Conv2d | nn.ConvTranspose2d) and isinstance(norm,
+                                                                               nn.BatchNorm2d):
+                transpose = isinstance(conv, nn.ConvTranspose2d)
+                setattr(module, name, fuse_conv_bn_eval(conv, norm, transpose=transpose))
+                setattr(module, norm_name, nn.Identity())
+    return model
