@@ -170,8 +170,8 @@ def detect(
         help="Threshold flagging this fraction of the training scans' voxels (e.g. 0.05) "
              "instead of the run's 98th percentile (= 0.02).")] = None,
     precision: Annotated[str | None, typer.Option(
-        help="32, or bf16 (about 2x faster on CPUs with native bf16; threshold recomputed "
-             "the same way).")] = None,
+        help="auto (bf16 where the CPU has it natively, else 32), 32 or bf16; the threshold "
+             "is taken the same way.")] = None,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
     from brainuad.detect import detect_manifest

@@ -133,12 +133,13 @@ class DetectConfig:
     # Training subjects the threshold is taken on (0: all; else that many, evenly spread): for
     # AnoGAN, whose latent search makes every slice cost 100 passes through both networks.
     threshold_subjects: int = 0
-    # Reconstruction precision: "32", or "bf16" (autocast; 2x faster on CPUs with native bf16).
-    precision: str = "32"
+    # Reconstruction precision: "32", "bf16" (autocast), or "auto": bf16 where the CPU has it
+    # natively (2x faster at 256 px; Dice on MSLUB changed by 0.0003), else 32.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("32", "bf16"):
-            raise BrainUADError(f"detect.precision {self.precision!r}: choose 32 or bf16")
+        if self.precision not in ("auto", "32", "bf16"):
+            raise BrainUADError(f"detect.precision {self.precision!r}: choose auto, 32 or bf16")
         if self.residual not in RESIDUALS:
             raise BrainUADError(f"detect.residual {self.residual!r}: choose one of "
                                 f"{', '.join(RESIDUALS)}")
@@ -146,12 +147,21 @@ class DetectConfig:
             raise BrainUADError(f"detect.hyper_quantile {self.hyper_quantile}: must be in (0, 1)")
 
     @property
+    def resolved_precision(self) -> str:
+        if self.precision != "auto":
+            return self.precision
+        import torch
+
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32"
+
+    @property
     def scoring_key(self) -> str:
         """Everything that changes the score map: thresholds are kept per key."""
         key = f"slices={self.slices},residual={self.residual},median={self.median_size}," \
               f"erosion_mm={self.erosion_mm}"
         key += f",q={self.hyper_quantile}" if self.residual == "hyperintense" else ""
-        return key + (f",precision={self.precision}" if self.precision != "32" else "")
+        precision = self.resolved_precision
+        return key + (f",precision={precision}" if precision != "32" else "")
 
 
 @dataclass

@@ -78,7 +78,7 @@ def score_subject(model: nn.Module, data: SubjectSlices, cfg: DetectConfig,
     floor = None
     if cfg.residual == "hyperintense":  # the input's quantile over its whole brain
         floor = float(np.quantile(data.volume.data[data.mask.data > 0], cfg.hyper_quantile))
-    reconstruction = reconstruct(model, data.images, cfg.batch_size, cfg.precision)
+    reconstruction = reconstruct(model, data.images, cfg.batch_size, cfg.resolved_precision)
     clock.lap("reconstruct")
     residual = residual_map(data.images, reconstruction, data.masks, cfg.residual, floor)
     # Only brain voxels are ever scored; one voxel more covers the interpolation back to the grid.
