@@ -122,4 +122,8 @@ def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
                       / "mask.nii.gz", allow_blank=True)
     assert mask.shape == (182, 218, 182)
     for row in rows:
-        assert 0.5 < row["auroc_mean"] <= 1  # lesions score above normal tissue
+        assert 0 <= row["auroc_mean"] <= 1 and 0 <= row["dice_mean"] <= 1
+    # the FLAIR threshold ranks patient07's lesions above normal tissue (0.74 at full settings);
+    # two epochs of a 64 px model promise nothing
+    baseline = next(r for r in rows if (r["model"], r["variant"]) == ("threshold", "brain"))
+    assert baseline["auroc_mean"] > 0.6
