@@ -72,6 +72,28 @@ def test_benchmark_can_synthesise_its_cohort(tmp_path):
     config.write_text("synth: {n_healthy: 2, colour: red}\nmodels: [svae]\n")
     result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
     assert result.exit_code == 1 and "`synth` takes" in result.output
-    config.write_text("synth: {n_healthy: 2}\nmanifest: m.csv\nmodels: [svae]\n")
+    config.write_text("models: [svae]\n")
     result = runner.invoke(app, ["benchmark", str(config), str(tmp_path / "o")])
-    assert result.exit_code == 1 and "either `manifest` or `synth`" in result.output
+    assert result.exit_code == 1 and "a `manifest`, a `synth` cohort or both" in result.output
+
+
+@pytest.mark.slow  # synthesises two subjects: about 15 s
+def test_synthetic_plus_real_training(tmp_path, cohort):
+    config = tmp_path / "both.yaml"
+    config.write_text(yaml.safe_dump({
+        "manifest": str(cohort), "synth": {"n_healthy": 2, "n_lesioned": 1, "seed": 3},
+        "models": ["threshold"], "run": {"model": TINY_MODEL}}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["benchmark", str(config), str(out)])
+    assert result.exit_code == 0, result.output
+    from brainuad import rundir
+    from brainuad.manifest import read_manifest
+
+    synthetic = read_manifest(out / "prep-synth" / "manifest.csv")
+    trained_on = rundir.read_threshold_info(out / "runs" / "threshold")["subjects"]
+    real_train = [s.subject for s in read_manifest(out / "prep" / "manifest.csv").subjects
+                  if s.split == "train"]
+    synth_train = [s.subject for s in synthetic.subjects if s.split == "train"]
+    assert synth_train and trained_on == real_train + synth_train
+    tested = json.loads((out / "results.json").read_text())["benchmark"][0]["subjects"]
+    assert tested == 2  # the real test subjects only: the lesioned synthetic one is left out

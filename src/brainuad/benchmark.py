@@ -1,6 +1,7 @@
 """`brainuad benchmark`: several models on one cohort, one table, from one YAML file.
 
-The file names a manifest (relative to itself) or a synthetic cohort to make (`synth`), the
+The file names a manifest (relative to itself), a synthetic cohort to make (`synth`), or both
+(synthetic plus real training: the healthy synthetic subjects join the training set), the
 models, the run settings they share and the detection variants to evaluate each model with
 (slice mode, residual). The benchmark preprocesses the cohort, trains every model (a run
 directory that already finished is reused, one cut off is resumed), detects and evaluates every
@@ -31,6 +32,7 @@ from brainuad.detect import detect_manifest
 from brainuad.errors import BrainUADError
 from brainuad.evaluate import evaluate
 from brainuad.io import write_text
+from brainuad.manifest import write_manifest
 from brainuad.models.registry import model_defaults, name_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 from brainuad.synth import SynthConfig, synth_cohort
@@ -57,9 +59,9 @@ def read_benchmark(path: str | Path) -> BenchmarkConfig:
     data = load_yaml(path)
     known = {"manifest", "synth", "models", "run", "variants", "preprocess", "split"}
     unknown = sorted(set(data) - known)
-    if unknown or ("manifest" in data) == ("synth" in data) or not data.get("models"):
-        raise BrainUADError(f"{path}: a benchmark needs `models` and either `manifest` or "
-                            f"`synth`; unknown key(s): {', '.join(unknown) or 'none'}")
+    if unknown or not ("manifest" in data or "synth" in data) or not data.get("models"):
+        raise BrainUADError(f"{path}: a benchmark needs `models` and a `manifest`, a `synth` "
+                            f"cohort or both; unknown key(s): {', '.join(unknown) or 'none'}")
     for name in data["models"]:
         model_defaults(name)
     variants = data.get("variants") or {"brain": {}}
@@ -105,17 +107,27 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
     shared = merge(bench.run, QUICK) if quick else bench.run
     if epochs is not None:
         shared = merge(shared, {"train": {"epochs": epochs}})
-    manifest = bench.manifest
-    if manifest is None:
+    preprocess = PreprocessConfig(**bench.preprocess)
+    synthetic = None
+    if bench.synth is not None:
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in bench.synth.items()}
         say(f"synth -> {out / 'cohort'}")
         cohort = out / "cohort" / "manifest.csv"
-        manifest = cohort if cohort.is_file() else synth_cohort(
+        cohort = cohort if cohort.is_file() else synth_cohort(
             out / "cohort", SynthConfig(**settings), workers=workers,
             progress=progress("synth")).path
-    say(f"preprocess {manifest} -> {out / 'prep'}")
-    prep = preprocess_manifest(manifest, out / "prep", PreprocessConfig(**bench.preprocess),
-                               workers=workers, progress=progress("preprocess")).path
+        folder = out / ("prep" if bench.manifest is None else "prep-synth")
+        synthetic = preprocess_manifest(cohort, folder, preprocess, workers=workers,
+                                        progress=progress("preprocess"))
+        prep = synthetic.path
+    if bench.manifest is not None:
+        say(f"preprocess {bench.manifest} -> {out / 'prep'}")
+        real = preprocess_manifest(bench.manifest, out / "prep", preprocess, workers=workers,
+                                   progress=progress("preprocess"))
+        prep = real.path
+        if synthetic is not None:  # synthetic plus real: the healthy synthetic subjects train too
+            extra = [s for s in synthetic.subjects if s.health == "healthy" and s.split != "test"]
+            prep = write_manifest(out / "prep-combined.csv", real.subjects + extra).path
     rows, per_subject, examples, histograms, thresholds = [], [], {}, {}, {}
     for name in chosen:
         cfg = from_dict(merge(name_defaults(name), shared), f"{config_path} [{name}]")
