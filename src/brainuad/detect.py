@@ -156,12 +156,8 @@ def run_quantiles(run: Path, cfg: RunConfig, model: nn.Module, detect: DetectCon
     info = rundir.read_threshold_info(run)
     entry = info.get("scorings", {}).get(detect.scoring_key)
     if entry is None:
-        source = Path(rundir.read_provenance(run).get("manifest", ""))
-        if not source.is_file():
-            raise BrainUADError(f"{run}: detecting with {detect.scoring_key} needs a threshold "
-                                f"from the training scans, but the training manifest {source} "
-                                "is gone")
-        subjects = read_manifest(source).select(split="train", health=cfg.train.health)
+        subjects = rundir.training_subjects(run, cfg.train.health,
+                                            f"a threshold for {detect.scoring_key}")
         entry = training_quantiles(model, subjects, cfg, detect, progress)
         info.setdefault("scorings", {})[detect.scoring_key] = entry
         rundir.write_threshold(run, info)

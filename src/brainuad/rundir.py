@@ -82,6 +82,18 @@ def read_threshold(run: Path) -> float:
     return float(read_threshold_info(run)["threshold"])
 
 
+def training_subjects(run: Path, health: str | None, why: str) -> list:
+    """The run's training subjects, from the manifest it was trained on (provenance.json), for
+    work that must happen on the training scans (`why`, e.g. a threshold)."""
+    from brainuad.manifest import read_manifest
+
+    source = Path(read_provenance(run).get("manifest", ""))
+    if not source.is_file():
+        raise BrainUADError(f"{run}: {why} needs the training scans, but the training manifest "
+                            f"{source} is gone")
+    return read_manifest(source).select(split="train", health=health)
+
+
 def read_provenance(run: Path) -> dict[str, Any]:
     path = run / PROVENANCE
     try:

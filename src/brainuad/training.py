@@ -301,16 +301,12 @@ def use_epoch(run: str | Path, epoch: int, progress: Callable | None = None) -> 
         kept = sorted(p.stem for p in (run / "checkpoints").glob("epoch-*.ckpt"))
         raise BrainUADError(f"{path}: no checkpoint of epoch {epoch} (kept: "
                             f"{', '.join(kept) or 'none; only AnoGAN keeps one per epoch'})")
-    source = Path(rundir.read_provenance(run).get("manifest", ""))
-    if not source.is_file():
-        raise BrainUADError(f"{run}: its training manifest {source} is gone; the threshold "
-                            "must be computed on the training scans")
+    subjects = rundir.training_subjects(run, cfg.train.health, "a new threshold")
     state = rundir.safe_torch_load(path)["state_dict"]
     model = build_model(cfg.model)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
                            if k.startswith("model.")})
     model.eval()
-    subjects = read_manifest(source).select(split="train", health=cfg.train.health)
     info = healthy_threshold(model, subjects, cfg, progress)
     rundir.save_weights(run, model.state_dict())
     rundir.write_threshold(run, {**info, "epoch": epoch})
