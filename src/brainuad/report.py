@@ -125,14 +125,19 @@ def results_table(summaries: dict[str, dict]) -> str:
     return benchmark_table([{"model": model, **summary} for model, summary in summaries.items()])
 
 
+def _fpr_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """The `dice_fpr*` keys present in `rows`, in order, and their column titles."""
+    keys = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_fpr")))
+    return keys, [f"Dice @ {k.removeprefix('dice_fpr')} % FPR" for k in keys]
+
+
 def benchmark_table(rows: list[dict]) -> str:
     """Markdown table of evaluate summaries, one row each (with `model`, optional `variant`); the
     Dice at training false-positive rates appears when the summaries have it."""
     variants = any(r.get("variant") for r in rows)
-    fprs = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_fpr")))
-    head = ["model", "z", *(["variant"] if variants else []), "Dice",
-            *(f"Dice @ {k.removeprefix('dice_fpr')} % FPR" for k in fprs),
-            "AUROC", "AUPRC", "best Dice", "lesion recall", "s / slice"]
+    fprs, fpr_names = _fpr_columns(rows)
+    head = ["model", "z", *(["variant"] if variants else []), "Dice", *fpr_names, "AUROC",
+            "AUPRC", "best Dice", "lesion recall", "s / slice"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         seconds = r.get("seconds_per_slice")
@@ -146,10 +151,9 @@ def benchmark_table(rows: list[dict]) -> str:
 
 def subject_table(rows: list[dict]) -> str:
     """Markdown table of evaluate's per-subject rows (with `model` and `variant`)."""
-    fprs = list(dict.fromkeys(k for r in rows for k in r if k.startswith("dice_fpr")))
+    fprs, fpr_names = _fpr_columns(rows)
     keys = ["dice", *fprs, "best_dice", "auroc", "auprc", "lesion_recall"]
-    names = ["Dice", *(f"Dice @ {k.removeprefix('dice_fpr')} % FPR" for k in fprs), "best Dice",
-             "AUROC", "AUPRC", "lesion recall"]
+    names = ["Dice", *fpr_names, "best Dice", "AUROC", "AUPRC", "lesion recall"]
     lines = ["| model | variant | subject | " + " | ".join(names) + " |",
              "|" + " --- |" * (3 + len(names))]
     for r in rows:
