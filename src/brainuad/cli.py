@@ -21,6 +21,9 @@ app = typer.Typer(
     add_completion=False,
 )
 _state = {"debug": False}
+KeepGoing = Annotated[bool, typer.Option(
+    "--keep-going", help="A subject that fails does not stop the others; the failed ones are "
+                         "listed at the end (exit code 1).")]
 
 
 @app.callback()
@@ -89,6 +92,7 @@ def preprocess(
     shard: Annotated[str | None, typer.Option(
         help="Only shard i/n of the manifest (every n-th subject from the i-th), e.g. 1/4.")]
     = None,
+    keep_going: KeepGoing = False,
 ) -> None:
     """Bring scans into atlas space (N4, registration, skull stripping) when they are not there
     yet, denoise (CurvatureFlow), scale to [0, 1]; write a new manifest."""
@@ -96,7 +100,8 @@ def preprocess(
 
     cfg = PreprocessConfig(register=register, reference=reference)
     result = preprocess_manifest(manifest, out, cfg, overwrite=overwrite, workers=workers,
-                                 shard_spec=shard, progress=progress("preprocess"))
+                                 shard_spec=shard, progress=progress("preprocess"),
+                                 keep_going=keep_going)
     typer.echo(f"preprocessed {len(result.subjects)} subjects: {result.path}")
 
 
@@ -121,6 +126,9 @@ def train(
     num_nodes: Annotated[int | None, typer.Option(help="Nodes (Lightning).")] = None,
     strategy: Annotated[str | None, typer.Option(help="auto, ddp, ...")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+    keep_going: Annotated[bool, typer.Option(
+        "--keep-going", help="Leave out subjects whose scans fail to load (recorded in "
+                             "provenance.json; listed at the end, exit code 1).")] = False,
 ) -> None:
     """Train a model on healthy slices; store weights, config and detection threshold in RUN."""
     from brainuad.models.registry import run_config
@@ -136,7 +144,7 @@ def train(
     }
     cfg = None if resume else run_config(model, str(config) if config else None, overrides)
     train_run(manifest, run, cfg, resume=resume, epochs=epochs,
-              progress=progress("threshold"))
+              progress=progress("threshold"), keep_going=keep_going)
     typer.echo(f"run ready: {run}")
 
 
@@ -172,13 +180,14 @@ def detect(
     precision: Annotated[str | None, typer.Option(
         help="auto (bf16 where the CPU has it natively, else 32), 32 or bf16; the threshold "
              "is taken the same way.")] = None,
+    keep_going: KeepGoing = False,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
     from brainuad.detect import detect_manifest
 
     folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
                              shard_spec=shard, residual=residual, fpr=fpr,
-                             precision=precision)
+                             precision=precision, keep_going=keep_going)
     typer.echo(f"predictions: {folder}")
 
 
@@ -188,6 +197,7 @@ def evaluate(
     manifest: Annotated[Path, typer.Argument(help="Manifest with lesion labels.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default PRED/../eval).")]
     = None,
+    keep_going: KeepGoing = False,
 ) -> None:
     """Dice, AUROC, AUPRC, best Dice, lesion-wise rates per subject; summary and figures."""
     from brainuad.evaluate import evaluate as evaluate_run
@@ -195,7 +205,10 @@ def evaluate(
 
     if (pred / "pred").is_dir() and not (pred / "detect.json").exists():
         pred = pred / "pred"
-    result = evaluate_run(pred, manifest, out, progress=progress("evaluate"))
+    result = evaluate_run(pred, manifest, out, progress=progress("evaluate"),
+                          keep_going=keep_going)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(results_table({result.summary.get("model") or "model": result.summary}))
     typer.echo(f"evaluation: {(out or pred.parent / 'eval')}")
 

@@ -7,7 +7,6 @@ and `brainuad detect` (any subject), so both see exactly the same filtered, mask
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,16 +19,13 @@ from torch import nn
 
 from brainuad import rundir
 from brainuad.config import DetectConfig, RunConfig
-from brainuad.errors import BrainUADError
+from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io import load_image, save_volume, write_text
 from brainuad.manifest import Subject, read_manifest, shard
 from brainuad.models.blocks import fuse_batchnorm
 from brainuad.models.registry import build_model
 from brainuad.postprocess import eroded_mask, median_filter, residual_map, segment
 from brainuad.slices import SubjectSlices, load_subject_slices, to_volume
-
-SAFE_NAME = re.compile(r"^[^/\\]+$")
-
 
 @dataclass
 class Scored:
@@ -198,14 +194,15 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
                     slices: str | None = None, split: str | None = None,
                     progress: Callable | None = None, shard_spec: str | None = None,
                     residual: str | None = None, fpr: float | None = None,
-                    precision: str | None = None) -> Path:
+                    precision: str | None = None, keep_going: bool = False) -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
     scan's own grid and affine, plus `out/detect.json` with the thresholds and timings.
 
     The mask's threshold is the run's percentile (98th) of the training residuals, or the one
     flagging a fraction `fpr` of them; `slices`/`residual` other than the run's are scored on the
     training subjects first, so the threshold always matches the scoring. Subjects whose outputs
-    already exist are skipped (outputs are written atomically, mask last).
+    already exist are skipped (outputs are written atomically, mask last). With `keep_going`,
+    a subject that fails does not stop the others; `SubjectsFailed` names it at the end.
     """
     run = Path(run)
     cfg, model = load_detector(run)
@@ -220,7 +217,10 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     subjects = shard(subjects, shard_spec, manifest.path)
     out = Path(out) if out is not None else run / "pred"
     summary_path = out / "detect.json"
-    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    try:
+        previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    except ValueError as err:
+        raise BrainUADError(f"{summary_path}: damaged ({err}); remove it or give another --out")
     quantiles = run_quantiles(run, cfg, model, cfg.detect)
     threshold = (quantiles.at_fpr(fpr) if fpr is not None
                  else quantiles.at_percentile(cfg.detect.percentile))
@@ -231,34 +231,11 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
                             f"({previous.get('scoring')}, threshold {previous.get('threshold')});"
                             " give another --out")
     progress = progress or (lambda iterable, total: iterable)
-    timings = {}
-    for subject in progress(subjects, total=len(subjects)):
-        if not SAFE_NAME.match(subject.subject) or subject.subject in (".", ".."):
-            raise BrainUADError(f"{manifest.path}: subject name {subject.subject!r} cannot be "
-                                "used as a folder name")
-        folder = out / subject.subject
-        if (folder / "mask.nii.gz").exists():
-            continue
-        clock = Stopwatch()
-        data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
-                                   cfg.detect.slices, manifest.path)
-        clock.lap("read + slice")
-        scored = score_subject(model, data, cfg.detect, clock)
-        start = time.perf_counter()
-        mask = segment(scored.score, threshold, cfg.detect.min_component)
-        seconds = scored.seconds + time.perf_counter() - start
-        clock.lap("threshold + components")
-        maps, affine = {"score": scored.score, "region": scored.region, "mask": mask}, None
-        if subject.transform is not None and subject.native is not None:
-            maps, affine = _on_native_grid(maps, data.volume.affine, subject)
-            clock.lap("to raw grid")
-        affine = data.volume.affine if affine is None else affine
-        save_volume(folder / "score.nii.gz", maps["score"], affine, np.float32)
-        save_volume(folder / "region.nii.gz", maps["region"], affine, np.uint8)
-        save_volume(folder / "mask.nii.gz", maps["mask"], affine, np.uint8)  # last: done
-        clock.lap("write")
-        timings[subject.subject] = {"seconds": seconds, "slices": scored.n_slices,
-                                    "stages": clock.stages}
+    results = [attempt(keep_going, _detect_subject, subject, out / subject.subject, model, cfg,
+                       threshold, manifest.path)
+               for subject in progress(subjects, total=len(subjects))]
+    timings = {s.subject: r for s, r in zip(subjects, results, strict=True)
+               if r is not None and not isinstance(r, Failed)}
     summary = {
         **settings, "model": cfg.model.name, "z": cfg.model.z_description,
         "modality": cfg.train.modality, "slices": cfg.detect.slices,
@@ -268,4 +245,32 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
         "subjects": {**previous.get("subjects", {}), **timings},
     }
     write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    raise_failures([s.subject for s in subjects], results, "detect")
     return out
+
+
+def _detect_subject(subject: Subject, folder: Path, model: nn.Module, cfg: RunConfig,
+                    threshold: float, manifest: Path) -> dict | None:
+    """One subject's score, region and mask NIfTIs in `folder` (None: already there) and its
+    timings."""
+    if (folder / "mask.nii.gz").exists():
+        return None
+    clock = Stopwatch()
+    data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
+                               cfg.detect.slices, manifest)
+    clock.lap("read + slice")
+    scored = score_subject(model, data, cfg.detect, clock)
+    start = time.perf_counter()
+    mask = segment(scored.score, threshold, cfg.detect.min_component)
+    seconds = scored.seconds + time.perf_counter() - start
+    clock.lap("threshold + components")
+    maps, affine = {"score": scored.score, "region": scored.region, "mask": mask}, None
+    if subject.transform is not None and subject.native is not None:
+        maps, affine = _on_native_grid(maps, data.volume.affine, subject)
+        clock.lap("to raw grid")
+    affine = data.volume.affine if affine is None else affine
+    save_volume(folder / "score.nii.gz", maps["score"], affine, np.float32)
+    save_volume(folder / "region.nii.gz", maps["region"], affine, np.uint8)
+    save_volume(folder / "mask.nii.gz", maps["mask"], affine, np.uint8)  # last: done
+    clock.lap("write")
+    return {"seconds": seconds, "slices": scored.n_slices, "stages": clock.stages}

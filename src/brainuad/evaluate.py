@@ -12,10 +12,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainuad import report
-from brainuad.errors import BrainUADError
+from brainuad import report, rundir
+from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io import load_binary, load_image, write_text
-from brainuad.manifest import read_manifest
+from brainuad.manifest import Subject, read_manifest
 from brainuad.metrics import dice, subject_metrics
 from brainuad.postprocess import segment
 from brainuad.slices import to_ras
@@ -32,6 +32,7 @@ class Evaluation:
     examples: list[report.Example] = field(default_factory=list)
     normal_scores: list[np.ndarray] = field(default_factory=list)
     lesion_scores: list[np.ndarray] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
@@ -57,10 +58,12 @@ def summarise(rows: list[dict], seconds_per_slice: float | None) -> dict:
 
 
 def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None = None,
-             figure_subjects: int = 4, progress: Callable | None = None) -> Evaluation:
+             figure_subjects: int = 4, progress: Callable | None = None,
+             keep_going: bool = False) -> Evaluation:
     """Metrics for every manifest subject that has a lesion label and a prediction in `pred`;
     writes `subjects.csv`, `summary.json`, `fig5_examples.png`, `fig6_histogram.png` to `out`
-    (default: `pred/../eval`)."""
+    (default: `pred/../eval`). With `keep_going`, a subject whose files fail is left out of the
+    summary and named in `SubjectsFailed` at the end."""
     pred = Path(pred)
     manifest = read_manifest(manifest_path)
     out = Path(out) if out is not None else pred.parent / "eval"
@@ -71,38 +74,32 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
                             "label; run `brainuad detect` on this manifest first")
     detect_info = {}
     if (pred / "detect.json").is_file():
-        detect_info = json.loads((pred / "detect.json").read_text())
+        try:
+            detect_info = json.loads((pred / "detect.json").read_text())
+        except ValueError as err:
+            raise BrainUADError(f"{pred / 'detect.json'}: damaged ({err})") from err
     progress = progress or (lambda iterable, total: iterable)
-    result = Evaluation()
+    result = Evaluation(warnings=_provenance_warnings(detect_info))
     rng = np.random.default_rng(0)
+    outcomes, done = [], []
     for subject in progress(subjects, total=len(subjects)):
-        folder = pred / subject.subject
-        score = load_image(folder / "score.nii.gz", allow_blank=True)
-        prediction = load_binary(folder / "mask.nii.gz", score, "mask").data
-        region = load_binary(folder / "region.nii.gz", score, "region").data
-        truth = load_binary(subject.label, score, "label").data
-        metrics = subject_metrics(score.data, prediction, truth, region)
-        # Dice at the thresholds flagging 1/5/10 % of the training scans' voxels, the same
-        # post-processing applied to the score map as written.
-        inside = region > 0
-        for fpr, threshold in detect_info.get("fpr_thresholds", {}).items():
-            flagged = segment(score.data, threshold, detect_info.get("min_component", 1))
-            metrics[fpr_key(fpr)] = dice(flagged[inside], truth[inside] > 0)
-        result.rows.append({"subject": subject.subject, "health": subject.health, **metrics})
-        lesion = (truth > 0) & inside
-        normal = score.data[inside & ~lesion]
-        result.normal_scores.append(rng.choice(normal, min(HISTOGRAM_SAMPLES, normal.size),
-                                               replace=False))
-        result.lesion_scores.append(score.data[lesion])
-        if len(result.examples) < figure_subjects and truth.any():
-            modality = detect_info.get("modality") or next(iter(subject.images))
-            # Registered subjects are scored on their raw scan's grid: show that scan.
-            image = load_image(subject.native or subject.image(modality, manifest.path))
-            ornt = nib.orientations.io_orientation(score.affine)
-            volumes = [to_ras(v, ornt) for v in (image.data, score.data, prediction, truth)]
-            z = int(np.argmax(volumes[3].sum(axis=(0, 1))))  # the slice with the most lesion
-            result.examples.append(report.Example(subject.subject,
-                                                  *(v[:, :, z] for v in volumes)))
+        outcome = attempt(keep_going, _evaluate_subject, subject, pred / subject.subject,
+                          detect_info, manifest.path, rng,
+                          len(result.examples) < figure_subjects)
+        outcomes.append(outcome)
+        if isinstance(outcome, Failed):
+            continue
+        row, normal, lesion, example = outcome
+        done.append(subject)
+        result.rows.append(row)
+        result.normal_scores.append(normal)
+        result.lesion_scores.append(lesion)
+        if example is not None:
+            result.examples.append(example)
+    names = [s.subject for s in subjects]
+    if not done:
+        raise_failures(names, outcomes, "evaluate")
+    subjects = done
     timings = detect_info.get("subjects", {})
     chosen = [timings[s.subject] for s in subjects if s.subject in timings]
     per_slice = (sum(t["seconds"] for t in chosen) / max(sum(t["slices"] for t in chosen), 1)
@@ -112,8 +109,59 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
                       "threshold": detect_info.get("threshold"),
                       "residual": detect_info.get("residual"),
                       **summarise(result.rows, per_slice)}
+    result.summary["warnings"] = result.warnings
     write_outputs(result, out)
+    raise_failures(names, outcomes, "evaluate")
     return result
+
+
+def _evaluate_subject(subject: Subject, folder: Path, detect_info: dict, manifest: Path,
+                      rng: np.random.Generator, want_example: bool) -> tuple:
+    """One subject's metrics row, histogram samples and (if it has a lesion and `want_example`)
+    a Fig. 5 example."""
+    score = load_image(folder / "score.nii.gz", allow_blank=True)
+    prediction = load_binary(folder / "mask.nii.gz", score, "mask").data
+    region = load_binary(folder / "region.nii.gz", score, "region").data
+    truth = load_binary(subject.label, score, "label").data
+    metrics = subject_metrics(score.data, prediction, truth, region)
+    # Dice at the thresholds flagging 1/5/10 % of the training scans' voxels, the same
+    # post-processing applied to the score map as written.
+    inside = region > 0
+    for fpr, threshold in detect_info.get("fpr_thresholds", {}).items():
+        flagged = segment(score.data, threshold, detect_info.get("min_component", 1))
+        metrics[fpr_key(fpr)] = dice(flagged[inside], truth[inside] > 0)
+    row = {"subject": subject.subject, "health": subject.health, **metrics}
+    lesion = (truth > 0) & inside
+    normal = score.data[inside & ~lesion]
+    normal = rng.choice(normal, min(HISTOGRAM_SAMPLES, normal.size), replace=False)
+    example = None
+    if want_example and truth.any():
+        modality = detect_info.get("modality") or next(iter(subject.images))
+        # Registered subjects are scored on their raw scan's grid: show that scan.
+        image = load_image(subject.native or subject.image(modality, manifest))
+        ornt = nib.orientations.io_orientation(score.affine)
+        volumes = [to_ras(v, ornt) for v in (image.data, score.data, prediction, truth)]
+        z = int(np.argmax(volumes[3].sum(axis=(0, 1))))  # the slice with the most lesion
+        example = report.Example(subject.subject, *(v[:, :, z] for v in volumes))
+    return row, normal, score.data[lesion], example
+
+
+def _provenance_warnings(detect_info: dict) -> list[str]:
+    """A warning when the manifest the detecting run was trained on changed (or is gone) since
+    training: its model and threshold then no longer describe the scans named there."""
+    run = detect_info.get("run")
+    if not run or not Path(run).is_dir():
+        return []
+    recorded = rundir.read_provenance(Path(run))
+    source, checksum = recorded.get("manifest"), recorded.get("manifest_sha256")
+    if not source or not checksum:
+        return []
+    if not Path(source).is_file():
+        return [f"{source}: the manifest run {run} was trained on is gone"]
+    if rundir.file_checksum(Path(source)) != checksum:
+        return [f"{source}: changed since run {run} was trained on it (sha256 differs); its "
+                "model and threshold may not match these scans: retrain, or restore it"]
+    return []
 
 
 def write_outputs(result: Evaluation, out: Path) -> None:

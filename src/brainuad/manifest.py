@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io as _io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ OPTIONAL_PATHS = ("mask", "label", "native", "transform")
 PATH_COLUMNS = (*MODALITIES, *OPTIONAL_PATHS)
 SPLITS = ("train", "val", "test")
 HEALTH = ("healthy", "patient")
+#: A subject name is a folder name under every stage's output: never a path that leaves it.
+SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
 
 
 @dataclass
@@ -100,6 +103,10 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
         name = row["subject"]
         if not name:
             raise BrainUADError(f"{where}: empty subject name")
+        if not SAFE_NAME.match(name) or name in (".", ".."):
+            raise BrainUADError(f"{where}: subject name {name!r} cannot be a folder name (every "
+                                "stage writes out/<subject>/): no '/', '\\', control characters,"
+                                " '.' or '..'")
         if name in seen:
             raise BrainUADError(f"{where}: duplicate subject {name!r}")
         seen.add(name)

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from brainuad.errors import BrainUADError
+from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io import Volume, load_binary, load_image, save_volume
 from brainuad.manifest import Manifest, Subject, read_manifest, shard, write_manifest
 from brainuad.register import (
@@ -228,8 +228,9 @@ def _atlas_mask(subject: Subject, reference: Volume) -> np.ndarray:
     return mask
 
 
-def _one(args: tuple[Subject, Path, PreprocessConfig, bool]) -> Subject:
-    return preprocess_subject(*args)
+def _one(args: tuple[Subject, Path, PreprocessConfig, bool, bool]) -> Subject | Failed:
+    *job, keep_going = args
+    return attempt(keep_going, preprocess_subject, *job)
 
 
 def _one_thread() -> None:
@@ -241,23 +242,35 @@ def _one_thread() -> None:
 def preprocess_manifest(manifest_path: str | Path, out: str | Path,
                         cfg: PreprocessConfig | None = None, overwrite: bool = False,
                         progress: Callable | None = None, workers: int = 1,
-                        shard_spec: str | None = None) -> Manifest:
+                        shard_spec: str | None = None, keep_going: bool = False) -> Manifest:
     """Preprocess every subject of a manifest (or of one shard of it, `"i/n"`) and write
     `out/manifest.csv` pointing at the results once every subject of the manifest is done;
-    a shard also writes `out/manifest.shard-i-of-n.csv` with its own subjects."""
+    a shard also writes `out/manifest.shard-i-of-n.csv` with its own subjects.
+
+    With `keep_going`, a subject that fails is left out and the others go on; the manifest then
+    lists the subjects that are done, and `SubjectsFailed` names the others at the end."""
     cfg = cfg or PreprocessConfig()
     manifest = read_manifest(manifest_path)
     out = Path(out)
     progress = progress or (lambda iterable, total: iterable)
     subjects = shard(manifest.subjects, shard_spec, manifest.path)
-    jobs = [(s, out, cfg, overwrite) for s in subjects]
+    jobs = [(s, out, cfg, overwrite, keep_going) for s in subjects]
     if workers > 1 and len(jobs) > 1:
         with get_context("spawn").Pool(workers, initializer=_one_thread) as pool:
-            done = list(progress(pool.imap(_one, jobs), total=len(jobs)))
+            results = list(progress(pool.imap(_one, jobs), total=len(jobs)))
     else:
-        done = [_one(job) for job in progress(jobs, total=len(jobs))]
-    if shard_spec is None:
-        return write_manifest(out / "manifest.csv", done)
+        results = [_one(job) for job in progress(jobs, total=len(jobs))]
+    done = [r for r in results if not isinstance(r, Failed)]
+    if done:
+        written = (write_manifest(out / "manifest.csv", done) if shard_spec is None
+                   else _write_shard(manifest, out, cfg, shard_spec, done))
+    raise_failures([s.subject for s in subjects], results, "preprocess")
+    return written
+
+
+def _write_shard(manifest: Manifest, out: Path, cfg: PreprocessConfig, shard_spec: str,
+                 done: list[Subject]) -> Manifest:
+    """The shard's own manifest, and the whole one once every shard's subjects are done."""
     i, n = shard_spec.split("/")
     written = write_manifest(out / f"manifest.shard-{i}-of-{n}.csv", done)
     finished = {s.subject: s for s in done}

@@ -87,11 +87,14 @@ def training_subjects(run: Path, health: str | None, why: str) -> list:
     work that must happen on the training scans (`why`, e.g. a threshold)."""
     from brainuad.manifest import read_manifest
 
-    source = Path(read_provenance(run).get("manifest", ""))
+    recorded = read_provenance(run)
+    source = Path(recorded.get("manifest", ""))
     if not source.is_file():
         raise BrainUADError(f"{run}: {why} needs the training scans, but the training manifest "
                             f"{source} is gone")
-    return read_manifest(source).select(split="train", health=health)
+    excluded = recorded.get("excluded_subjects", {})
+    return [s for s in read_manifest(source).select(split="train", health=health)
+            if s.subject not in excluded]
 
 
 def read_provenance(run: Path) -> dict[str, Any]:
@@ -106,8 +109,9 @@ def file_checksum(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def provenance(manifest: Path) -> dict[str, Any]:
-    """What produced this run: versions, git commit (if any), the training manifest's checksum."""
+def provenance(manifest: Path, excluded: dict[str, str] | None = None) -> dict[str, Any]:
+    """What produced this run: versions, git commit (if any), the training manifest's checksum,
+    and the subjects left out of it under --keep-going (with why)."""
     import lightning
     import numpy
 
@@ -124,8 +128,9 @@ def provenance(manifest: Path) -> dict[str, Any]:
         "python": platform.python_version(), "torch": torch.__version__,
         "lightning": lightning.__version__, "numpy": numpy.__version__,
         "manifest": str(Path(manifest).resolve()), "manifest_sha256": file_checksum(manifest),
+        "excluded_subjects": excluded or {},
     }
 
 
-def write_provenance(run: Path, manifest: Path) -> None:
-    write_text(run / PROVENANCE, json.dumps(provenance(manifest), indent=2) + "\n")
+def write_provenance(run: Path, manifest: Path, excluded: dict[str, str] | None = None) -> None:
+    write_text(run / PROVENANCE, json.dumps(provenance(manifest, excluded), indent=2) + "\n")

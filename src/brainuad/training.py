@@ -21,11 +21,11 @@ from torch.utils.data import DataLoader, Sampler
 from brainuad import rundir
 from brainuad.config import RunConfig, from_dict
 from brainuad.detect import healthy_threshold
-from brainuad.errors import BrainUADError
+from brainuad.errors import BrainUADError, Failed, SubjectsFailed, attempt
 from brainuad.manifest import read_manifest
 from brainuad.models import losses
 from brainuad.models.registry import build_discriminator, build_model
-from brainuad.slices import SliceDataset
+from brainuad.slices import SliceDataset, load_subject_slices
 
 #: Folder beside a manifest where training keeps its memory-mapped slices.
 SLICE_CACHE = ".brainuad-cache"
@@ -177,13 +177,14 @@ def _quiet_lightning() -> None:
 
 def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = None,
           resume: bool = False, epochs: int | None = None, progress_bar: bool = True,
-          progress: Callable | None = None) -> Path:
+          progress: Callable | None = None, keep_going: bool = False) -> Path:
     """Train on the healthy `train` subjects (validating on healthy `val`; on all of them with
     `train.subjects: all`), keep the best weights by validation L1, and store them with the
     config and the detection threshold in `run`.
 
     With `resume`, the run's own config is used (only `epochs` may be raised) and training goes on
-    from `checkpoints/last.ckpt`.
+    from `checkpoints/last.ckpt`. With `keep_going`, subjects whose scans fail to load are left
+    out (and recorded in provenance.json) and `SubjectsFailed` names them once the run is ready.
     """
     run, manifest_path = Path(run), Path(manifest_path)
     manifest = read_manifest(manifest_path)
@@ -203,9 +204,15 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
         raise BrainUADError(f"{manifest_path}: no {cfg.train.health or ''} subjects in the train "
                             "split" + (" (train.subjects: all trains on every subject)"
                                        if cfg.train.health else ""))
+    failures: dict[str, str] = {}
+    if keep_going:
+        train_subjects = _loadable(train_subjects, cfg, manifest_path, failures)
+        val_subjects = _loadable(val_subjects, cfg, manifest_path, failures)
+        if not train_subjects:
+            raise SubjectsFailed(failures, len(failures), "train")
     run.mkdir(parents=True, exist_ok=True)
     rundir.write_config(run, cfg)
-    rundir.write_provenance(run, manifest_path)
+    rundir.write_provenance(run, manifest_path, excluded=failures)
 
     if cfg.model.name == "threshold":
         model = build_model(cfg.model)
@@ -214,7 +221,24 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
     rundir.save_weights(run, model.state_dict())
     info = healthy_threshold(model, train_subjects, cfg, progress)
     rundir.write_threshold(run, info)
+    if failures:
+        raise SubjectsFailed(failures, len(train_subjects) + len(val_subjects) + len(failures),
+                             "train")
     return run
+
+
+def _loadable(subjects: list, cfg: RunConfig, manifest: Path, failures: dict[str, str]) -> list:
+    """The subjects whose slices load (each is read once more for this check); the others'
+    reasons go into `failures` (`--keep-going`)."""
+    kept = []
+    for subject in subjects:
+        outcome = attempt(True, load_subject_slices, subject, cfg.train.modality,
+                          cfg.model.image_size, cfg.train.slices, manifest)
+        if isinstance(outcome, Failed):
+            failures[subject.subject] = outcome.reason
+        else:
+            kept.append(subject)
+    return kept
 
 
 def _log_version(run: Path, resume: bool) -> str:
