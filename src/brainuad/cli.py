@@ -45,10 +45,19 @@ def _command(fn: Callable) -> Callable:
         except BrainUADError as err:
             if _state["debug"]:
                 raise
+            _close_progress_bars()
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
 
     return app.command()(wrapper)
+
+
+def _close_progress_bars() -> None:
+    """End a progress bar cut short by an error, so the error gets a line of its own."""
+    from tqdm.auto import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def progress(desc: str) -> Callable:

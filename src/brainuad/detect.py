@@ -27,6 +27,7 @@ from brainuad.models.registry import build_model
 from brainuad.postprocess import eroded_mask, median_filter, residual_map, segment
 from brainuad.slices import SubjectSlices, load_subject_slices, to_volume
 
+
 @dataclass
 class Scored:
     score: np.ndarray  # (X, Y, Z) filtered residual x eroded mask, on the scan's grid
@@ -220,7 +221,8 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     try:
         previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     except ValueError as err:
-        raise BrainUADError(f"{summary_path}: damaged ({err}); remove it or give another --out")
+        raise BrainUADError(f"{summary_path}: damaged ({err}); remove it or give another "
+                            "--out") from err
     quantiles = run_quantiles(run, cfg, model, cfg.detect)
     threshold = (quantiles.at_fpr(fpr) if fpr is not None
                  else quantiles.at_percentile(cfg.detect.percentile))

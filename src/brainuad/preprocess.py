@@ -14,6 +14,7 @@ atlas -> scan transform is saved so `detect` can write its maps on the scan's ow
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -187,26 +188,40 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     registered = transform_path.exists()
     # Every file is written atomically and the mask last, so existing means complete.
     if overwrite or not mask_path.exists() or not all(p.exists() for p in targets.values()):
-        volumes = {m: load_image(p) for m, p in subject.images.items()}
-        reference = volumes[name]
-        registered = cfg.register == "always" or (
-            cfg.register == "auto" and not all(on_template_grid(v) for v in volumes.values()))
-        if subject.label is not None:
-            load_binary(subject.label, reference, "label")  # validate now, not at evaluation
-        if registered:
-            images, mask = _register_subject(subject, volumes, cfg, folder)
-            affine = template_affine()
-        else:
-            _check_same_grid(volumes)
-            images = {m: v.data for m, v in volumes.items()}
-            mask = _atlas_mask(subject, reference)
-            affine = reference.affine
-            transform_path.unlink(missing_ok=True)
-        _finish(images, mask, affine, subject.images, targets, cfg)
-        save_volume(mask_path, mask, affine, np.uint8)  # last: marks the subject done
+        fresh = not folder.exists()
+        try:
+            registered = _preprocess_volumes(subject, folder, cfg, name, targets)
+        except Exception:
+            if fresh:  # a subject that failed leaves no folder of half its files
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
     return Subject(subject.subject, subject.split, subject.health, targets, mask_path,
                    subject.label, subject.extra, subject.images[name] if registered else None,
                    transform_path if registered else None)
+
+
+def _preprocess_volumes(subject: Subject, folder: Path, cfg: PreprocessConfig, name: str,
+                        targets: dict[str, Path]) -> bool:
+    """Read, check, (register,) denoise and scale one subject; write its files, mask last.
+    Whether it was registered."""
+    volumes = {m: load_image(p) for m, p in subject.images.items()}
+    reference = volumes[name]
+    registered = cfg.register == "always" or (
+        cfg.register == "auto" and not all(on_template_grid(v) for v in volumes.values()))
+    if subject.label is not None:
+        load_binary(subject.label, reference, "label")  # validate now, not at evaluation
+    if registered:
+        images, mask = _register_subject(subject, volumes, cfg, folder)
+        affine = template_affine()
+    else:
+        _check_same_grid(volumes)
+        images = {m: v.data for m, v in volumes.items()}
+        mask = _atlas_mask(subject, reference)
+        affine = reference.affine
+        (folder / "to_native.tfm").unlink(missing_ok=True)
+    _finish(images, mask, affine, subject.images, targets, cfg)
+    save_volume(folder / "mask.nii.gz", mask, affine, np.uint8)  # last: marks the subject done
+    return registered
 
 
 def _check_same_grid(volumes: dict[str, Volume]) -> None:

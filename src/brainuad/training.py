@@ -10,6 +10,7 @@ never interrupted.
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -210,17 +211,27 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
         val_subjects = _loadable(val_subjects, cfg, manifest_path, failures)
         if not train_subjects:
             raise SubjectsFailed(failures, len(failures), "train")
-    run.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run, cfg)
-    rundir.write_provenance(run, manifest_path, excluded=failures)
-
-    if cfg.model.name == "threshold":
-        model = build_model(cfg.model)
-    else:
-        model = _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress_bar)
-    rundir.save_weights(run, model.state_dict())
-    info = healthy_threshold(model, train_subjects, cfg, progress)
-    rundir.write_threshold(run, info)
+    existed = run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        rundir.write_config(run, cfg)
+        rundir.write_provenance(run, manifest_path, excluded=failures)
+        if cfg.model.name == "threshold":
+            model = build_model(cfg.model)
+        else:
+            model = _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume,
+                         progress_bar)
+        rundir.save_weights(run, model.state_dict())
+        info = healthy_threshold(model, train_subjects, cfg, progress)
+        rundir.write_threshold(run, info)
+    except BrainUADError:
+        # bad input found before anything was learnt: leave no half-made run behind
+        if not resume and not (run / "checkpoints" / "last.ckpt").exists():
+            if not existed:
+                shutil.rmtree(run, ignore_errors=True)
+            for name in (rundir.CONFIG, rundir.PROVENANCE, rundir.MODEL, rundir.THRESHOLD):
+                (run / name).unlink(missing_ok=True)
+        raise
     if failures:
         raise SubjectsFailed(failures, len(train_subjects) + len(val_subjects) + len(failures),
                              "train")
