@@ -9,6 +9,7 @@ it breaks.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import shutil
@@ -17,10 +18,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import make_cohort, write_nifti
 from typer.testing import CliRunner
 
 from brainuad.cli import app
+from conftest import make_cohort, write_nifti
 
 runner = CliRunner()
 PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")
@@ -309,3 +310,53 @@ def test_run_directory_with_a_file_missing_says_what_to_do(base, tmp_path, missi
     line = _assert_one_clear_line(code, output, missing)
     assert any(word in line for word in ("train", "not found", "missing"))
     assert not (tmp_path / "o").exists()
+
+
+# --- reproducibility ------------------------------------------------------------------------------
+
+def test_same_seed_and_data_give_identical_metrics_and_provenance(base, tmp_path):
+    run = tmp_path / "again"
+    manifest = base / "prep" / "manifest.csv"
+    for step in (("train", manifest, run, "--model", "anovaegan", "--config", base / "tiny.yaml"),
+                 ("detect", run, manifest, "--split", "test"), ("evaluate", run, manifest)):
+        code, output = invoke(*step)
+        assert code == 0, output
+
+    def metrics(folder: Path) -> dict:
+        summary = json.loads((folder / "eval" / "summary.json").read_text())
+        summary.pop("seconds_per_slice")  # a timing, not a result
+        return summary
+
+    assert metrics(run) == metrics(base / "run")  # floats compared exactly
+    assert (run / "eval" / "subjects.csv").read_text() == (
+        base / "run" / "eval" / "subjects.csv").read_text()
+    assert (run / "config.yaml").read_text() == (base / "run" / "config.yaml").read_text()
+    provenance = json.loads((run / "provenance.json").read_text())
+    for key in ("brainuad", "git_commit", "python", "torch", "lightning", "numpy", "manifest"):
+        assert key in provenance
+    assert provenance["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+# --- untrusted files ------------------------------------------------------------------------------
+
+class _Payload:
+    """Unpickling this calls open(path, "w"): the file appearing means code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_crafted_resume_checkpoint_is_refused_without_running_code(base, tmp_path):
+    import pickle
+
+    run = tmp_path / "run"
+    shutil.copytree(base / "run", run)
+    marker = tmp_path / "pwned"
+    with open(run / "checkpoints" / "last.ckpt", "wb") as handle:
+        pickle.dump({"state_dict": _Payload(str(marker))}, handle)
+    code, output = invoke("train", base / "prep" / "manifest.csv", run, "--resume")
+    line = _assert_one_clear_line(code, output, "last.ckpt", "refused to load")
+    assert not marker.exists(), line

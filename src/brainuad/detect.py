@@ -20,7 +20,7 @@ from torch import nn
 from brainuad import rundir
 from brainuad.config import DetectConfig, RunConfig
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
-from brainuad.io import load_image, save_volume, write_text
+from brainuad.io import load_image, remove_partials, save_volume, write_text
 from brainuad.manifest import Subject, read_manifest, shard
 from brainuad.models.blocks import fuse_batchnorm
 from brainuad.models.registry import build_model
@@ -257,6 +257,7 @@ def _detect_subject(subject: Subject, folder: Path, model: nn.Module, cfg: RunCo
     timings."""
     if (folder / "mask.nii.gz").exists():
         return None
+    remove_partials(folder)  # of a run that was killed while writing this subject
     clock = Stopwatch()
     data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
                                cfg.detect.slices, manifest)

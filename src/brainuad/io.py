@@ -144,6 +144,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_partials(folder: Path) -> None:
+    """Delete temporary files that a killed writer left in `folder` (see `atomic_path`), before
+    its outputs are written again: one subject's folder, which only one process writes."""
+    if folder.is_dir():
+        for stale in folder.glob(".*.partial-*"):
+            stale.unlink(missing_ok=True)
+
+
 def save_volume(
     path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, dtype: type | None = None
 ) -> Path:

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
-from brainuad.io import Volume, load_binary, load_image, save_volume
+from brainuad.io import Volume, load_binary, load_image, remove_partials, save_volume
 from brainuad.manifest import Manifest, Subject, read_manifest, shard, write_manifest
 from brainuad.register import (
     RegistrationConfig,
@@ -189,6 +189,7 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     # Every file is written atomically and the mask last, so existing means complete.
     if overwrite or not mask_path.exists() or not all(p.exists() for p in targets.values()):
         fresh = not folder.exists()
+        remove_partials(folder)  # of a run that was killed while writing this subject
         try:
             registered = _preprocess_volumes(subject, folder, cfg, name, targets)
         except Exception:

@@ -15,6 +15,7 @@ import json
 import pickle
 import platform
 import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,13 @@ def safe_torch_load(path: Path) -> Any:
     if not path.is_file():
         raise BrainUADError(f"{path}: file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+        with warnings.catch_warnings():  # torch's remarks on pickle protocols are not for users
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise BrainUADError(f"{path}: refused to load: it holds Python objects other than "
+                            "tensors and plain values, which could run code when loaded") from err
+    except (RuntimeError, EOFError, AttributeError, ValueError) as err:
         raise BrainUADError(f"{path}: refused to load: not a plain weights file, or damaged "
                             f"({str(err).splitlines()[0][:160]})") from err
 

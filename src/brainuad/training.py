@@ -314,8 +314,11 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
     )
     module = UADModule(cfg.to_dict())
     module.samples_dir = run / "samples"
-    trainer.fit(module, train_loader, val_loader,
-                ckpt_path=str(run / "checkpoints" / "last.ckpt") if resume else None)
+    last = run / "checkpoints" / "last.ckpt"
+    if resume:
+        rundir.safe_torch_load(last)  # a clear refusal of a checkpoint that is not plain data
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None,
+                weights_only=True)
     best = (checkpoint.best_model_path if not gan else "") or str(run / "checkpoints" / "last.ckpt")
     if trainer.global_rank != 0:
         return module.model
