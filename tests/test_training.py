@@ -210,8 +210,8 @@ def test_registered_subjects_get_maps_on_their_raw_grid(prepared, tmp_path):
 @pytest.mark.slow  # two processes: about 15 s
 def test_two_process_ddp_on_cpu(prepared, tmp_path):
     """The distributed path (Lightning DDP, gloo) on this machine: two CPU processes each take
-    half of every batch; the run is complete and detects. Not bit-equal to one process: torch
-    has no CPU SyncBatchNorm, so each process normalises its own half-batch."""
+    half of every batch, batch norm over the whole batch (GlooSyncBatchNorm): the same weights
+    as one process up to float rounding; the run is complete and detects."""
     import json
 
     import numpy as np
@@ -227,8 +227,22 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
     assert steps[1] == steps[0]  # the same number of (global) steps: each rank took half
     a, b = _weights(one), _weights(two)
     assert a.keys() == b.keys()
-    deltas = [float((a[k] - b[k]).abs().max()) for k in a if a[k].is_floating_point()]
-    assert 0 < max(deltas) < 0.2  # close, but BN statistics are per process on CPU
+    # Weights agree to float rounding. (A bias right before a batch norm has no gradient but
+    # rounding noise, which Adam scales up to steps of its learning rate; batch norm cancels it,
+    # so it is left out here and the outputs are compared instead.)
+    deltas = {k: float((a[k] - b[k]).abs().max()) for k in a
+              if k.endswith("weight") and a[k].is_floating_point()}
+    assert max(deltas.values()) < 1e-3, max(deltas.items(), key=lambda kv: kv[1])
+    from brainuad.detect import load_detector
+    from brainuad.manifest import read_manifest
+    from brainuad.slices import load_subject_slices
+
+    subject = read_manifest(prepared).select(split="test")[0]
+    x = torch.from_numpy(load_subject_slices(subject, "flair", 32).images[:, None])
+    with torch.no_grad():
+        outputs = [load_detector(run)[1].eval().reconstruct(x) for run in (one, two)]
+    difference = float((outputs[0] - outputs[1]).abs().max())
+    assert difference < 1e-3, difference
     pred = detect_manifest(two, prepared, tmp_path / "pred", split="test")
     assert json.loads((pred / "detect.json").read_text())["subjects"]
 

@@ -17,6 +17,7 @@ import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -139,6 +140,16 @@ def reference_modality(cfg: PreprocessConfig, modalities) -> str:
     return cfg.reference if cfg.reference in modalities else next(iter(modalities))
 
 
+def _to_reference(volume: Volume, ref: sitk.Image, reg: RegistrationConfig,
+                  reference: Path) -> tuple[sitk.Image, sitk.AffineTransform]:
+    """Another modality of the subject, bias corrected, and its rigid transform from the
+    (bias-corrected) reference scan."""
+    moving = to_sitk(volume.data, volume.affine)
+    moving = n4(moving, head_mask(moving), reg)
+    return moving, register(ref, moving, SAME_HEAD, f"{volume.path} to {reference}",
+                            affine=False)
+
+
 def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: PreprocessConfig,
                       folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """N4 + registration of every modality onto the template grid; returns the resampled images
@@ -149,17 +160,19 @@ def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: Preproc
     fixed, brain = template()
     ref = to_sitk(reference.data, reference.affine)
     ref = n4(ref, head_mask(ref), reg)
-    to_ref = to_template(ref, reg, f"{reference.path}")
-    images = {name: from_sitk(resample(ref, fixed, to_ref))[0]}
-    for modality, volume in volumes.items():
-        if modality == name:
-            continue
-        moving = to_sitk(volume.data, volume.affine)
-        moving = n4(moving, head_mask(moving), reg)
-        ref_to_moving = register(ref, moving, SAME_HEAD, f"{volume.path} to {reference.path}",
-                                 affine=False)
-        total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
-        images[modality] = from_sitk(resample(moving, fixed, total))[0]
+    others = [m for m in volumes if m != name]
+    # The atlas registration and the other modalities' N4 + registration to the reference are
+    # independent: run side by side (SimpleITK releases the GIL), their serial parts overlap.
+    with ThreadPoolExecutor(max_workers=1 + len(others)) as pool:
+        atlas = pool.submit(to_template, ref, reg, f"{reference.path}")
+        carried = {m: pool.submit(_to_reference, volumes[m], ref, reg, reference.path)
+                   for m in others}
+        to_ref = atlas.result()
+        images = {name: from_sitk(resample(ref, fixed, to_ref))[0]}
+        for modality, job in carried.items():
+            moving, ref_to_moving = job.result()
+            total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
+            images[modality] = from_sitk(resample(moving, fixed, total))[0]
     if subject.mask is not None:
         user = load_binary(subject.mask, reference, "mask")
         if not user.data.any():

@@ -33,7 +33,12 @@ SLICE_CACHE = ".brainuad-cache"
 
 
 class EpochShuffle(Sampler[int]):
-    """A permutation drawn from (seed, epoch): the same order whether or not the run resumed."""
+    """A permutation drawn from (seed, epoch): the same order whether or not the run resumed.
+
+    Under DDP each process takes every N-th index of that same permutation (padded to a multiple
+    of N as torch's DistributedSampler does), so N processes with batch B/N see exactly the
+    batches of one process with batch B. (Lightning's own wrapper would shuffle it once more.)
+    """
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
@@ -41,12 +46,21 @@ class EpochShuffle(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:  # called by Lightning before each epoch
         self.epoch = epoch
 
+    @staticmethod
+    def _shards() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        rank, world = self._shards()
+        order += order[:len(self) * world - self.n]
+        return iter(order[rank::world])
 
     def __len__(self) -> int:
-        return self.n
+        return -(-self.n // self._shards()[1])
 
 
 class UADModule(L.LightningModule):
@@ -269,11 +283,18 @@ def _strategy(name: str, adversarial: bool) -> str:
     return name
 
 
-def _sync_batchnorm(t) -> bool:
-    """Several GPU processes: batch-norm statistics over the whole batch, as in one process.
-    (torch has no CPU SyncBatchNorm: on CPU each process normalises its share of the batch.)"""
-    several = t.num_nodes > 1 or t.devices not in (1, "1", "auto")
-    return several and t.accelerator != "cpu" and torch.cuda.is_available()
+def _several_processes(t) -> bool:
+    return t.num_nodes > 1 or t.devices not in (1, "1", "auto")
+
+
+def _layer_sync(t) -> list:
+    """Several processes: batch-norm statistics over the whole batch, as in one process; on
+    GPUs torch's SyncBatchNorm (Lightning's `sync_batchnorm`), on CPUs (gloo) our own."""
+    if not _several_processes(t) or (t.accelerator != "cpu" and torch.cuda.is_available()):
+        return []
+    from brainuad.models.sync_batchnorm import GlooSyncBatchNorm
+
+    return [GlooSyncBatchNorm()]
 
 
 def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress_bar):
@@ -303,14 +324,16 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
             dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
             monitor="val/l1" if val_loader is not None else None, mode="min",
             enable_version_counter=False)
+    cpu_sync = _layer_sync(t)
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=_strategy(t.strategy, cfg.model.adversarial), precision=t.precision,
-        sync_batchnorm=_sync_batchnorm(t), deterministic=t.deterministic,
+        sync_batchnorm=_several_processes(t) and not cpu_sync, plugins=cpu_sync,
+        deterministic=t.deterministic,
         default_root_dir=run, callbacks=[checkpoint],
         logger=L.pytorch.loggers.CSVLogger(run, name="log", version=_log_version(run, resume)),
         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=10,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=0, use_distributed_sampler=False,  # EpochShuffle shards itself
     )
     module = UADModule(cfg.to_dict())
     module.samples_dir = run / "samples"
