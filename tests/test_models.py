@@ -41,6 +41,24 @@ def test_anogan_latent_search_lowers_its_loss_slice_by_slice():
     assert not any(p.grad is not None for p in model.parameters())  # weights untouched
 
 
+def test_anogan_search_runs_in_fp32_under_bf16_detection():
+    """detect's bf16 autocast froze the search (autocast cached z's first cast): the search must
+    give the fp32 result whatever precision `reconstruct` is called with."""
+    import numpy as np
+
+    from brainuad.detect import reconstruct
+
+    cfg = ModelConfig(**model_defaults("anogan"), **TINY, search_steps=30)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = model.sample(torch.randn(4, cfg.latent_dim)).detach()[:, 0].numpy()
+    fp32 = reconstruct(model, x, 4, "32")
+    first, last = model.search_losses
+    bf16 = reconstruct(model, x, 4, "bf16")
+    assert model.search_losses == (first, last) and last < 0.7 * first
+    np.testing.assert_allclose(bf16, fp32, atol=1e-5)
+
+
 def test_bottleneck_follows_image_size():
     assert ModelConfig(image_size=256).z_description == "16x16x64"
     assert ModelConfig(image_size=128).z_description == "8x8x64"

@@ -46,7 +46,13 @@ class AnoGAN(nn.Module):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, S, S) -> G(z*) of the same shape, z* found by `search_steps` Adam steps."""
-        with torch.inference_mode(False), torch.enable_grad():
+        # Always fp32, even under `detect`'s bf16 autocast. Under autocast the search froze: the
+        # cast of z (a leaf that requires grad, updated in place) is cached for the whole context,
+        # so every step saw z's first value (benchmarks/anogan_search.py: loss 1.930e-4 ->
+        # 1.930e-4). Without the cache it moved but stalled at bf16's resolution (1.7e-4 ->
+        # 3.8e-4 at 128 px, fp32: 1.5e-4 -> 5.9e-7).
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu",
+                                                                             enabled=False):
             x = x.clone()  # a normal tensor even when called under inference_mode
             with torch.no_grad():
                 real_features = self.discriminator.features(x)
