@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from brainuad.cli import app
-from conftest import make_cohort, write_nifti
+from conftest import PicklePayload, make_cohort, write_nifti
 
 runner = CliRunner()
 PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")
@@ -339,16 +339,6 @@ def test_same_seed_and_data_give_identical_metrics_and_provenance(base, tmp_path
 
 # --- untrusted files ------------------------------------------------------------------------------
 
-class _Payload:
-    """Unpickling this calls open(path, "w"): the file appearing means code ran."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_crafted_resume_checkpoint_is_refused_without_running_code(base, tmp_path):
     import pickle
 
@@ -356,7 +346,7 @@ def test_crafted_resume_checkpoint_is_refused_without_running_code(base, tmp_pat
     shutil.copytree(base / "run", run)
     marker = tmp_path / "pwned"
     with open(run / "checkpoints" / "last.ckpt", "wb") as handle:
-        pickle.dump({"state_dict": _Payload(str(marker))}, handle)
+        pickle.dump({"state_dict": PicklePayload(str(marker))}, handle)
     code, output = invoke("train", base / "prep" / "manifest.csv", run, "--resume")
     line = _assert_one_clear_line(code, output, "last.ckpt", "refused to load")
     assert not marker.exists(), line

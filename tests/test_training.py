@@ -9,7 +9,7 @@ from brainuad.cli import app
 from brainuad.config import TrainConfig
 from brainuad.errors import BrainUADError
 from brainuad.training import train
-from conftest import tiny_config
+from conftest import PicklePayload, tiny_config
 
 
 def _weights(run):
@@ -62,19 +62,11 @@ def test_resume_gives_the_same_weights(prepared, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_pickled_object_checkpoint_is_refused(prepared, tmp_path):
     run = train(prepared, tmp_path / "run", tiny_config("svae"), progress_bar=False)
     marker = tmp_path / "pwned"
     with open(run / "model.pt", "wb") as handle:
-        pickle.dump({"weights": _Payload(str(marker))}, handle)
+        pickle.dump({"weights": PicklePayload(str(marker))}, handle)
     with pytest.raises(BrainUADError, match="refused to load"):
         rundir.load_weights(run)
     assert not marker.exists()
