@@ -7,7 +7,7 @@ preprocessed on its own grid. The model is the run given, or by default AnoVAEGA
 256 px and channels with random weights (speed does not depend on the weights; its threshold is
 taken on the same volume). `brainuad detect` runs as a user runs it, in a fresh process, every
 brain slice; the table gives its wall time (Python start-up included), its peak resident memory,
-and the stages it recorded in detect.json. Prints a table and one JSON line.
+and the stages it recorded (patient07/timing.json). Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch
 
 from brainuad import rundir
 from brainuad.config import from_dict
+from brainuad.detect import read_timing
 from brainuad.models.registry import build_model, model_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 
@@ -76,7 +77,7 @@ def main() -> None:
     subprocess.run(command, check=True, capture_output=True)
     wall = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    timing = json.loads((out / "detect.json").read_text())["subjects"]["patient07"]
+    timing = read_timing(out / "patient07")
     stages = timing["stages"]
     print(f"brainuad detect, MSLUB patient07 FLAIR 182 x 218 x 182, {timing['slices']} brain "
           f"slices, {cfg.model.name} {cfg.model.image_size} px, channels {cfg.model.width}.."

@@ -19,7 +19,7 @@ from torch import nn
 
 from brainuad import rundir
 from brainuad.config import DetectConfig, RunConfig
-from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
+from brainuad.errors import BrainUADError, attempt, raise_failures
 from brainuad.io import load_image, remove_partials, save_volume, write_text
 from brainuad.manifest import Subject, read_manifest, shard
 from brainuad.models.blocks import fuse_batchnorm
@@ -189,6 +189,18 @@ def _on_native_grid(maps: dict[str, np.ndarray], affine: np.ndarray,
 
 #: False-positive rates on the training scans at which `evaluate` also reports Dice.
 REPORTED_FPRS = (0.01, 0.05, 0.10)
+TIMING = "timing.json"  # a subject's detection timings, beside its maps
+
+
+def read_timing(folder: Path) -> dict | None:
+    """The timings `detect` wrote in a subject's output folder (None: none there)."""
+    path = folder / TIMING
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise BrainUADError(f"{path}: damaged ({err})") from err
 
 
 def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path | None = None,
@@ -197,7 +209,9 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
                     residual: str | None = None, fpr: float | None = None,
                     precision: str | None = None, keep_going: bool = False) -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
-    scan's own grid and affine, plus `out/detect.json` with the thresholds and timings.
+    scan's own grid and affine, with its stage timings in `out/<subject>/timing.json`, plus
+    `out/detect.json` with the settings and thresholds (written first, the same for every shard
+    and every rerun, so shards sharing `out` and killed runs lose nothing).
 
     The mask's threshold is the run's percentile (98th) of the training residuals, or the one
     flagging a fraction `fpr` of them; `slices`/`residual` other than the run's are scored on the
@@ -232,31 +246,29 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
         raise BrainUADError(f"{out}: holds detections of another run or other settings "
                             f"({previous.get('scoring')}, threshold {previous.get('threshold')});"
                             " give another --out")
-    progress = progress or (lambda iterable, total: iterable)
-    results = [attempt(keep_going, _detect_subject, subject, out / subject.subject, model, cfg,
-                       threshold, manifest.path)
-               for subject in progress(subjects, total=len(subjects))]
-    timings = {s.subject: r for s, r in zip(subjects, results, strict=True)
-               if r is not None and not isinstance(r, Failed)}
     summary = {
         **settings, "model": cfg.model.name, "z": cfg.model.z_description,
         "modality": cfg.train.modality, "slices": cfg.detect.slices,
         "residual": cfg.detect.residual, "min_component": cfg.detect.min_component,
         "rule": f"fpr {fpr}" if fpr is not None else f"percentile {cfg.detect.percentile}",
         "fpr_thresholds": {str(f): quantiles.at_fpr(f) for f in REPORTED_FPRS},
-        "subjects": {**previous.get("subjects", {}), **timings},
     }
-    write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    if not previous:
+        write_text(summary_path, json.dumps(summary, indent=2) + "\n")
+    progress = progress or (lambda iterable, total: iterable)
+    results = [attempt(keep_going, _detect_subject, subject, out / subject.subject, model, cfg,
+                       threshold, manifest.path)
+               for subject in progress(subjects, total=len(subjects))]
     raise_failures([s.subject for s in subjects], results, "detect")
     return out
 
 
 def _detect_subject(subject: Subject, folder: Path, model: nn.Module, cfg: RunConfig,
-                    threshold: float, manifest: Path) -> dict | None:
-    """One subject's score, region and mask NIfTIs in `folder` (None: already there) and its
-    timings."""
+                    threshold: float, manifest: Path) -> None:
+    """One subject's score, region and mask NIfTIs in `folder` (nothing if already there), then
+    its timings."""
     if (folder / "mask.nii.gz").exists():
-        return None
+        return
     remove_partials(folder)  # of a run that was killed while writing this subject
     clock = Stopwatch()
     data = load_subject_slices(subject, cfg.train.modality, cfg.model.image_size,
@@ -276,4 +288,5 @@ def _detect_subject(subject: Subject, folder: Path, model: nn.Module, cfg: RunCo
     save_volume(folder / "region.nii.gz", maps["region"], affine, np.uint8)
     save_volume(folder / "mask.nii.gz", maps["mask"], affine, np.uint8)  # last: done
     clock.lap("write")
-    return {"seconds": seconds, "slices": scored.n_slices, "stages": clock.stages}
+    timing = {"seconds": seconds, "slices": scored.n_slices, "stages": clock.stages}
+    write_text(folder / TIMING, json.dumps(timing, indent=2) + "\n")

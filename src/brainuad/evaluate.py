@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from brainuad import report, rundir
+from brainuad.detect import read_timing
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io import load_binary, load_image, write_text
 from brainuad.manifest import Subject, read_manifest
@@ -100,8 +101,9 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
     if not done:
         raise_failures(names, outcomes, "evaluate")
     subjects = done
-    timings = detect_info.get("subjects", {})
-    chosen = [timings[s.subject] for s in subjects if s.subject in timings]
+    old_timings = detect_info.get("subjects", {})  # detect.json of older versions held them
+    chosen = [t for t in (read_timing(pred / s.subject) or old_timings.get(s.subject)
+                          for s in subjects) if t is not None]
     per_slice = (sum(t["seconds"] for t in chosen) / max(sum(t["slices"] for t in chosen), 1)
                  if chosen else None)
     result.summary = {"model": detect_info.get("model"), "z": detect_info.get("z"),
