@@ -38,34 +38,38 @@ class AnoGAN(nn.Module):
 
     def _search_loss(self, x: torch.Tensor, real_features: torch.Tensor,
                      z: torch.Tensor) -> torch.Tensor:
-        fake = self.generator(z)
+        fake = self.generator(z).float()  # the loss in fp32, also under bf16 autocast
         w = self.cfg.search_feature_weight
         residual = (x - fake).abs().flatten(1).mean(1)
-        feature = (real_features - self.discriminator.features(fake)).abs().flatten(1).mean(1)
-        return (1 - w) * residual + w * feature
+        feature = (real_features - self.discriminator.features(fake).float()).abs().flatten(1)
+        return (1 - w) * residual + w * feature.mean(1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, S, S) -> G(z*) of the same shape, z* found by `search_steps` Adam steps."""
-        # Always fp32, even under `detect`'s bf16 autocast. Under autocast the search froze: the
-        # cast of z (a leaf that requires grad, updated in place) is cached for the whole context,
-        # so every step saw z's first value (benchmarks/anogan_search.py: loss 1.930e-4 ->
-        # 1.930e-4). Without the cache it moved but stalled at bf16's resolution (1.7e-4 ->
-        # 3.8e-4 at 128 px, fp32: 1.5e-4 -> 5.9e-7).
-        with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu",
-                                                                             enabled=False):
+        """(B, 1, S, S) -> G(z*) of the same shape, z* found by `search_steps` Adam steps.
+
+        Called under bf16 autocast (`detect --precision bf16`), the networks run in bf16 while the
+        codes, Adam and the loss stay fp32. Autocast's cast cache is off: it keeps the bf16 copy
+        of a leaf that requires grad for the whole context, and z is such a leaf updated in place,
+        so every step saw z = 0 (the search froze; loss 1.930e-4 -> 1.930e-4).
+        """
+        bf16 = (torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
+                "cpu", torch.bfloat16, enabled=bf16, cache_enabled=False):
             x = x.clone()  # a normal tensor even when called under inference_mode
             with torch.no_grad():
-                real_features = self.discriminator.features(x)
+                real_features = self.discriminator.features(x).float()
             z = torch.zeros(len(x), self.cfg.latent_dim, requires_grad=True)
             optimiser = torch.optim.Adam([z], lr=self.cfg.search_lr)
             first = None
             for _ in range(self.cfg.search_steps):
                 loss = self._search_loss(x, real_features, z)
                 first = float(loss.detach().mean()) if first is None else first
-                (z.grad,) = torch.autograd.grad(loss.sum(), z)  # no weight gradients
+                optimiser.zero_grad()
+                loss.sum().backward(inputs=[z])  # no weight gradients
                 optimiser.step()
             with torch.no_grad():
                 last = float(self._search_loss(x, real_features, z).mean())
-                out = self.generator(z)
+                out = self.generator(z).float()
         self.search_losses = (first if first is not None else last, last)
         return out
