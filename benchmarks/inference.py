@@ -25,6 +25,8 @@ from brainuad.config import from_dict
 from brainuad.models.blocks import fuse_batchnorm
 from brainuad.models.registry import build_model, model_defaults
 
+PAPER_GPU_S = 0.0154  # the paper's AnoVAEGAN, per slice, on a GPU
+
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
@@ -135,6 +137,11 @@ def main() -> None:
               f"{baseline / seconds:.2f} | {100 * rate / peak16:.0f} |")
         result["modes"][name] = {"ms_per_slice": seconds * 1000, "gflops": rate,
                                  "speedup": baseline / seconds}
+    need = flops / PAPER_GPU_S / 1e9
+    print(f"\nFloor at the bf16 matmul's speed: {flops / peak16 / 1e6:.1f} ms per slice. The "
+          f"paper's GPU time, {PAPER_GPU_S * 1000:.1f} ms per slice, needs {need:.0f} GFLOP/s, "
+          f"{need / peak16:.1f}x that matmul.")
+    result.update(floor_ms_per_slice=flops / peak16 / 1e6, paper_needs_gflops=need)
     print("\n" + json.dumps(result))
 
 
