@@ -277,3 +277,22 @@ def test_anogan_keeps_every_epoch_and_a_user_picks_one(prepared, tmp_path):
     assert rundir.read_threshold_info(run)["epoch"] == 0
     with pytest.raises(BrainUADError, match="no checkpoint of epoch 7"):
         use_epoch(run, 7)
+
+
+def test_resume_with_more_epochs_follows_the_longer_cosine(prepared, tmp_path):
+    """Raising `epochs` on resume gives the schedule of a run asked for that many from the start
+    (CosineAnnealingLR kept the old length and, past it, raised the rates again)."""
+    import csv
+    import math
+
+    straight = train(prepared, tmp_path / "straight", tiny_config(epochs=3, lr_schedule="cosine"),
+                     progress_bar=False)
+    part = train(prepared, tmp_path / "part", tiny_config(epochs=1, lr_schedule="cosine"),
+                 progress_bar=False)
+    train(prepared, part, resume=True, epochs=3, progress_bar=False)
+    with open(part / "log" / "resume-1" / "metrics.csv") as handle:
+        rates = [float(row["lr-Adam"]) for row in csv.DictReader(handle) if row.get("lr-Adam")]
+    assert rates == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in (1, 2)])
+    a, b = _weights(straight), _weights(part)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

@@ -10,6 +10,7 @@ never interrupted.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import warnings
 from collections.abc import Callable
@@ -99,14 +100,30 @@ class UADModule(L.LightningModule):
                                                lr=t.lr_adversarial))
         if t.lr_schedule == "constant":
             return optimisers
-        return optimisers, [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=t.epochs)
-                            for o in optimisers]
+        # closed form of the epoch, over the epochs of this run: a resume that raises `epochs`
+        # follows the schedule of a run asked for that many from the start. (CosineAnnealingLR
+        # restores its old T_max from the checkpoint and, past it, raises the rates again.) A
+        # plain function: LambdaLR does not store it in the checkpoint.
+        def cosine(epoch: int) -> float:
+            return 0.5 * (1 + math.cos(math.pi * min(epoch, t.epochs) / t.epochs))
+
+        return optimisers, [torch.optim.lr_scheduler.LambdaLR(o, cosine) for o in optimisers]
+
+    def _schedulers(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [s for s in (schedulers if isinstance(schedulers, list) else [schedulers]) if s]
+
+    def on_train_start(self) -> None:
+        # a resumed run restored the rates its last run had set for this epoch: take them from
+        # this run's schedule instead (the same unless `epochs` was raised)
+        for scheduler in self._schedulers():
+            for group, base, rate in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                         scheduler.lr_lambdas, strict=True):
+                group["lr"] = base * rate(scheduler.last_epoch)
 
     def on_train_epoch_end(self) -> None:
-        schedulers = self.lr_schedulers()  # manual optimisation: stepped here, once per epoch
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if scheduler is not None:
-                scheduler.step()
+        for scheduler in self._schedulers():  # manual optimisation: stepped here, once per epoch
+            scheduler.step()
         if self.is_gan and self.samples_dir is not None and self.global_rank == 0:
             self._save_samples()
 
@@ -330,7 +347,8 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
         strategy=_strategy(t.strategy, cfg.model.adversarial), precision=t.precision,
         sync_batchnorm=_several_processes(t) and not cpu_sync, plugins=cpu_sync,
         deterministic=t.deterministic,
-        default_root_dir=run, callbacks=[checkpoint],
+        default_root_dir=run,
+        callbacks=[checkpoint, L.pytorch.callbacks.LearningRateMonitor("epoch")],
         logger=L.pytorch.loggers.CSVLogger(run, name="log", version=_log_version(run, resume)),
         enable_progress_bar=progress_bar, enable_model_summary=False, log_every_n_steps=10,
         num_sanity_val_steps=0, use_distributed_sampler=False,  # EpochShuffle shards itself
