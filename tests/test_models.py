@@ -173,3 +173,14 @@ def test_bf16_reconstruction_is_close_to_fp32():
     images = torch.rand(4, 64, 64).numpy()
     full, half = reconstruct(model, images, 2), reconstruct(model, images, 2, "bf16")
     assert half.dtype == full.dtype and abs(half - full).max() < 0.02
+
+
+def test_demo_yaml_is_what_the_demo_trains():
+    """configs/demo.yaml (for users) and the demo's own settings must not drift apart."""
+    from pathlib import Path
+
+    from brainuad.demo import demo_config
+    from brainuad.models.registry import run_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert run_config(None, str(path)).to_dict() == demo_config("anovaegan").to_dict()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from brainuad.config import from_dict
+from brainuad.config import RunConfig, from_dict
 from brainuad.detect import detect_manifest
 from brainuad.evaluate import evaluate
 from brainuad.models.registry import model_defaults
@@ -35,6 +35,14 @@ DEMO_DETECT = {"residual": "hyperintense"}
 DEMO_LESIONS = {"lesions": (10, 20), "lesion_diameter_mm": (6.0, 30.0)}
 
 
+def demo_config(name: str, epochs: int = 10, seed: int = 0) -> RunConfig:
+    """The demo's settings for model `name` (configs/demo.yaml: the same for AnoVAEGAN, for
+    users to train it themselves; a test keeps the two equal)."""
+    return from_dict({"model": {**model_defaults(name), **DEMO_MODEL},
+                      "train": {"epochs": epochs, "seed": seed, "lr_schedule": "cosine"},
+                      "detect": DEMO_DETECT})
+
+
 def run_demo(out: str | Path, epochs: int = 10, n_healthy: int = 12, n_lesioned: int = 6,
              seed: int = 0, say: Callable[[str], None] = print,
              progress: Callable[[str], Callable] | None = None) -> dict[str, dict]:
@@ -52,9 +60,7 @@ def run_demo(out: str | Path, epochs: int = 10, n_healthy: int = 12, n_lesioned:
     prep = preprocess_manifest(cohort.path, out / "prep", progress=progress("preprocess")).path
     summaries = {}
     for name in ("anovaegan", "threshold"):
-        cfg = from_dict({"model": {**model_defaults(name), **DEMO_MODEL},
-                         "train": {"epochs": epochs, "seed": seed, "lr_schedule": "cosine"},
-                         "detect": DEMO_DETECT})
+        cfg = demo_config(name, epochs, seed)
         run = out / "runs" / name
         if not (run / "threshold.json").exists():
             step(f"train {name}" + (f": {epochs} epochs" if name != "threshold" else
