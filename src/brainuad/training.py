@@ -135,7 +135,7 @@ class UADModule(L.LightningModule):
                         generator=torch.Generator().manual_seed(self.cfg.train.seed))
         was_training = self.model.training
         self.model.eval()
-        images = self.model.sample(z)[:, 0].float().numpy()
+        images = self.model.sample(z.to(self.device))[:, 0].float().cpu().numpy()
         self.model.train(was_training)
         figure_samples(images, self.samples_dir / f"epoch-{self.current_epoch:03d}.png",
                        f"AnoGAN samples, epoch {self.current_epoch}")
@@ -149,7 +149,7 @@ class UADModule(L.LightningModule):
     def _gan_step(self, x: torch.Tensor) -> None:
         """DCGAN: generator step (-log D(G(z))), then discriminator step on real vs G(z)."""
         opt_g, opt_d = self.optimizers()
-        fake = self.model.sample(torch.randn(len(x), self.cfg.model.latent_dim))
+        fake = self.model.sample(torch.randn(len(x), self.cfg.model.latent_dim, device=x.device))
         g_loss = losses.generator_adversarial(self.model.discriminator(fake))
         opt_g.zero_grad()
         self.manual_backward(g_loss)

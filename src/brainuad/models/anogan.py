@@ -52,14 +52,15 @@ class AnoGAN(nn.Module):
         of a leaf that requires grad for the whole context, and z is such a leaf updated in place,
         so every step saw z = 0 (the search froze; loss 1.930e-4 -> 1.930e-4).
         """
-        bf16 = (torch.is_autocast_enabled("cpu")
-                and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        device = x.device.type
+        bf16 = (torch.is_autocast_enabled(device)
+                and torch.get_autocast_dtype(device) == torch.bfloat16)
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(
-                "cpu", torch.bfloat16, enabled=bf16, cache_enabled=False):
+                device, torch.bfloat16, enabled=bf16, cache_enabled=False):
             x = x.clone()  # a normal tensor even when called under inference_mode
             with torch.no_grad():
                 real_features = self.discriminator.features(x).float()
-            z = torch.zeros(len(x), self.cfg.latent_dim, requires_grad=True)
+            z = torch.zeros(len(x), self.cfg.latent_dim, device=x.device, requires_grad=True)
             optimiser = torch.optim.Adam([z], lr=self.cfg.search_lr)
             first = None
             for _ in range(self.cfg.search_steps):

@@ -23,7 +23,7 @@ class _GlooSyncBatchNorm2d(nn.BatchNorm2d):
                 and dist.get_world_size() > 1):
             return super().forward(x)
         channels = x.shape[1]
-        count = torch.full((1,), x.numel() / channels, dtype=x.dtype)
+        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
         local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
         with warnings.catch_warnings():  # deprecated for a private successor; still the
             warnings.simplefilter("ignore", FutureWarning)  # public autograd all-reduce
