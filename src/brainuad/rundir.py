@@ -5,7 +5,7 @@
     run/threshold.json    the detection threshold and how it was computed
     run/provenance.json   brainuad/library versions, git commit, training manifest checksum
     run/checkpoints/      Lightning checkpoints (last.ckpt, best.ckpt) for --resume
-    run/log/metrics.csv   losses per step and epoch
+    run/log/metrics.csv   losses per step and epoch, learning rates per epoch
 """
 
 from __future__ import annotations
