@@ -1,11 +1,17 @@
-"""Detection outputs when the work is split: shards writing one folder, evaluated as one."""
+"""Where detection runs and how split work comes together: the device, shards writing one
+folder."""
 
 import json
 
 import nibabel as nib
 import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
 
-from brainuad.detect import detect_manifest, read_timing
+from brainuad.cli import app
+from brainuad.detect import detect_manifest, device_for, read_timing
+from brainuad.errors import BrainUADError
 from brainuad.evaluate import evaluate
 from brainuad.manifest import read_manifest
 from brainuad.training import train
@@ -30,3 +36,16 @@ def test_shards_sharing_one_folder_equal_one_detect(prepared, tmp_path):
             == json.loads((whole / "detect.json").read_text()))
     summary = evaluate(shared, prepared).summary
     assert summary["subjects"] == len(subjects) and summary["seconds_per_slice"] > 0
+
+
+def test_accelerator_is_checked_before_any_work(tmp_path):
+    assert device_for("cpu").type == "cpu"
+    assert device_for("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(BrainUADError, match="choose auto, cpu or gpu"):
+        device_for("tpu")
+    if torch.cuda.is_available():
+        return
+    result = CliRunner().invoke(app, ["detect", str(tmp_path / "run"), str(tmp_path / "m.csv"),
+                                      "--accelerator", "gpu"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: accelerator gpu: torch sees no CUDA GPU here" in result.output

@@ -189,6 +189,8 @@ def detect(
     precision: Annotated[str | None, typer.Option(
         help="auto (bf16 where the CPU has it natively, else 32), 32 or bf16; the threshold "
              "is taken the same way.")] = None,
+    accelerator: Annotated[str, typer.Option(
+        help="auto (a GPU where torch sees one), cpu or gpu: where the networks run.")] = "auto",
     keep_going: KeepGoing = False,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
@@ -196,7 +198,8 @@ def detect(
 
     folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
                              shard_spec=shard, residual=residual, fpr=fpr,
-                             precision=precision, keep_going=keep_going)
+                             precision=precision, keep_going=keep_going,
+                             accelerator=accelerator)
     typer.echo(f"predictions: {folder}")
 
 

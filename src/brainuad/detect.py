@@ -37,19 +37,31 @@ class Scored:
     n_slices: int
 
 
+def device_for(accelerator: str) -> torch.device:
+    """`cpu`, `gpu` (the first CUDA device; an error where there is none) or `auto` (a GPU
+    where torch sees one, else the CPU)."""
+    if accelerator not in ("auto", "cpu", "gpu"):
+        raise BrainUADError(f"accelerator {accelerator!r}: choose auto, cpu or gpu")
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        raise BrainUADError("accelerator gpu: torch sees no CUDA GPU here (use cpu or auto)")
+    return torch.device("cuda" if accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def reconstruct(model: nn.Module, images: np.ndarray, batch_size: int,
                 precision: str = "32") -> np.ndarray:
-    """(N, S, S) slices in [0, 1] -> reconstructions (N, S, S)."""
+    """(N, S, S) slices in [0, 1] -> reconstructions (N, S, S), on the model's device."""
+    device = next(model.parameters(), torch.empty(0)).device
     # oneDNN's fast layout for convolutions; converted outside inference mode so the weights stay
     # ordinary tensors (AnoGAN's latent search differentiates through them)
     model.eval().to(memory_format=torch.channels_last)
     out = np.empty_like(images)
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16,
                                                 enabled=precision == "bf16"):
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(images[start:start + batch_size])[:, None]
+            batch = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
             batch = batch.contiguous(memory_format=torch.channels_last)
-            out[start:start + batch_size] = model.reconstruct(batch)[:, 0].float().numpy()
+            reconstruction = model.reconstruct(batch)[:, 0].float().cpu()
+            out[start:start + batch_size] = reconstruction.numpy()
     return out
 
 
@@ -207,7 +219,8 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
                     slices: str | None = None, split: str | None = None,
                     progress: Callable | None = None, shard_spec: str | None = None,
                     residual: str | None = None, fpr: float | None = None,
-                    precision: str | None = None, keep_going: bool = False) -> Path:
+                    precision: str | None = None, keep_going: bool = False,
+                    accelerator: str = "auto") -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
     scan's own grid and affine, with its stage timings in `out/<subject>/timing.json`, plus
     `out/detect.json` with the settings and thresholds (written first, the same for every shard
@@ -218,9 +231,12 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     training subjects first, so the threshold always matches the scoring. Subjects whose outputs
     already exist are skipped (outputs are written atomically, mask last). With `keep_going`,
     a subject that fails does not stop the others; `SubjectsFailed` names it at the end.
+    The networks run on `accelerator` (`device_for`); everything else on the CPU.
     """
     run = Path(run)
+    device = device_for(accelerator)
     cfg, model = load_detector(run)
+    model.to(device)
     cfg.detect.slices = slices or cfg.detect.slices
     cfg.detect.residual = residual or cfg.detect.residual
     cfg.detect.precision = precision or cfg.detect.precision
