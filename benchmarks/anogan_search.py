@@ -45,15 +45,15 @@ def anogan(size: int, steps: int = 100) -> torch.nn.Module:
     return model.eval()
 
 
-def search_gflop(size: int) -> float:
-    """GFLOP of one slice's whole search: counted for 1 and 2 steps, extrapolated to 100."""
+def search_gflop(size: int, steps: int = 100) -> float:
+    """GFLOP of one slice's whole search: counted for 1 and 2 steps, extrapolated to `steps`."""
     counts = []
-    for steps in (1, 2):
-        model, counter = anogan(size, steps), FlopCounterMode(display=False)
+    for counted in (1, 2):
+        model, counter = anogan(size, counted), FlopCounterMode(display=False)
         with counter:
             model.reconstruct(torch.rand(1, 1, size, size))
         counts.append(counter.get_total_flops())
-    return (counts[0] + 99 * (counts[1] - counts[0])) / 1e9
+    return (counts[0] + (steps - 1) * (counts[1] - counts[0])) / 1e9
 
 
 def measure(size: int, batch: int, n: int, precision: str = "32") -> dict:
