@@ -57,7 +57,6 @@ def search_gflop(size: int, steps: int = 100) -> float:
 
 
 def measure(size: int, batch: int, n: int, precision: str = "32") -> dict:
-    width, max_width = WIDTHS.get(size, (16, 128))
     model = anogan(size)
     cfg = model.cfg
     with torch.no_grad():  # slices the generator can make: the search has a code to find
@@ -67,7 +66,7 @@ def measure(size: int, batch: int, n: int, precision: str = "32") -> dict:
     reconstruct(model, slices, batch, precision)
     seconds = (time.perf_counter() - start) / n
     first, last = model.search_losses
-    return {"size": size, "precision": precision, "channels": f"{width}..{max_width}",
+    return {"size": size, "precision": precision, "channels": f"{cfg.width}..{cfg.max_width}",
             "batch": batch,
             "steps": cfg.search_steps, "s_per_slice": seconds, "loss_first": first,
             "loss_last": last}

@@ -184,9 +184,7 @@ def _assert_one_clear_line(code: int, output: str, *names: str) -> str:
 
 def _assert_nothing_partial(stage: str, out: Path, subject: str) -> None:
     assert not list(out.parent.rglob("*.partial-*")), "a temporary file was left behind"
-    if stage == "train":  # nothing learnt yet: no half-made run directory
-        assert not out.exists()
-    elif stage == "evaluate":
+    if stage in ("train", "evaluate"):  # no half-made run directory or evaluation folder
         assert not out.exists()
     else:  # subjects before the broken one are complete; the broken one has no folder
         assert not (out / subject).exists()

@@ -88,7 +88,7 @@ def _train_or_reuse(prep: Path, run: Path, cfg, progress: Callable) -> None:
     """Train into `run`, reuse it when finished, resume it when cut off after a checkpoint."""
     if (run / rundir.THRESHOLD).is_file():
         return
-    if (run / "checkpoints" / "last.ckpt").is_file():
+    if (run / rundir.LAST).is_file():
         train(prep, run, resume=True, progress=progress("threshold"))
         return
     if run.exists():

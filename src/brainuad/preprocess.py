@@ -43,6 +43,8 @@ from brainuad.register import (
 )
 
 REGISTER = ("auto", "always", "never")
+MASK = "mask.nii.gz"  # a subject's brain mask, written last: its presence marks the subject done
+TRANSFORM = "to_native.tfm"  # atlas -> scan transform of a registered subject
 #: Rigid registration between two scans of the same head: two coarse levels, sparse sampling.
 #: On patient01_study1 (raw MSLUB) T1 and T2 land within 0.7 and 0.2 mm of the full set-up's
 #: result in 3 s instead of 9-10 s each; sampling (0.1, 0.02) instead of (0.2, 0.05): 1.6 s
@@ -140,16 +142,6 @@ def reference_modality(cfg: PreprocessConfig, modalities) -> str:
     return cfg.reference if cfg.reference in modalities else next(iter(modalities))
 
 
-def _to_reference(volume: Volume, ref: sitk.Image, reg: RegistrationConfig,
-                  reference: Path) -> tuple[sitk.Image, sitk.AffineTransform]:
-    """Another modality of the subject, bias corrected, and its rigid transform from the
-    (bias-corrected) reference scan."""
-    moving = to_sitk(volume.data, volume.affine)
-    moving = n4(moving, head_mask(moving), reg)
-    return moving, register(ref, moving, SAME_HEAD, f"{volume.path} to {reference}",
-                            affine=False)
-
-
 def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: PreprocessConfig,
                       folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """N4 + registration of every modality onto the template grid; returns the resampled images
@@ -163,10 +155,14 @@ def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: Preproc
     to_ref = to_template(ref, reg, f"{reference.path}")
     images = {name: from_sitk(resample(ref, fixed, to_ref))[0]}
     for modality, volume in volumes.items():
-        if modality != name:
-            moving, ref_to_moving = _to_reference(volume, ref, reg, reference.path)
-            total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
-            images[modality] = from_sitk(resample(moving, fixed, total))[0]
+        if modality == name:
+            continue
+        moving = to_sitk(volume.data, volume.affine)
+        moving = n4(moving, head_mask(moving), reg)
+        ref_to_moving = register(ref, moving, SAME_HEAD, f"{volume.path} to {reference.path}",
+                                 affine=False)
+        total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
+        images[modality] = from_sitk(resample(moving, fixed, total))[0]
     if subject.mask is not None:
         user = load_binary(subject.mask, reference, "mask")
         if not user.data.any():
@@ -180,7 +176,7 @@ def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: Preproc
             mask &= ndimage.binary_fill_holes(images[name] > 0)
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
-    write_transform(folder / "to_native.tfm", to_ref)
+    write_transform(folder / TRANSFORM, to_ref)
     return images, mask.astype(np.uint8)
 
 
@@ -189,8 +185,8 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     """Write one subject's preprocessed images and brain mask under `out/<subject>/`."""
     folder = out / subject.subject
     targets = {m: folder / f"{m}.nii.gz" for m in subject.images}
-    mask_path = folder / "mask.nii.gz"
-    transform_path = folder / "to_native.tfm"
+    mask_path = folder / MASK
+    transform_path = folder / TRANSFORM
     name = reference_modality(cfg, subject.images)
     registered = transform_path.exists()
     # Every file is written atomically and the mask last, so existing means complete.
@@ -226,9 +222,9 @@ def _preprocess_volumes(subject: Subject, folder: Path, cfg: PreprocessConfig, n
         images = {m: v.data for m, v in volumes.items()}
         mask = _atlas_mask(subject, reference)
         affine = reference.affine
-        (folder / "to_native.tfm").unlink(missing_ok=True)
+        (folder / TRANSFORM).unlink(missing_ok=True)
     _finish(images, mask, affine, subject.images, targets, cfg)
-    save_volume(folder / "mask.nii.gz", mask, affine, np.uint8)  # last: marks the subject done
+    save_volume(folder / MASK, mask, affine, np.uint8)  # last: marks the subject done
     return registered
 
 
@@ -299,7 +295,7 @@ def _write_shard(manifest: Manifest, out: Path, cfg: PreprocessConfig, shard_spe
     finished = {s.subject: s for s in done}
     for s in manifest.subjects:  # the other shards' subjects, if they are finished
         folder = out / s.subject
-        if s.subject not in finished and (folder / "mask.nii.gz").exists():
+        if s.subject not in finished and (folder / MASK).exists():
             finished[s.subject] = preprocess_subject(s, out, cfg)
     if len(finished) == len(manifest.subjects):
         write_manifest(out / "manifest.csv", [finished[s.subject] for s in manifest.subjects])

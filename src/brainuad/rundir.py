@@ -27,6 +27,8 @@ from brainuad.io import atomic_path, write_text
 
 CONFIG, MODEL, THRESHOLD, PROVENANCE = "config.yaml", "model.pt", "threshold.json", \
     "provenance.json"
+CHECKPOINTS = "checkpoints"
+LAST = f"{CHECKPOINTS}/last.ckpt"  # what --resume continues from
 
 
 def safe_torch_load(path: Path) -> Any:

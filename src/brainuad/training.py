@@ -222,7 +222,7 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
     manifest = read_manifest(manifest_path)
     if resume:
         cfg = rundir.read_config(run)
-        if not (run / "checkpoints" / "last.ckpt").is_file() and cfg.model.name != "threshold":
+        if not (run / rundir.LAST).is_file() and cfg.model.name != "threshold":
             raise BrainUADError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
     elif (run / rundir.CONFIG).exists():
         raise BrainUADError(f"{run}: already holds a run; use --resume or another folder")
@@ -257,11 +257,12 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
         rundir.write_threshold(run, info)
     except BrainUADError:
         # bad input found before anything was learnt: leave no half-made run behind
-        if not resume and not (run / "checkpoints" / "last.ckpt").exists():
+        if not resume and not (run / rundir.LAST).exists():
             if not existed:
                 shutil.rmtree(run, ignore_errors=True)
-            for name in (rundir.CONFIG, rundir.PROVENANCE, rundir.MODEL, rundir.THRESHOLD):
-                (run / name).unlink(missing_ok=True)
+            else:  # a folder the user made: only what this run wrote
+                for name in (rundir.CONFIG, rundir.PROVENANCE, rundir.MODEL, rundir.THRESHOLD):
+                    (run / name).unlink(missing_ok=True)
         raise
     if failures:
         raise SubjectsFailed(failures, len(train_subjects) + len(val_subjects) + len(failures),
@@ -333,12 +334,12 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
                                 generator=torch.Generator().manual_seed(t.seed))
     if gan:  # one checkpoint per epoch, so any epoch can become the model (`use_epoch`)
         checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=run / "checkpoints", filename="epoch-{epoch:03d}",
+            dirpath=run / rundir.CHECKPOINTS, filename="epoch-{epoch:03d}",
             auto_insert_metric_name=False, save_last=True, save_top_k=-1,
             enable_version_counter=False)
     else:
         checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=run / "checkpoints", filename="best", save_last=True, save_top_k=1,
+            dirpath=run / rundir.CHECKPOINTS, filename="best", save_last=True, save_top_k=1,
             monitor="val/l1" if val_loader is not None else None, mode="min",
             enable_version_counter=False)
     cpu_sync = _layer_sync(t)
@@ -355,12 +356,12 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
     )
     module = UADModule(cfg.to_dict())
     module.samples_dir = run / "samples"
-    last = run / "checkpoints" / "last.ckpt"
+    last = run / rundir.LAST
     if resume:
         rundir.safe_torch_load(last)  # a clear refusal of a checkpoint that is not plain data
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None,
                 weights_only=True)
-    best = (checkpoint.best_model_path if not gan else "") or str(run / "checkpoints" / "last.ckpt")
+    best = (checkpoint.best_model_path if not gan else "") or str(last)
     if trainer.global_rank != 0:
         return module.model
     state = rundir.safe_torch_load(Path(best))["state_dict"]
@@ -375,9 +376,9 @@ def use_epoch(run: str | Path, epoch: int, progress: Callable | None = None) -> 
     the epoch whose samples still look realistic (the paper took 82 of 150)."""
     run = Path(run)
     cfg = rundir.read_config(run)
-    path = run / "checkpoints" / f"epoch-{epoch:03d}.ckpt"
+    path = run / rundir.CHECKPOINTS / f"epoch-{epoch:03d}.ckpt"
     if not path.is_file():
-        kept = sorted(p.stem for p in (run / "checkpoints").glob("epoch-*.ckpt"))
+        kept = sorted(p.stem for p in (run / rundir.CHECKPOINTS).glob("epoch-*.ckpt"))
         raise BrainUADError(f"{path}: no checkpoint of epoch {epoch} (kept: "
                             f"{', '.join(kept) or 'none; only AnoGAN keeps one per epoch'})")
     subjects = rundir.training_subjects(run, cfg.train.health, "a new threshold")
