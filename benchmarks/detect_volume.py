@@ -28,6 +28,7 @@ from brainuad.config import from_dict
 from brainuad.detect import read_timing
 from brainuad.models.registry import build_model, model_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+from brainuad.training import calibrate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mslub" / "patient07"
 
@@ -37,17 +38,11 @@ def paper_run(folder: Path, manifest: Path) -> Path:
     cfg = from_dict({"model": {**model_defaults("anovaegan")}})
     folder.mkdir(parents=True)
     torch.manual_seed(0)
+    model = build_model(cfg.model)
     rundir.write_config(folder, cfg)
-    rundir.save_weights(folder, build_model(cfg.model).state_dict())
+    rundir.save_weights(folder, model.state_dict())
     rundir.write_provenance(folder, manifest)
-    rundir.write_threshold(folder, {"threshold": 0.0})  # replaced: quantiles on the volume below
-    from brainuad.detect import load_detector, run_quantiles
-
-    _, model = load_detector(folder)
-    quantiles = run_quantiles(folder, cfg, model, cfg.detect)  # kept in threshold.json
-    info = rundir.read_threshold_info(folder)
-    info["threshold"] = quantiles.at_percentile(cfg.detect.percentile)
-    rundir.write_threshold(folder, info)
+    calibrate(folder, manifest, model=model)  # thresholds on the volume below, as training does
     return folder
 
 
@@ -70,9 +65,6 @@ def main() -> None:
     out = args.work / "pred"
     command = [sys.executable, "-m", "brainuad.cli", "detect", str(run), str(prep),
                "--out", str(out), "--precision", args.precision]
-    if args.precision != "32":  # its threshold first, outside the timed run
-        subprocess.run([*command[:-4], "--out", str(args.work / "warm"), "--precision",
-                        args.precision], check=True, capture_output=True)
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     wall = time.perf_counter() - start

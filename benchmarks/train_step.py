@@ -40,8 +40,9 @@ def step_seconds(model: str, size: int, width: int, max_width: int, steps: int,
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             x_hat, mu, logvar, _ = generator(x)
-            loss = (losses.l1(x, x_hat.float())
-                    + 0.01 * losses.kl_normal(mu.float(), logvar.float()))
+            loss = losses.l1(x, x_hat.float())
+            if logvar is not None:
+                loss = loss + 0.01 * losses.kl_normal(mu.float(), logvar.float())
             if discriminator is not None:
                 loss = loss + 0.01 * losses.generator_adversarial(discriminator(x_hat).float())
         opt_g.zero_grad()
@@ -66,7 +67,8 @@ def step_seconds(model: str, size: int, width: int, max_width: int, steps: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="anovaegan", help="anovaegan or svae")
+    parser.add_argument("--model", default="anovaegan",
+                        help="a model name, e.g. anovaegan, svae, denoising")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--max-width", type=int, default=128)

@@ -90,7 +90,7 @@ def test_synthetic_plus_real_training(tmp_path, cohort):
     from brainuad.manifest import read_manifest
 
     synthetic = read_manifest(out / "prep-synth" / "manifest.csv")
-    trained_on = rundir.read_threshold_info(out / "runs" / "threshold")["subjects"]
+    trained_on = rundir.read_provenance(out / "runs" / "threshold")["training_subjects"]
     real_train = [s.subject for s in read_manifest(out / "prep" / "manifest.csv").subjects
                   if s.split == "train"]
     synth_train = [s.subject for s in synthetic.subjects if s.split == "train"]

@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from brainuad.cli import app
-from brainuad.detect import detect_manifest, device_for, read_timing
+from brainuad.detect import detect_manifest, read_timing
+from brainuad.detector import device_for
 from brainuad.errors import BrainUADError
 from brainuad.evaluate import evaluate
 from brainuad.manifest import read_manifest

@@ -8,7 +8,7 @@ from brainuad.models.registry import MODELS, build_discriminator, build_model, m
 TINY = {"image_size": 64, "width": 8, "max_width": 32}
 EXPECTED_Z = {"dae": "512", "sae8": "2x2x64", "sae16": "4x4x64", "saegan": "4x4x64",
               "dvae": "512", "svae": "4x4x64", "anovaegan": "4x4x64", "anogan": "64",
-              "threshold": "-"}
+              "denoising": "U-Net", "threshold": "-"}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -46,7 +46,7 @@ def test_anogan_search_converges_under_bf16_detection():
     step saw z = 0): under bf16 the search must move and end near the fp32 search."""
     import numpy as np
 
-    from brainuad.detect import reconstruct
+    from brainuad.detector import reconstruct
 
     cfg = ModelConfig(**model_defaults("anogan"), **TINY, search_steps=30)
     torch.manual_seed(0)
@@ -129,7 +129,7 @@ def test_every_shipped_config_loads():
 
 EXPECTED_Z_PAPER = {"dae": "512", "sae8": "8x8x64", "sae16": "16x16x64", "saegan": "16x16x64",
                     "dvae": "512", "svae": "16x16x64", "anovaegan": "16x16x64", "anogan": "64",
-                    "threshold": "-"}
+                    "denoising": "U-Net", "threshold": "-"}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -166,7 +166,7 @@ def test_batchnorm_folding_keeps_the_outputs(name):
 
 
 def test_bf16_reconstruction_is_close_to_fp32():
-    from brainuad.detect import reconstruct
+    from brainuad.detector import reconstruct
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(**model_defaults("svae"), **TINY)).eval()
@@ -184,3 +184,42 @@ def test_demo_yaml_is_what_the_demo_trains():
 
     path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     assert run_config(None, str(path)).to_dict() == demo_config("anovaegan").to_dict()
+
+
+def test_coarse_noise_is_smooth_inside_the_brain_only():
+    from brainuad.training import coarse_noise
+
+    torch.manual_seed(0)
+    x = torch.zeros(4, 1, 64, 64)
+    x[:, :, 16:48, 16:48] = 0.5
+    noisy = coarse_noise(x, 0.2, 8)
+    noise = noisy - x
+    assert noise[x == 0].abs().max() == 0  # nothing outside the brain
+    inside = noise[:, 0, 16:48, 16:48]
+    assert 0.05 < float(inside.std()) < 0.3
+    # coarse: neighbours nearly equal (an 8 x 8 grid on 64 px; white noise: 1.13 sd)
+    assert float((inside[:, 1:] - inside[:, :-1]).abs().mean()) < 0.3 * float(inside.std())
+
+
+def test_trimmed_loss_ignores_the_largest_brain_errors():
+    x = torch.full((1, 1, 10, 10), 0.5)
+    x_hat = x.clone()
+    x_hat[0, 0, 0, 0] = 1.5  # one outlier (a lesion the model should not learn)
+    assert losses.reconstruction(x, x_hat, "l1", trim=0.05) == 0
+    assert losses.reconstruction(x, x_hat, "l1") == pytest.approx(0.01)
+    assert losses.reconstruction(x, x_hat, "l2") == pytest.approx(0.01)
+
+
+def test_unet_skips_carry_fine_detail():
+    """With skips a one-pixel change reaches the output near where it was made, through the
+    finest level, even when the bottleneck path is cut."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**model_defaults("denoising"), **TINY)).eval()
+    x = torch.rand(1, 1, 64, 64)
+    y = x.clone()
+    y[0, 0, 30, 30] += 0.5
+    with torch.no_grad():
+        model.from_latent[0].weight.zero_()
+        model.from_latent[0].bias.zero_()
+        change = (model.reconstruct(y) - model.reconstruct(x)).abs()[0, 0]
+    assert change[26:35, 26:35].sum() > 0.5 * change.sum() > 0

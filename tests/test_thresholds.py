@@ -1,19 +1,26 @@
-"""Label-free thresholds: percentiles and false-positive rates of the training residuals, kept per
-scoring (slices, residual) so detection always thresholds what it scores the way it was scored."""
+"""Operating points: quantiles of a model's scores on held-out calibration scans, streamed into a
+fixed-memory histogram, kept per scoring and precision when the model is trained, and only read
+by detection."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 
-from brainuad import rundir
+from brainuad import rundir, thresholds
 from brainuad.config import DetectConfig
-from brainuad.detect import detect_manifest, load_detector, run_quantiles, score_subject
+from brainuad.detect import detect_manifest
+from brainuad.detector import Detector
 from brainuad.errors import BrainUADError
 from brainuad.manifest import read_manifest
 from brainuad.slices import load_subject_slices
-from brainuad.training import train
+from brainuad.thresholds import PERCENTILES, ScoreHistogram
+from brainuad.training import calibrate, train
 from conftest import tiny_config
+
+#: A histogram bin over [0, 1]: how far a streamed percentile may be from the exact one.
+BIN = 1 / thresholds.BINS
 
 
 @pytest.fixture
@@ -21,31 +28,59 @@ def baseline(prepared, tmp_path):
     return train(prepared, tmp_path / "thr", tiny_config("threshold"), progress_bar=False)
 
 
-def _training_scores(run, prepared, detect):
-    cfg, model = load_detector(run)
-    subjects = read_manifest(prepared).select(split="train", health="healthy")
+def _scores(run, prepared, detect, split="val"):
+    detector = Detector.load(run, "cpu")
     scores = []
-    for subject in subjects:
-        data = load_subject_slices(subject, "flair", cfg.model.image_size, detect.slices)
-        result = score_subject(model, data, detect)
+    for subject in read_manifest(prepared).select(split=split, health="healthy"):
+        data = load_subject_slices(subject, "flair", detector.cfg.model.image_size,
+                                   detect.slices)
+        result = detector.score(data, detect)
         scores.append(result.score[result.scored])
     return np.concatenate(scores)
 
 
+@pytest.mark.parametrize("values", [
+    np.random.default_rng(0).random(50_000) ** 3,
+    np.concatenate([np.zeros(9_000), np.random.default_rng(1).random(1_000) * 0.3]),  # ties
+    np.random.default_rng(2).random(7),
+])
+def test_streamed_histogram_quantiles_match_numpy_and_merge(values):
+    whole, parts = ScoreHistogram(), [ScoreHistogram(), ScoreHistogram()]
+    whole.add(values)
+    parts[0].add(values[: len(values) // 3])
+    parts[1].add(values[len(values) // 3:])
+    parts[0].merge(parts[1])
+    exact = np.percentile(values, PERCENTILES)
+    assert np.abs(whole.quantiles() - exact).max() <= BIN
+    np.testing.assert_array_equal(parts[0].counts, whole.counts)
+    np.testing.assert_array_equal(parts[0].quantiles(), whole.quantiles())
+    with pytest.raises(ValueError, match="different ranges"):
+        whole.merge(ScoreHistogram(0, 2))
+
+
 @pytest.mark.parametrize("fpr", [0.01, 0.05, 0.10])
-def test_fpr_threshold_flags_that_fraction_of_the_training_scans(baseline, prepared, fpr):
-    cfg, model = load_detector(baseline)
-    threshold = run_quantiles(baseline, cfg, model, cfg.detect).at_fpr(fpr)
-    scores = _training_scores(baseline, prepared, cfg.detect)
-    # the exact statement of a percentile, ties included: at most fpr of the voxels lie above
-    # the threshold and at least fpr at or above it (to one voxel)
+def test_fpr_threshold_flags_that_fraction_of_the_calibration_scans(baseline, prepared, fpr):
+    detector = Detector.load(baseline, "cpu")
+    threshold = detector.threshold(detector.cfg.detect, fpr)
+    scores = _scores(baseline, prepared, detector.cfg.detect)
+    # a percentile's statement, ties included, to one voxel and one histogram bin: at most fpr
+    # of the voxels lie above the threshold and at least fpr at or above it
     step = 1 / scores.size
-    assert (scores > threshold).mean() <= fpr + step
-    assert (scores >= threshold).mean() >= fpr - step
-    assert (scores > threshold).mean() == pytest.approx(fpr, rel=0.25)
+    assert (scores > threshold + BIN).mean() <= fpr + step
+    assert (scores >= threshold - BIN).mean() >= fpr - step
     # the run's own 98th percentile is the 2 % one
-    assert run_quantiles(baseline, cfg, model, cfg.detect).at_fpr(0.02) == pytest.approx(
+    assert detector.threshold(detector.cfg.detect, 0.02) == pytest.approx(
         rundir.read_threshold(baseline))
+
+
+def test_thresholds_come_from_the_validation_scans(baseline, prepared):
+    info = rundir.read_threshold_info(baseline)
+    val = [s.subject for s in read_manifest(prepared).select(split="val")]
+    assert info["calibration"] == {"split": "val", "subjects": val}
+    expected = np.percentile(_scores(baseline, prepared, DetectConfig()), 98)
+    assert info["threshold"] == pytest.approx(expected, abs=BIN)
+    assert info["threshold"] != pytest.approx(
+        np.percentile(_scores(baseline, prepared, DetectConfig(), "train"), 98), abs=BIN)
 
 
 def test_fpr_option_sets_the_mask_threshold(baseline, prepared, tmp_path):
@@ -57,19 +92,51 @@ def test_fpr_option_sets_the_mask_threshold(baseline, prepared, tmp_path):
         detect_manifest(baseline, prepared, tmp_path / "bad", split="test", fpr=5)
 
 
-def test_other_scoring_is_thresholded_on_the_training_scans(baseline, prepared, tmp_path):
-    detect_manifest(baseline, prepared, tmp_path / "brain", split="test")
+def test_other_scorings_are_calibrated_by_calibrate_never_by_detect(baseline, prepared,
+                                                                    tmp_path):
+    other = DetectConfig(residual="hyperintense", slices="paper")
+    with pytest.raises(BrainUADError, match="no threshold for the scoring .*brainuad calibrate"):
+        detect_manifest(baseline, prepared, tmp_path / "hyper", split="test",
+                        residual="hyperintense", slices="paper")
+    calibrate(baseline, settings=[other])
+    info = rundir.read_threshold_info(baseline)
+    assert other.scoring_key("32") in info["scorings"]
     pred = detect_manifest(baseline, prepared, tmp_path / "hyper", split="test",
                            residual="hyperintense", slices="paper")
-    info = rundir.read_threshold_info(baseline)
-    key = DetectConfig(residual="hyperintense", slices="paper").scoring_key
-    assert key in info["scorings"]  # computed once, kept in the run
-    expected = np.percentile(
-        _training_scores(baseline, prepared, DetectConfig(residual="hyperintense",
-                                                          slices="paper")), 98)
-    assert json.loads((pred / "detect.json").read_text())["threshold"] == pytest.approx(expected)
+    expected = np.percentile(_scores(baseline, prepared, other), 98)
+    assert json.loads((pred / "detect.json").read_text())["threshold"] == pytest.approx(
+        expected, abs=BIN)
     with pytest.raises(BrainUADError, match="other settings"):
         detect_manifest(baseline, prepared, tmp_path / "hyper", split="test")
+
+
+def _snapshot(folder):
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_detection_in_any_precision_reads_a_read_only_model(prepared, tmp_path):
+    """A network's thresholds exist for fp32 and bf16 from training on, so a machine whose
+    bf16 support differs from the training machine's recomputes nothing and writes nothing."""
+    run = train(prepared, tmp_path / "ae", tiny_config("sae16"), progress_bar=False)
+    scorings = rundir.read_threshold_info(run)["scorings"]
+    assert set(scorings) == {DetectConfig().scoring_key(p) for p in ("32", "bf16")}
+    before = _snapshot(run)
+    modes = {p: p.stat().st_mode for p in [run, *run.rglob("*")]}
+    for p in modes:
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        for precision in ("32", "bf16"):
+            detect_manifest(run, prepared, tmp_path / f"pred-{precision}", split="test",
+                            precision=precision)
+    finally:
+        for p, mode in modes.items():
+            os.chmod(p, mode)
+    assert _snapshot(run) == before
+    for precision in ("32", "bf16"):
+        written = json.loads((tmp_path / f"pred-{precision}" / "detect.json").read_text())
+        assert written["threshold"] == pytest.approx(thresholds.Quantiles(np.array(
+            scorings[DetectConfig().scoring_key(precision)]["quantiles"])).at_percentile(98))
 
 
 def test_training_on_an_unlabelled_cohort(prepared, tmp_path):
@@ -82,14 +149,26 @@ def test_training_on_an_unlabelled_cohort(prepared, tmp_path):
         train(unlabelled, tmp_path / "a", tiny_config("threshold"), progress_bar=False)
     run = train(unlabelled, tmp_path / "b", tiny_config("threshold", subjects="all"),
                 progress_bar=False)
-    trained_on = rundir.read_threshold_info(run)["subjects"]
-    assert trained_on == [s.subject for s in manifest.select(split="train")]
+    calibrated_on = rundir.read_threshold_info(run)["calibration"]["subjects"]
+    assert calibrated_on == [s.subject for s in manifest.select(split="val")]
 
 
-def test_threshold_on_a_subset_of_training_subjects(prepared, tmp_path):
+def test_without_validation_scans_the_training_scans_calibrate(prepared, tmp_path):
+    no_val = prepared.with_name("no_val.csv")
+    no_val.write_text(prepared.read_text().replace(",val,", ",train,"))
+    run = train(no_val, tmp_path / "run", tiny_config("threshold"), progress_bar=False)
+    calibration = rundir.read_threshold_info(run)["calibration"]
+    assert calibration["split"] == "train" and len(calibration["subjects"]) == 4
+
+
+def test_threshold_on_a_subset_of_calibration_subjects(prepared, tmp_path):
+    many_val = prepared.with_name("many_val.csv")
+    header, first, *rest = prepared.read_text().splitlines()  # one training scan, three val
+    many_val.write_text("\n".join([header, first, *(r.replace(",train,", ",val,")
+                                                     for r in rest)]) + "\n")
     cfg = tiny_config("threshold")
     cfg.detect.threshold_subjects = 2
-    run = train(prepared, tmp_path / "few", cfg, progress_bar=False)
-    everyone = [s.subject for s in read_manifest(prepared).select(split="train")]
+    run = train(many_val, tmp_path / "few", cfg, progress_bar=False)
+    everyone = [s.subject for s in read_manifest(many_val).select(split="val")]
     used = rundir.read_threshold_info(run)["subjects"]
     assert len(everyone) == 3 and used == [everyone[0], everyone[-1]]

@@ -121,8 +121,8 @@ class _Grey(torch.nn.Module):
 def test_residual_sign_option(prepared, residual, dark_flagged):
     import numpy as np
 
-    from brainuad.config import DetectConfig
-    from brainuad.detect import score_subject
+    from brainuad.config import DetectConfig, RunConfig
+    from brainuad.detector import Detector
     from brainuad.manifest import read_manifest
     from brainuad.slices import load_subject_slices
 
@@ -132,7 +132,7 @@ def test_residual_sign_option(prepared, residual, dark_flagged):
     data.images[:, c - 4:c - 1, c - 4:c - 1] = 1.0  # brighter than the reconstruction
     data.images[:, c + 1:c + 4, c + 1:c + 4] = 0.0  # darker than the reconstruction
     cfg = DetectConfig(residual=residual, median_size=1, erosion_mm=0)
-    scored = score_subject(_Grey(), data, cfg)
+    scored = Detector(RunConfig(), _Grey()).score(data, cfg)
     from brainuad.slices import to_volume
 
     def square(lo):
@@ -226,14 +226,14 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
     deltas = {k: float((a[k] - b[k]).abs().max()) for k in a
               if k.endswith("weight") and a[k].is_floating_point()}
     assert max(deltas.values()) < 1e-3, max(deltas.items(), key=lambda kv: kv[1])
-    from brainuad.detect import load_detector
+    from brainuad.detector import Detector
     from brainuad.manifest import read_manifest
     from brainuad.slices import load_subject_slices
 
     subject = read_manifest(prepared).select(split="test")[0]
     x = torch.from_numpy(load_subject_slices(subject, "flair", 32).images[:, None])
     with torch.no_grad():
-        outputs = [load_detector(run)[1].eval().reconstruct(x) for run in (one, two)]
+        outputs = [Detector.load(run, "cpu").model.reconstruct(x) for run in (one, two)]
     difference = float((outputs[0] - outputs[1]).abs().max())
     assert difference < 1e-3, difference
     pred = detect_manifest(two, prepared, tmp_path / "pred", split="test")

@@ -36,11 +36,11 @@ from brainuad.manifest import write_manifest
 from brainuad.models.registry import model_defaults, name_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 from brainuad.synth import SynthConfig, synth_cohort
-from brainuad.training import train
+from brainuad.training import calibrate, train
 
 #: Settings of `--quick`: a smoke check of the whole path in minutes.
 QUICK = {"model": {"image_size": 64}, "train": {"epochs": 2}}
-VARIANT_KEYS = ("slices", "residual", "precision")
+VARIANT_KEYS = ("slices", "residual", "score", "precision")
 
 
 @dataclass
@@ -134,6 +134,10 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
         run = out / "runs" / name
         say(f"train {name} -> {run}")
         _train_or_reuse(prep, run, cfg, progress)
+        calibrate(run, prep, progress=progress("calibrate"),  # each variant's scoring, once
+                  settings=[cfg.detect.replaced(**{k: v for k, v in variant.items()
+                                                   if k != "precision"})
+                            for variant in bench.variants.values()])
         for variant, settings in bench.variants.items():
             say(f"detect and evaluate {name} ({variant})")
             pred = detect_manifest(run, prep, run / f"pred-{variant}", split=bench.split,

@@ -191,16 +191,53 @@ def detect(
              "is taken the same way.")] = None,
     accelerator: Annotated[str, typer.Option(
         help="auto (a GPU where torch sees one), cpu or gpu: where the networks run.")] = "auto",
+    score: Annotated[str | None, typer.Option(
+        help="residual (the network's, as the paper), normative (z-score against the run's "
+             "normative maps) or product (both).")] = None,
     keep_going: KeepGoing = False,
 ) -> None:
-    """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid."""
+    """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid. RUN is a run
+    directory or a bundled model (`brainuad models`)."""
     from brainuad.detect import detect_manifest
 
     folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
                              shard_spec=shard, residual=residual, fpr=fpr,
                              precision=precision, keep_going=keep_going,
-                             accelerator=accelerator)
+                             accelerator=accelerator, score=score)
     typer.echo(f"predictions: {folder}")
+
+
+@_command
+def calibrate(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `brainuad train`.")],
+    slices: Annotated[str | None, typer.Option(help="brain or paper.")] = None,
+    residual: Annotated[str | None, typer.Option(help="abs, positive or hyperintense.")] = None,
+    score: Annotated[str | None, typer.Option(help="residual, normative or product.")] = None,
+) -> None:
+    """Add thresholds for another scoring to a run, taken on its validation scans (the
+    training manifest's `val` split; `train` where it has none), in every precision. Detection
+    never makes thresholds: a scoring the run lacks is an error until this has run."""
+    from brainuad import rundir
+    from brainuad.training import calibrate as add
+
+    settings = rundir.read_config(run).detect.replaced(slices=slices, residual=residual,
+                                                       score=score)
+    info = add(run, settings=[settings], progress=progress("calibrate"))
+    typer.echo(f"{run}: thresholds for {len(info['scorings'])} scoring(s)")
+
+
+@_command
+def models() -> None:
+    """The models that ship inside brainuad, for `segment --model` and `detect`."""
+    from brainuad.bundled import DEFAULT, available
+
+    found = available()
+    if not found:
+        typer.echo("no bundled models in this installation")
+    for model in found:
+        default = " (default)" if model.name == DEFAULT else ""
+        typer.echo(f"{model.name}{default}  version {model.version}, {model.megabytes:.1f} MB: "
+                   f"{model.info.get('description', '')}")
 
 
 @_command

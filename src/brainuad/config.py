@@ -34,6 +34,7 @@ class ModelConfig:
     latent_dim: int = 512
     variational: bool = True
     adversarial: bool = True
+    skip: bool = False  # U-Net skips from every encoder level to the decoder (`denoising`)
     # AnoGAN's latent search at test time (Schlegl et al. 2017): Adam steps, step size, and the
     # weight of the discriminator-feature term against the residual term.
     search_steps: int = 100
@@ -52,6 +53,8 @@ class ModelConfig:
     def z_description(self) -> str:
         if self.name == "threshold":
             return "-"
+        if self.skip:
+            return "U-Net"
         if self.bottleneck == "dense":
             return str(self.latent_dim)
         side = self.bottleneck_side
@@ -91,6 +94,17 @@ class TrainConfig:
     w_rec: float = 1.0
     w_kl: float = 0.01
     w_adv: float = 0.01
+    # "l1" (the paper) or "l2" (the denoising autoencoder of Kascenas et al. 2022).
+    reconstruction: str = "l1"
+    # Lesion-tolerant training on unlabelled patient scans: the largest `trim` fraction of
+    # each batch's brain residuals is left out of the reconstruction loss (0: none).
+    trim: float = 0.0
+    # Denoising training (Kascenas et al. 2022): the input gets "coarse" noise, Gaussian of
+    # `noise_std` drawn on a `noise_resolution`^2 grid, upsampled, shifted at random and added
+    # inside the brain; the target is the clean slice. "none": plain autoencoding.
+    noise: str = "none"
+    noise_std: float = 0.2
+    noise_resolution: int = 16
     seed: int = 0
     precision: str = "32-true"  # Lightning precision; "bf16-mixed" on CPUs/GPUs that have it
     accelerator: str = "auto"
@@ -105,6 +119,12 @@ class TrainConfig:
                                 "cosine")
         if self.subjects not in ("healthy", "all"):
             raise BrainUADError(f"train.subjects {self.subjects!r}: choose healthy or all")
+        if self.reconstruction not in ("l1", "l2"):
+            raise BrainUADError(f"train.reconstruction {self.reconstruction!r}: choose l1 or l2")
+        if self.noise not in ("none", "coarse"):
+            raise BrainUADError(f"train.noise {self.noise!r}: choose none or coarse")
+        if not 0 <= self.trim < 1:
+            raise BrainUADError(f"train.trim {self.trim}: must be in [0, 1)")
 
     @property
     def health(self) -> str | None:
@@ -113,6 +133,9 @@ class TrainConfig:
 
 
 RESIDUALS = ("abs", "positive", "hyperintense")
+#: What is scored: the network's residual (the paper); the normative model's z-score
+#: (`normative.py`); or their product, the residual where the voxel is also unusually bright.
+SCORES = ("residual", "normative", "product")
 
 
 @dataclass
@@ -120,6 +143,11 @@ class DetectConfig:
     """Post-processing of the paper: 5x5x5 median, eroded brain mask, threshold, small parts."""
 
     median_size: int = 5
+    # "residual" (the paper), "normative" or "product" (see SCORES). The normative scores are
+    # computed, median filtered and thresholded on the scan's own voxels; the paper's residual
+    # is median filtered on the stack of network-sized slices, as before.
+    score: str = "residual"
+    normative_floor: float = 0.05  # lower bound of the normative spread, in [0, 1] units
     # "abs": |x - x_hat| as in the paper; "positive": max(x - x_hat, 0), only what is brighter
     # than the reconstruction (FLAIR lesions are hyperintense); "hyperintense": positive, and 0
     # where the input is below its `hyper_quantile` brain quantile (Baur et al. 2021's prior).
@@ -130,37 +158,37 @@ class DetectConfig:
     min_component: int = 6  # 3D components smaller than this many voxels are removed
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
-    # Training subjects the threshold is taken on (0: all; else that many, evenly spread): for
+    # Calibration subjects the threshold is taken on (0: all; else that many, evenly spread): for
     # AnoGAN, whose latent search makes every slice cost 100 passes through both networks.
     threshold_subjects: int = 0
-    # Reconstruction precision: "32", "bf16" (autocast), or "auto": bf16 where the CPU has it
-    # natively (2x faster at 256 px; Dice on MSLUB changed by 0.0003), else 32.
+    # Reconstruction precision: "32", "bf16" (autocast), or "auto": bf16 where the device has it
+    # natively (2x faster at 256 px on this CPU; Dice on MSLUB changed by 0.0003), else 32.
+    # Thresholds are calibrated for both, so either may run on any machine.
     precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "32", "bf16"):
             raise BrainUADError(f"detect.precision {self.precision!r}: choose auto, 32 or bf16")
+        if self.score not in SCORES:
+            raise BrainUADError(f"detect.score {self.score!r}: choose one of {', '.join(SCORES)}")
         if self.residual not in RESIDUALS:
             raise BrainUADError(f"detect.residual {self.residual!r}: choose one of "
                                 f"{', '.join(RESIDUALS)}")
         if not 0 < self.hyper_quantile < 1:
             raise BrainUADError(f"detect.hyper_quantile {self.hyper_quantile}: must be in (0, 1)")
 
-    @property
-    def resolved_precision(self) -> str:
-        if self.precision != "auto":
-            return self.precision
-        import torch
+    def replaced(self, **values: Any) -> DetectConfig:
+        """A copy with the values given (None: keep this one's), checked."""
+        return dataclasses.replace(self, **{k: v for k, v in values.items() if v is not None})
 
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32"
-
-    @property
-    def scoring_key(self) -> str:
-        """Everything that changes the score map: thresholds are kept per key."""
+    def scoring_key(self, precision: str) -> str:
+        """Everything that changes the score map, with the precision it is computed in (see
+        `Detector.precision`): thresholds are kept per key."""
         key = f"slices={self.slices},residual={self.residual},median={self.median_size}," \
               f"erosion_mm={self.erosion_mm}"
         key += f",q={self.hyper_quantile}" if self.residual == "hyperintense" else ""
-        precision = self.resolved_precision
+        if self.score != "residual":
+            key = f"score={self.score},floor={self.normative_floor}," + key
         return key + (f",precision={precision}" if precision != "32" else "")
 
 

@@ -18,11 +18,17 @@ def residual_map(images: np.ndarray, reconstructions: np.ndarray, masks: np.ndar
     `hyperintense`: positive, and zero where the input is below `hyper_floor` (the input's 0.9
     brain quantile in Baur et al. 2021: MS lesions on FLAIR are bright, so a residual on dark
     tissue is a reconstruction error, not a lesion)."""
-    residual = images - reconstructions
+    return shape_residual(images - reconstructions, images, masks, kind, hyper_floor)
+
+
+def shape_residual(difference: np.ndarray, images: np.ndarray, masks: np.ndarray,
+                   kind: str = "abs", hyper_floor: float | None = None) -> np.ndarray:
+    """`residual_map`'s `kind` applied to a signed `difference` (image minus what was
+    expected: a reconstruction, or a normative z-score), zero outside `masks`."""
     if kind == "abs":
-        residual = np.abs(residual)
+        residual = np.abs(difference)
     else:
-        residual = np.maximum(residual, 0)
+        residual = np.maximum(difference, 0)
     if kind == "hyperintense":
         if hyper_floor is None:
             raise ValueError("the hyperintense residual needs the input's brain quantile")

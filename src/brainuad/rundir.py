@@ -90,19 +90,14 @@ def read_threshold(run: Path) -> float:
     return float(read_threshold_info(run)["threshold"])
 
 
-def training_subjects(run: Path, health: str | None, why: str) -> list:
-    """The run's training subjects, from the manifest it was trained on (provenance.json), for
-    work that must happen on the training scans (`why`, e.g. a threshold)."""
-    from brainuad.manifest import read_manifest
-
-    recorded = read_provenance(run)
-    source = Path(recorded.get("manifest", ""))
+def training_manifest(run: Path, why: str) -> Path:
+    """The manifest a run was trained on (provenance.json), for work that needs its scans
+    (`why`, e.g. calibration)."""
+    source = Path(read_provenance(run).get("manifest", ""))
     if not source.is_file():
-        raise BrainUADError(f"{run}: {why} needs the training scans, but the training manifest "
-                            f"{source} is gone")
-    excluded = recorded.get("excluded_subjects", {})
-    return [s for s in read_manifest(source).select(split="train", health=health)
-            if s.subject not in excluded]
+        raise BrainUADError(f"{run}: {why} needs the scans the run was trained on, but its "
+                            f"manifest {source} is gone")
+    return source
 
 
 def read_provenance(run: Path) -> dict[str, Any]:
@@ -117,9 +112,10 @@ def file_checksum(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def provenance(manifest: Path, excluded: dict[str, str] | None = None) -> dict[str, Any]:
+def provenance(manifest: Path, excluded: dict[str, str] | None = None,
+               subjects: list[str] | None = None) -> dict[str, Any]:
     """What produced this run: versions, git commit (if any), the training manifest's checksum,
-    and the subjects left out of it under --keep-going (with why)."""
+    the subjects it trained on, and those left out under --keep-going (with why)."""
     import lightning
     import numpy
 
@@ -136,9 +132,11 @@ def provenance(manifest: Path, excluded: dict[str, str] | None = None) -> dict[s
         "python": platform.python_version(), "torch": torch.__version__,
         "lightning": lightning.__version__, "numpy": numpy.__version__,
         "manifest": str(Path(manifest).resolve()), "manifest_sha256": file_checksum(manifest),
-        "excluded_subjects": excluded or {},
+        "training_subjects": subjects or [], "excluded_subjects": excluded or {},
     }
 
 
-def write_provenance(run: Path, manifest: Path, excluded: dict[str, str] | None = None) -> None:
-    write_text(run / PROVENANCE, json.dumps(provenance(manifest, excluded), indent=2) + "\n")
+def write_provenance(run: Path, manifest: Path, excluded: dict[str, str] | None = None,
+                     subjects: list[str] | None = None) -> None:
+    write_text(run / PROVENANCE, json.dumps(provenance(manifest, excluded, subjects), indent=2)
+               + "\n")

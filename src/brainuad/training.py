@@ -20,9 +20,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from brainuad import rundir
-from brainuad.config import RunConfig, from_dict
-from brainuad.detect import healthy_threshold
+from brainuad import normative, rundir, thresholds
+from brainuad.config import DetectConfig, RunConfig, from_dict
+from brainuad.detector import Detector
 from brainuad.errors import BrainUADError, Failed, SubjectsFailed, attempt
 from brainuad.manifest import read_manifest
 from brainuad.models import losses
@@ -169,10 +169,11 @@ class UADModule(L.LightningModule):
         t = self.cfg.train
         optimisers = self.optimizers()
         opt_g = optimisers[0] if isinstance(optimisers, list) else optimisers
-        x_hat, mu, logvar, _ = self.model(x)
-        rec = losses.l1(x, x_hat)
+        x_in = coarse_noise(x, t.noise_std, t.noise_resolution) if t.noise == "coarse" else x
+        x_hat, mu, logvar, _ = self.model(x_in)
+        rec = losses.reconstruction(x, x_hat, t.reconstruction, t.trim)
         loss = t.w_rec * rec
-        logs = {"train/l1": rec}
+        logs = {f"train/{t.reconstruction}": rec}
         if logvar is not None:
             kl = losses.kl_normal(mu, logvar)
             loss = loss + t.w_kl * kl
@@ -200,6 +201,18 @@ class UADModule(L.LightningModule):
                  on_epoch=True, batch_size=len(x), sync_dist=True)
 
 
+def coarse_noise(x: torch.Tensor, std: float, resolution: int) -> torch.Tensor:
+    """x plus Gaussian noise drawn on a coarse `resolution`^2 grid, upsampled to the slice and
+    shifted by a random offset, inside the brain (x > 0) only: blobs of lesion size that the
+    denoising autoencoder learns to remove (Kascenas et al. 2022). `(B, 1, S, S)`."""
+    noise = torch.randn(len(x), 1, resolution, resolution, device=x.device) * std
+    noise = torch.nn.functional.interpolate(noise, size=x.shape[-2:], mode="bilinear",
+                                            align_corners=False)
+    shifts = [int(torch.randint(n, ())) for n in x.shape[-2:]]
+    noise = torch.roll(noise, shifts, dims=(-2, -1))
+    return x + noise * (x > 0)
+
+
 def _quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -212,7 +225,7 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
           progress: Callable | None = None, keep_going: bool = False) -> Path:
     """Train on the healthy `train` subjects (validating on healthy `val`; on all of them with
     `train.subjects: all`), keep the best weights by validation L1, and store them with the
-    config and the detection threshold in `run`.
+    config and the detection thresholds in `run` (`calibrate`: on the `val` scans).
 
     With `resume`, the run's own config is used (only `epochs` may be raised) and training goes on
     from `checkpoints/last.ckpt`. With `keep_going`, subjects whose scans fail to load are left
@@ -246,22 +259,23 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
     try:
         run.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run, cfg)
-        rundir.write_provenance(run, manifest_path, excluded=failures)
+        rundir.write_provenance(run, manifest_path, excluded=failures,
+                                subjects=[s.subject for s in train_subjects])
         if cfg.model.name == "threshold":
             model = build_model(cfg.model)
         else:
             model = _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume,
                          progress_bar)
         rundir.save_weights(run, model.state_dict())
-        info = healthy_threshold(model, train_subjects, cfg, progress)
-        rundir.write_threshold(run, info)
+        calibrate(run, manifest_path, model=model, progress=progress)
     except BrainUADError:
         # bad input found before anything was learnt: leave no half-made run behind
         if not resume and not (run / rundir.LAST).exists():
             if not existed:
                 shutil.rmtree(run, ignore_errors=True)
             else:  # a folder the user made: only what this run wrote
-                for name in (rundir.CONFIG, rundir.PROVENANCE, rundir.MODEL, rundir.THRESHOLD):
+                for name in (rundir.CONFIG, rundir.PROVENANCE, rundir.MODEL, rundir.THRESHOLD,
+                             normative.FILE):
                     (run / name).unlink(missing_ok=True)
         raise
     if failures:
@@ -372,8 +386,8 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
 
 def use_epoch(run: str | Path, epoch: int, progress: Callable | None = None) -> Path:
     """Make the checkpoint of `epoch` (0-based, as the progress bar and `samples/` count) the
-    run's model, and recompute its threshold on the training subjects: how an AnoGAN user picks
-    the epoch whose samples still look realistic (the paper took 82 of 150)."""
+    run's model, and calibrate its thresholds anew: how an AnoGAN user picks the epoch whose
+    samples still look realistic (the paper took 82 of 150)."""
     run = Path(run)
     cfg = rundir.read_config(run)
     path = run / rundir.CHECKPOINTS / f"epoch-{epoch:03d}.ckpt"
@@ -381,13 +395,54 @@ def use_epoch(run: str | Path, epoch: int, progress: Callable | None = None) -> 
         kept = sorted(p.stem for p in (run / rundir.CHECKPOINTS).glob("epoch-*.ckpt"))
         raise BrainUADError(f"{path}: no checkpoint of epoch {epoch} (kept: "
                             f"{', '.join(kept) or 'none; only AnoGAN keeps one per epoch'})")
-    subjects = rundir.training_subjects(run, cfg.train.health, "a new threshold")
+    manifest = rundir.training_manifest(run, "a new threshold")
     state = rundir.safe_torch_load(path)["state_dict"]
     model = build_model(cfg.model)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()
                            if k.startswith("model.")})
     model.eval()
-    info = healthy_threshold(model, subjects, cfg, progress)
     rundir.save_weights(run, model.state_dict())
+    info = calibrate(run, manifest, model=model, progress=progress)
     rundir.write_threshold(run, {**info, "epoch": epoch})
     return run
+
+
+def calibrate(run: str | Path, manifest_path: str | Path | None = None,
+              settings: list[DetectConfig] | None = None, model: torch.nn.Module | None = None,
+              progress: Callable | None = None) -> dict:
+    """Take a run's thresholds on its held-out scans (`thresholds.calibration_subjects` of the
+    manifest it was trained on) and write `threshold.json`: for the run's own scoring when
+    `model` (just trained) is given, else the run's saved model with `settings` added to the
+    scorings it has (other slices, residuals, scores), each in every precision detection may
+    use. A new run also gets its normative maps (`normative.py`, from its training scans). This
+    is the only place thresholds are made: detection only reads them."""
+    run = Path(run)
+    manifest_path = Path(manifest_path or rundir.training_manifest(run, "calibration"))
+    manifest = read_manifest(manifest_path)
+    cfg = rundir.read_config(run)
+    excluded = rundir.read_provenance(run).get("excluded_subjects", {})
+    if model is None:
+        detector = Detector.load(run, accelerator="cpu")
+        previous = detector.info
+    else:
+        detector, previous = Detector(cfg, model, folder=run), None
+    wanted = [cfg.detect, *(settings or [])] if previous is None else (settings or [])
+    needed = any(d.score != "residual" for d in wanted)
+    training = [s for s in manifest.select(split="train", health=cfg.train.health)
+                if s.subject not in excluded]
+    if detector.normative is None and (needed or (previous is None and len(training) > 1)):
+        detector.normative = normative.accumulate(training, cfg.train.modality,
+                                                  manifest_path).finish()
+        detector.normative.save(run)
+    split, subjects = thresholds.calibration_subjects(manifest, cfg.train.health, excluded,
+                                                      cfg.detect.threshold_subjects)
+    names = [s.subject for s in subjects]
+    histograms = detector.calibrate(subjects, wanted, progress, manifest_path,
+                                    skip=(previous or {}).get("scorings", {}))
+    if previous is None:
+        info = thresholds.new_info(histograms, split, names, cfg.detect.percentile,
+                                   detector.scoring_key(cfg.detect, "32"))
+    else:
+        info = thresholds.add_scorings(previous, histograms, names)
+    rundir.write_threshold(run, info)
+    return info

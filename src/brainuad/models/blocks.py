@@ -43,19 +43,41 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every level's output, finest first: what a U-Net decoder's skips take."""
+        out = []
+        for level in self.net:
+            x = level(x)
+            out.append(x)
+        return out
+
 
 class Decoder(nn.Module):
-    """(B, channels[-1], s, s) -> (B, 1, s * 2**L, s * 2**L) in [0, 1] (sigmoid output)."""
+    """(B, channels[-1], s, s) -> (B, 1, s * 2**L, s * 2**L) in [0, 1] (sigmoid output).
 
-    def __init__(self, channels: tuple[int, ...], out_channels: int = 1) -> None:
+    With `skip`, each level also takes the encoder's output of the same side (concatenated:
+    a U-Net, Ronneberger et al. 2015), so fine detail need not pass the bottleneck.
+    """
+
+    def __init__(self, channels: tuple[int, ...], out_channels: int = 1,
+                 skip: bool = False) -> None:
         super().__init__()
         widths = tuple(reversed(channels))
-        ups = [up(a, b) for a, b in zip(widths, (*widths[1:], widths[-1]), strict=True)]
+        inputs = [w * (2 if skip and i > 0 else 1) for i, w in enumerate(widths)]
+        self.skip, self.levels = skip, len(widths)
+        ups = [up(a, b) for a, b in zip(inputs, (*widths[1:], widths[-1]), strict=True)]
         self.net = nn.Sequential(*ups, nn.Conv2d(widths[-1], out_channels, 5, padding=2),
                                  nn.Sigmoid())
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h)
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`skips`: the encoder's `levels` (finest first), with `skip` only."""
+        if not self.skip:
+            return self.net(h)
+        for i, level in enumerate(self.net):
+            if 0 < i < self.levels:
+                h = torch.cat([h, skips[-1 - i]], dim=1)  # (B, 2C, s, s)
+            h = level(h)
+        return h
 
 
 def fuse_batchnorm(model: nn.Module) -> nn.Module:

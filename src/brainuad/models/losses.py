@@ -16,6 +16,22 @@ def l1(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).abs().mean()
 
 
+def reconstruction(x: torch.Tensor, x_hat: torch.Tensor, kind: str = "l1",
+                   trim: float = 0.0) -> torch.Tensor:
+    """Mean L1 or L2 error; with `trim`, the largest `trim` fraction of the errors inside the
+    brain (x > 0) is left out: on unlabelled patient scans those are where lesions are, and
+    learning to reconstruct them would teach the model to reconstruct lesions."""
+    error = (x - x_hat).abs() if kind == "l1" else (x - x_hat) ** 2
+    if trim <= 0:
+        return error.mean()
+    brain = x > 0
+    if not brain.any():
+        return error.mean()
+    cut = torch.quantile(error[brain].detach().float(), 1 - trim)
+    keep = ~brain | (error.detach() <= cut)
+    return (error * keep).sum() / keep.sum()
+
+
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)), mean over latent elements; 0 iff mu = 0, logvar = 0."""
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean()

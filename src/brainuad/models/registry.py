@@ -5,6 +5,8 @@ Names describe the paper's 256 px setting: `sae16` has four stride-2 levels (16 
 code of 64 whose test-time reconstruction is a latent search (`models/anogan.py`). `threshold` is
 the training-free FLAIR-intensity baseline: its "reconstruction" is zero, so its residual is the
 image itself and it goes through exactly the same detection path as the learned models.
+`denoising` (beyond the paper) is the denoising autoencoder of Kascenas et al. 2022: the shared
+levels as a U-Net, trained to remove coarse noise.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "svae": {**_SPATIAL, "variational": True, "adversarial": False},
     "anovaegan": {**_SPATIAL, "variational": True, "adversarial": True},
     "anogan": {**_DENSE, "latent_dim": 64, "variational": False, "adversarial": True},
+    "denoising": {**_SPATIAL, "variational": False, "adversarial": False, "skip": True},
     "threshold": {"variational": False, "adversarial": False},
 }
 
@@ -38,6 +41,8 @@ MODELS: dict[str, dict[str, Any]] = {
 OTHER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "anogan": {"train": {"epochs": 150, "lr": 2e-4, "lr_adversarial": 2e-4},
                "detect": {"threshold_subjects": 5}},
+    # Kascenas et al. 2022: a U-Net trained with L2 to remove coarse noise (16 x 16, sd 0.2).
+    "denoising": {"train": {"noise": "coarse", "reconstruction": "l2"}},
 }
 
 

@@ -1,0 +1,63 @@
+"""The voxel-wise normative model: per-voxel mean and spread over the training scans, and the
+z-score of a new scan against them."""
+
+import numpy as np
+import pytest
+
+from brainuad import rundir
+from brainuad.detect import detect_manifest
+from brainuad.errors import BrainUADError
+from brainuad.evaluate import evaluate
+from brainuad.normative import FILE, Accumulator, Normative
+from brainuad.training import calibrate, train
+from conftest import tiny_config
+
+
+def _volume(value, shape=(30, 30, 30)):
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    mask = np.zeros(shape, np.uint8)
+    mask[5:25, 5:25, 5:25] = 1
+    return value * mask.astype(np.float32), mask, affine
+
+
+def test_zscore_is_distance_from_the_training_mean_in_spreads(tmp_path):
+    accumulator = Accumulator()
+    for value in (0.4, 0.5, 0.6):
+        accumulator.add(*_volume(value))
+    model = accumulator.finish()
+    image, mask, affine = _volume(0.5)
+    image[14:17, 14:17, 14:17] = 0.9  # 4 spreads (0.1) above the mean
+    z = model.zscore(image, mask, affine, floor=0.01)
+    assert abs(z[15, 15, 15] - 4) < 0.6  # the maps are smoothed, so not exactly 4
+    assert np.abs(z[8:12, 8:12, 8:12]).max() < 0.2  # at the mean
+    assert z[0, 0, 0] == 0  # outside every training brain: no data, no score
+    model.save(tmp_path)
+    loaded = Normative.load(tmp_path)
+    np.testing.assert_allclose(loaded.zscore(image, mask, affine, 0.01), z, atol=0.02)  # float16
+    with pytest.raises(BrainUADError, match="at least two"):
+        Accumulator().finish()
+
+
+def test_accumulators_of_shards_merge_into_the_whole():
+    whole, parts = Accumulator(), [Accumulator(), Accumulator()]
+    for i, value in enumerate((0.3, 0.5, 0.8)):
+        whole.add(*_volume(value))
+        parts[i % 2].add(*_volume(value))
+    parts[0].merge(parts[1])
+    np.testing.assert_allclose(parts[0].sums, whole.sums)
+
+
+def test_normative_score_finds_the_toy_lesions(prepared, tmp_path):
+    cfg = tiny_config("threshold")
+    cfg.detect.median_size = 3  # a 5^3 median would erase the toy's 4^3 lesions
+    run = train(prepared, tmp_path / "thr", cfg, progress_bar=False)
+    assert (run / FILE).is_file()  # fitted with every new run that has training scans
+    with pytest.raises(BrainUADError, match="no threshold for the scoring"):
+        detect_manifest(run, prepared, tmp_path / "p", split="test", score="normative")
+    detect = rundir.read_config(run).detect.replaced(score="normative", residual="positive")
+    calibrate(run, settings=[detect])
+    pred = detect_manifest(run, prepared, tmp_path / "p", split="test", score="normative",
+                           residual="positive")
+    summary = evaluate(pred, prepared).summary
+    # (AUROC stays lower: the positive z-score is 0 on most normal voxels, ties count half)
+    assert summary["dice"]["mean"] > 0.6 and summary["lesion_recall"]["mean"] == 1
