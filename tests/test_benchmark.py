@@ -5,7 +5,7 @@ import yaml
 from typer.testing import CliRunner
 
 from brainuad.cli import app
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, tiny_config
 
 runner = CliRunner()
 
@@ -97,3 +97,56 @@ def test_synthetic_plus_real_training(tmp_path, cohort):
     assert synth_train and trained_on == real_train + synth_train
     tested = json.loads((out / "results.json").read_text())["benchmark"][0]["subjects"]
     assert tested == 2  # the real test subjects only: the lesioned synthetic one is left out
+
+
+def test_benchmark_retrains_a_run_whose_settings_changed(prepared, tmp_path):
+    """A `--quick` run left in the folder is not reported as the full one."""
+    from brainuad.benchmark import _train_or_reuse
+    from brainuad.config import RunConfig
+
+    run, said = tmp_path / "run", []
+    quick, full = tiny_config("threshold", epochs=1), tiny_config("threshold", epochs=2)
+    _train_or_reuse(prepared, run, quick, lambda desc: None, said.append)
+    first = (run / "config.yaml").stat().st_mtime_ns
+    _train_or_reuse(prepared, run, quick, lambda desc: None, said.append)
+    assert (run / "config.yaml").stat().st_mtime_ns == first and not said  # reused
+    _train_or_reuse(prepared, run, full, lambda desc: None, said.append)
+    assert "train.epochs" in said[0] and RunConfig  # retrained, and said why
+    from brainuad import rundir
+
+    assert rundir.read_config(run).train.epochs == 2
+    other = prepared.with_name("other.csv")
+    other.write_text(prepared.read_text())
+    _train_or_reuse(other, run, full, lambda desc: None, said.append)
+    assert "training manifest" in said[-1]
+
+
+@pytest.mark.slow  # a synthetic cohort, its validation set, two recipes: about 40 s
+def test_benchmark_recipes_on_a_labelled_validation_set(tmp_path):
+    config = tmp_path / "val.yaml"
+    config.write_text(yaml.safe_dump({
+        "synth": {"n_healthy": 5, "n_lesioned": 1, "seed": 2},
+        "validation": {"copies": 2, "synth": {"n_healthy": 1, "n_lesioned": 1, "seed": 9}},
+        "split": "val",
+        "models": [{"name": "intensity", "model": "threshold", "variants": ["brain"]},
+                   {"name": "normative", "model": "threshold", "variants": ["z"]}],
+        "run": {"model": TINY_MODEL},
+        "variants": {"brain": {}, "z": {"score": "normative", "residual": "positive"}}}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["benchmark", str(config), str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["benchmark"]
+    assert [(r["model"], r["variant"]) for r in rows] == [("intensity", "brain"),
+                                                           ("normative", "z")]
+    from brainuad.manifest import read_manifest
+
+    validation = read_manifest(out / "validation" / "manifest.csv")
+    assert {s.split for s in validation.subjects} == {"val"}
+    # 2 lesioned copies of the one real val scan, the synthetic lesioned and healthy subjects
+    assert len(validation.subjects) == 4 and all(s.label for s in validation.subjects)
+    for row in rows:
+        assert row["split"] == "val" and row["subjects"] == 3 and row["healthy_subjects"] == 1
+        assert 0 < row["dataset_best_dice"] <= 1 and row["healthy_flagged_ml_mean"] >= 0
+        detect = json.loads((out / "runs" / row["model"] / f"pred-val-{row['variant']}"
+                             / "detect.json").read_text())
+        assert "validation operating point" in detect["rule"]

@@ -172,3 +172,52 @@ def test_threshold_on_a_subset_of_calibration_subjects(prepared, tmp_path):
     everyone = [s.subject for s in read_manifest(many_val).select(split="val")]
     used = rundir.read_threshold_info(run)["subjects"]
     assert len(everyone) == 3 and used == [everyone[0], everyone[-1]]
+
+
+def test_operating_point_is_chosen_on_labelled_validation_scans(baseline, prepared, tmp_path):
+    from brainuad.training import choose_operating_point
+
+    labelled = prepared.with_name("labelled.csv")
+    labelled.write_text(prepared.read_text().replace(",test,", ",val,"))
+    with pytest.raises(BrainUADError, match="never chosen on the test split"):
+        choose_operating_point(baseline, prepared, split="test")
+    trained = prepared.with_name("trained.csv")
+    trained.write_text(prepared.read_text().replace(",train,", ",val,"))
+    with pytest.raises(BrainUADError, match="trained .*scans the model has not seen"):
+        choose_operating_point(baseline, trained)
+    info = choose_operating_point(baseline, labelled)
+    key = DetectConfig().scoring_key("32")
+    point = info["operating_points"][key]
+    pred = detect_manifest(baseline, labelled, tmp_path / "p", split="val")
+    written = json.loads((pred / "detect.json").read_text())
+    assert written["threshold"] == point["threshold"] and "validation" in written["rule"]
+    # the chosen threshold is the best one over the pooled voxels (to one histogram bin)
+    scores, truths = [], []
+    detector = Detector.load(baseline, "cpu")
+    for subject in read_manifest(labelled).select(split="val"):
+        if subject.label is None:
+            continue
+        data = load_subject_slices(subject, "flair", 32)
+        result = detector.score(data, detector.cfg.detect)
+        truth = nib_data(subject.label)
+        scores.append(result.score[result.scored])
+        truths.append(truth[result.scored] > 0)
+    s, t = np.concatenate(scores), np.concatenate(truths)
+
+    def dice(threshold):
+        flagged = s > threshold
+        return 2 * (flagged & t).sum() / (flagged.sum() + t.sum())
+
+    best = max(dice(v) for v in np.unique(s))
+    assert point["dice"] == pytest.approx(best, abs=0.02)
+    assert dice(point["threshold"]) == pytest.approx(best, abs=0.02)
+    # the label-free percentile is still one option away
+    pred = detect_manifest(baseline, labelled, tmp_path / "p2", split="val", fpr=0.02)
+    assert json.loads((pred / "detect.json").read_text())["threshold"] == pytest.approx(
+        rundir.read_threshold(baseline))
+
+
+def nib_data(path):
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).dataobj)

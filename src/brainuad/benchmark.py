@@ -3,16 +3,27 @@
 The file names a manifest (relative to itself), a synthetic cohort to make (`synth`), or both
 (synthetic plus real training: the healthy synthetic subjects join the training set), the
 models, the run settings they share and the detection variants to evaluate each model with
-(slice mode, residual). The benchmark preprocesses the cohort, trains every model (a run
-directory that already finished is reused, one cut off is resumed), detects and evaluates every
-(model, variant) on the test split, and writes `results.md`, `results.csv`, `subjects.csv`,
-`results.json` and, per variant, a combined Fig. 5 and Fig. 6.
+(slice mode, residual, score). The benchmark preprocesses the cohort, trains every model (a
+finished run directory is reused when its settings are the ones asked for, retrained when they
+changed; one cut off is resumed), detects and evaluates every (model, variant) on the `split`,
+and writes `results.md`, `results.csv`, `subjects.csv`, `results.json` and, per variant, a
+combined Fig. 5 and Fig. 6.
 
     manifest: cohort.csv
     preprocess: {register: auto}
     models: [anovaegan, svae, threshold]
     run: {model: {image_size: 128}, train: {epochs: 20}}
     variants: {brain: {slices: brain}, paper: {slices: paper}}
+
+A model entry may also be a recipe: `{name: dae100, model: denoising, run: {...}, variants:
+[brain]}` (its own run settings over the shared ones, a subset of the variants).
+
+With `validation: {copies: 2, synth: {...}}` the benchmark makes a labelled validation set (the
+manifest's `val` scans with synthetic lesions drawn in, `copies` each, plus a synthetic cohort
+whose lesioned and healthy subjects all go to validation) and every (model, variant) takes its
+operating point there (`training.choose_operating_point`). `split: val` then scores that
+validation set (to choose recipes), `split: test` the manifest's test subjects (once, for the
+finalists).
 """
 
 from __future__ import annotations
@@ -32,60 +43,118 @@ from brainuad.detect import detect_manifest
 from brainuad.errors import BrainUADError
 from brainuad.evaluate import evaluate
 from brainuad.io import write_text
-from brainuad.manifest import write_manifest
+from brainuad.manifest import Manifest, Subject, write_manifest
 from brainuad.models.registry import model_defaults, name_defaults
 from brainuad.preprocess import PreprocessConfig, preprocess_manifest
-from brainuad.synth import SynthConfig, synth_cohort
-from brainuad.training import calibrate, train
+from brainuad.synth import SynthConfig, lesioned_copies, synth_cohort
+from brainuad.training import calibrate, choose_operating_point, train
 
 #: Settings of `--quick`: a smoke check of the whole path in minutes.
 QUICK = {"model": {"image_size": 64}, "train": {"epochs": 2}}
 VARIANT_KEYS = ("slices", "residual", "score", "precision")
+RECIPE_KEYS = ("name", "model", "run", "variants")
+
+
+@dataclass
+class Recipe:
+    """One row group of the table: a model name of the registry, trained with the shared run
+    settings and its own on top, evaluated with some (default: all) of the variants."""
+
+    name: str
+    model: str
+    run: dict[str, Any] = field(default_factory=dict)
+    variants: list[str] | None = None
 
 
 @dataclass
 class BenchmarkConfig:
     manifest: Path | None  # None: the cohort is synthesised (`synth`)
-    models: list[str]
+    recipes: list[Recipe]
     run: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=lambda: {"brain": {}})
     preprocess: dict[str, Any] = field(default_factory=dict)
     split: str = "test"
     synth: dict[str, Any] | None = None  # SynthConfig values
+    validation: dict[str, Any] | None = None  # {copies: n, synth: SynthConfig values}
+
+    @property
+    def models(self) -> list[str]:
+        return [r.name for r in self.recipes]
+
+
+def _recipe(entry: Any, path: Path, variants: dict) -> Recipe:
+    if isinstance(entry, str):
+        model_defaults(entry)
+        return Recipe(entry, entry)
+    if not isinstance(entry, dict) or set(entry) - set(RECIPE_KEYS) or "model" not in entry:
+        raise BrainUADError(f"{path}: a model entry is a name or a mapping with `model` and "
+                            f"optional {', '.join(k for k in RECIPE_KEYS if k != 'model')}; "
+                            f"got {entry!r}")
+    model_defaults(entry["model"])
+    unknown = sorted(set(entry.get("variants") or []) - set(variants))
+    if unknown:
+        raise BrainUADError(f"{path}: recipe {entry.get('name')!r}: unknown variant(s) "
+                            f"{', '.join(unknown)}")
+    return Recipe(str(entry.get("name", entry["model"])), entry["model"], entry.get("run") or {},
+                  entry.get("variants"))
+
+
+def _synth_values(values: Any, path: Path, what: str) -> dict[str, Any]:
+    fields = set(SynthConfig.__dataclass_fields__)
+    if not isinstance(values, dict) or set(values) - fields:
+        raise BrainUADError(f"{path}: `{what}` takes {', '.join(sorted(fields))}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def read_benchmark(path: str | Path) -> BenchmarkConfig:
     path = Path(path)
     data = load_yaml(path)
-    known = {"manifest", "synth", "models", "run", "variants", "preprocess", "split"}
+    known = {"manifest", "synth", "models", "run", "variants", "preprocess", "split",
+             "validation"}
     unknown = sorted(set(data) - known)
     if unknown or not ("manifest" in data or "synth" in data) or not data.get("models"):
         raise BrainUADError(f"{path}: a benchmark needs `models` and a `manifest`, a `synth` "
                             f"cohort or both; unknown key(s): {', '.join(unknown) or 'none'}")
-    for name in data["models"]:
-        model_defaults(name)
     variants = data.get("variants") or {"brain": {}}
     for name, variant in variants.items():
         bad = sorted(set(variant or {}) - set(VARIANT_KEYS))
         if bad:
             raise BrainUADError(f"{path}: variant {name!r}: unknown key(s) {', '.join(bad)}; "
                                 f"known: {', '.join(VARIANT_KEYS)}")
-    synth = data.get("synth")
-    if synth is not None:
-        fields = set(SynthConfig.__dataclass_fields__)
-        if not isinstance(synth, dict) or set(synth) - fields:
-            raise BrainUADError(f"{path}: `synth` takes {', '.join(sorted(fields))}")
+    recipes = [_recipe(entry, path, variants) for entry in data["models"]]
+    names = [r.name for r in recipes]
+    if len(set(names)) != len(names):
+        raise BrainUADError(f"{path}: recipe names must differ ({', '.join(names)})")
+    synth = _synth_values(data["synth"], path, "synth") if "synth" in data else None
+    validation = data.get("validation")
+    if validation is not None:
+        if not isinstance(validation, dict) or set(validation) - {"copies", "synth"}:
+            raise BrainUADError(f"{path}: `validation` takes copies and synth")
+        validation = {"copies": int(validation.get("copies", 2)),
+                      "synth": _synth_values(validation["synth"], path, "validation: synth")
+                      if validation.get("synth") else None}
+    split = data.get("split", "test")
+    if split == "val" and validation is None:
+        raise BrainUADError(f"{path}: `split: val` scores the labelled validation set; add a "
+                            "`validation` section")
     manifest = Path(data["manifest"]) if "manifest" in data else None
     if manifest is not None and not manifest.is_absolute():
         manifest = path.parent / manifest
-    return BenchmarkConfig(manifest, list(data["models"]), data.get("run") or {},
+    return BenchmarkConfig(manifest, recipes, data.get("run") or {},
                            {k: v or {} for k, v in variants.items()},
-                           data.get("preprocess") or {}, data.get("split", "test"),
-                           synth)
+                           data.get("preprocess") or {}, split, synth, validation)
 
 
-def _train_or_reuse(prep: Path, run: Path, cfg, progress: Callable) -> None:
-    """Train into `run`, reuse it when finished, resume it when cut off after a checkpoint."""
+def _train_or_reuse(prep: Path, run: Path, cfg, progress: Callable,
+                    say: Callable[[str], None]) -> None:
+    """Train into `run`; reuse it when finished with these settings on this manifest, train it
+    anew when either changed (a `--quick` run is never reported as the full one), resume it
+    when cut off after a checkpoint."""
+    if run.exists() and (run / rundir.CONFIG).is_file():
+        stale = _stale(run, cfg, prep)
+        if stale:
+            say(f"{run}: trained with other settings ({stale}): training it again")
+            shutil.rmtree(run)
     if (run / rundir.THRESHOLD).is_file():
         return
     if (run / rundir.LAST).is_file():
@@ -96,6 +165,48 @@ def _train_or_reuse(prep: Path, run: Path, cfg, progress: Callable) -> None:
     train(prep, run, cfg, progress=progress("threshold"))
 
 
+def _stale(run: Path, cfg, manifest: Path) -> str:
+    """What differs between a run directory and the run asked for ('' if nothing): its
+    settings, or the manifest it was trained on (path or content)."""
+    old = rundir.read_config(run).to_dict()
+    new = cfg.to_dict()
+    changed = [f"{section}.{key}" for section in new if isinstance(new[section], dict)
+               for key in new[section] if old.get(section, {}).get(key) != new[section][key]]
+    recorded = rundir.read_provenance(run)
+    if recorded.get("manifest") != str(Path(manifest).resolve()) or recorded.get(
+            "manifest_sha256") != rundir.file_checksum(manifest):
+        changed.append("training manifest")
+    return ", ".join(changed)
+
+
+def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
+                    preprocess: PreprocessConfig, workers: int, say: Callable,
+                    progress: Callable) -> Path:
+    """The labelled validation set: lesioned copies of the manifest's `val` scans, and the
+    subjects of a synthetic cohort, every one in split `val`; its manifest."""
+    folder = out / "validation"
+    say(f"validation set -> {folder}")
+    subjects: list[Subject] = []
+    if prep.select(split="val"):
+        subjects += lesioned_copies(prep.path, folder / "real", "val",
+                                    bench.validation["copies"], progress=progress("synth")
+                                    ).subjects
+    if bench.validation["synth"]:
+        cohort = folder / "synth" / "manifest.csv"
+        cohort = cohort if cohort.is_file() else synth_cohort(
+            folder / "synth", SynthConfig(**bench.validation["synth"]), workers=workers,
+            progress=progress("synth")).path
+        made = preprocess_manifest(cohort, folder / "synth-prep", preprocess, workers=workers,
+                                   progress=progress("preprocess"))
+        for subject in made.subjects:  # named apart from any synthetic training subject
+            subject.subject, subject.split = f"val-{subject.subject}", "val"
+        subjects += made.subjects
+    if not subjects:
+        raise BrainUADError(f"{bench.manifest}: the validation set is empty: the manifest has "
+                            "no `val` scans and `validation` no `synth` cohort")
+    return write_manifest(folder / "manifest.csv", subjects).path
+
+
 def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | None = None,
                   quick: bool = False, epochs: int | None = None, workers: int = 1,
                   say: Callable[[str], None] = print,
@@ -103,51 +214,65 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
     bench = read_benchmark(config_path)
     out = Path(out)
     progress = progress or (lambda desc: None)
-    chosen = models or bench.models
+    unknown = sorted(set(models or []) - set(bench.models))
+    if unknown:
+        raise BrainUADError(f"{config_path}: no model(s) {', '.join(unknown)} "
+                            f"(the file has {', '.join(bench.models)})")
+    chosen = [r for r in bench.recipes if models is None or r.name in models]
     shared = merge(bench.run, QUICK) if quick else bench.run
-    if epochs is not None:
-        shared = merge(shared, {"train": {"epochs": epochs}})
     preprocess = PreprocessConfig(**bench.preprocess)
     synthetic = None
     if bench.synth is not None:
-        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in bench.synth.items()}
         say(f"synth -> {out / 'cohort'}")
         cohort = out / "cohort" / "manifest.csv"
         cohort = cohort if cohort.is_file() else synth_cohort(
-            out / "cohort", SynthConfig(**settings), workers=workers,
+            out / "cohort", SynthConfig(**bench.synth), workers=workers,
             progress=progress("synth")).path
         folder = out / ("prep" if bench.manifest is None else "prep-synth")
         synthetic = preprocess_manifest(cohort, folder, preprocess, workers=workers,
                                         progress=progress("preprocess"))
-        prep = synthetic.path
+        prepared = synthetic
     if bench.manifest is not None:
         say(f"preprocess {bench.manifest} -> {out / 'prep'}")
-        real = preprocess_manifest(bench.manifest, out / "prep", preprocess, workers=workers,
-                                   progress=progress("preprocess"))
-        prep = real.path
-        if synthetic is not None:  # synthetic plus real: the healthy synthetic subjects train too
-            extra = [s for s in synthetic.subjects if s.health == "healthy" and s.split != "test"]
-            prep = write_manifest(out / "prep-combined.csv", real.subjects + extra).path
+        prepared = preprocess_manifest(bench.manifest, out / "prep", preprocess,
+                                       workers=workers, progress=progress("preprocess"))
+    prep = prepared.path
+    if synthetic is not None and bench.manifest is not None:
+        # synthetic plus real: the healthy synthetic subjects train too
+        extra = [s for s in synthetic.subjects if s.health == "healthy" and s.split != "test"]
+        prep = write_manifest(out / "prep-combined.csv", prepared.subjects + extra).path
+    validation = (_validation_set(bench, prepared, out, preprocess, workers, say, progress)
+                  if bench.validation is not None else None)
+    scored = validation if bench.split == "val" else prep
     rows, per_subject, examples, histograms, thresholds = [], [], {}, {}, {}
-    for name in chosen:
-        cfg = from_dict(merge(name_defaults(name), shared), f"{config_path} [{name}]")
-        run = out / "runs" / name
-        say(f"train {name} -> {run}")
-        _train_or_reuse(prep, run, cfg, progress)
-        calibrate(run, prep, progress=progress("calibrate"),  # each variant's scoring, once
-                  settings=[cfg.detect.replaced(**{k: v for k, v in variant.items()
-                                                   if k != "precision"})
-                            for variant in bench.variants.values()])
-        for variant, settings in bench.variants.items():
-            say(f"detect and evaluate {name} ({variant})")
-            pred = detect_manifest(run, prep, run / f"pred-{variant}", split=bench.split,
-                                   progress=progress("detect"), **settings)
-            result = evaluate(pred, prep, run / f"eval-{variant}", progress=progress("evaluate"))
-            rows.append({"model": name, "variant": variant, **result.summary})
-            per_subject += [{"model": name, "variant": variant, **r} for r in result.rows]
-            examples.setdefault(variant, {})[name] = result.examples
-            histograms.setdefault(variant, {})[name] = result.histogram
-            thresholds.setdefault(variant, {})[name] = result.summary.get("threshold")
+    for recipe in chosen:
+        values = merge(merge(name_defaults(recipe.model), shared), recipe.run)
+        if epochs is not None:
+            values = merge(values, {"train": {"epochs": epochs}})
+        cfg = from_dict(values, f"{config_path} [{recipe.name}]")
+        run = out / "runs" / recipe.name
+        say(f"train {recipe.name} -> {run}")
+        _train_or_reuse(prep, run, cfg, progress, say)
+        variants = {k: v for k, v in bench.variants.items()
+                    if recipe.variants is None or k in recipe.variants}
+        settings = [cfg.detect.replaced(**{k: v for k, v in variant.items() if k != "precision"})
+                    for variant in variants.values()]
+        calibrate(run, prep, settings=settings, progress=progress("calibrate"))
+        if validation is not None:
+            choose_operating_point(run, validation, settings, progress=progress("choose"))
+        for variant, detect in variants.items():
+            say(f"detect and evaluate {recipe.name} ({variant})")
+            pred = detect_manifest(run, scored, run / f"pred-{bench.split}-{variant}",
+                                   split=bench.split, progress=progress("detect"), **detect)
+            result = evaluate(pred, scored, run / f"eval-{bench.split}-{variant}",
+                              progress=progress("evaluate"), split=bench.split)
+            rows.append({**result.summary, "model": recipe.name, "variant": variant,
+                         "architecture": result.summary.get("model")})
+            per_subject += [{"model": recipe.name, "variant": variant, **r}
+                            for r in result.rows]
+            examples.setdefault(variant, {})[recipe.name] = result.examples
+            histograms.setdefault(variant, {})[recipe.name] = result.histogram
+            thresholds.setdefault(variant, {})[recipe.name] = result.summary.get("threshold")
     for variant in examples:
         report.figure_examples(examples[variant], out / f"fig5_{variant}.png")
         report.figure_histograms(histograms[variant], out / f"fig6_{variant}.png",
@@ -167,8 +292,8 @@ def write_results(rows: list[dict], per_subject: list[dict], out: Path) -> None:
     for row in rows:
         entry = {}
         for key, value in row.items():
-            if isinstance(value, dict) and {"mean", "sd"} <= set(value):
-                entry[f"{key}_mean"], entry[f"{key}_sd"] = value["mean"], value["sd"]
+            if isinstance(value, dict):  # {"mean": m, "sd": s} -> key_mean, key_sd
+                entry |= {f"{key}_{part}": v for part, v in value.items()}
             else:
                 entry[key] = value
         flat.append(entry)

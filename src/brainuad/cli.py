@@ -76,13 +76,23 @@ def synth(
     size: Annotated[int, typer.Option(help="Voxel size in mm: 1 (MNI 1 mm) or 2 (quick).")] = 2,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
     workers: Annotated[int, typer.Option(help="Parallel processes.")] = 1,
+    source: Annotated[Path | None, typer.Option(
+        "--from", help="Instead: draw lesions into the real scans of this preprocessed "
+                       "manifest (a labelled validation set).")] = None,
+    split: Annotated[str, typer.Option(help="With --from: the subjects of this split.")] = "val",
+    copies: Annotated[int, typer.Option(
+        help="With --from: lesioned copies per scan (loads alternate: default, heavy).")] = 2,
 ) -> None:
-    """Generate a synthetic cohort (healthy + lesioned, exact lesion masks) from MNI152 maps."""
-    from brainuad.synth import SynthConfig, synth_cohort
+    """Generate a synthetic cohort (healthy + lesioned, exact lesion masks) from MNI152 maps,
+    or (--from) real preprocessed scans with synthetic lesions drawn in."""
+    from brainuad.synth import SynthConfig, lesioned_copies, synth_cohort
 
-    cfg = SynthConfig(n_healthy=n_healthy, n_lesioned=n_lesioned, contrast=contrast,
-                      resolution=size, seed=seed)
-    manifest = synth_cohort(out, cfg, workers=workers, progress=progress("synth"))
+    if source is not None:
+        manifest = lesioned_copies(source, out, split, copies, seed, progress("synth"))
+    else:
+        cfg = SynthConfig(n_healthy=n_healthy, n_lesioned=n_lesioned, contrast=contrast,
+                          resolution=size, seed=seed)
+        manifest = synth_cohort(out, cfg, workers=workers, progress=progress("synth"))
     typer.echo(f"wrote {len(manifest.subjects)} subjects: {manifest.path}")
 
 
@@ -213,17 +223,28 @@ def calibrate(
     slices: Annotated[str | None, typer.Option(help="brain or paper.")] = None,
     residual: Annotated[str | None, typer.Option(help="abs, positive or hyperintense.")] = None,
     score: Annotated[str | None, typer.Option(help="residual, normative or product.")] = None,
+    labelled: Annotated[Path | None, typer.Option(
+        help="Also choose the operating point: the threshold with the best Dice over this "
+             "labelled validation manifest (its val split; e.g. `brainuad synth --from`).")]
+    = None,
 ) -> None:
     """Add thresholds for another scoring to a run, taken on its validation scans (the
-    training manifest's `val` split; `train` where it has none), in every precision. Detection
-    never makes thresholds: a scoring the run lacks is an error until this has run."""
+    training manifest's `val` split; `train` where it has none), in every precision; with
+    --labelled, its validation operating point too. Detection never makes thresholds: a
+    scoring the run lacks is an error until this has run."""
     from brainuad import rundir
     from brainuad.training import calibrate as add
+    from brainuad.training import choose_operating_point
 
     settings = rundir.read_config(run).detect.replaced(slices=slices, residual=residual,
                                                        score=score)
     info = add(run, settings=[settings], progress=progress("calibrate"))
     typer.echo(f"{run}: thresholds for {len(info['scorings'])} scoring(s)")
+    if labelled is not None:
+        info = choose_operating_point(run, labelled, [settings], progress=progress("choose"))
+        for key, point in info["operating_points"].items():
+            typer.echo(f"operating point {key}: threshold {point['threshold']:.4g}, "
+                       f"Dice {point['dice']:.3f} on {len(point['subjects'])} scans")
 
 
 @_command
@@ -246,16 +267,19 @@ def evaluate(
     manifest: Annotated[Path, typer.Argument(help="Manifest with lesion labels.")],
     out: Annotated[Path | None, typer.Option(help="Output folder (default PRED/../eval).")]
     = None,
+    split: Annotated[str, typer.Option(
+        help="Score the subjects of this split (test, val, train) or all.")] = "test",
     keep_going: KeepGoing = False,
 ) -> None:
-    """Dice, AUROC, AUPRC, best Dice, lesion-wise rates per subject; summary and figures."""
+    """Dice, AUROC, AUPRC, best Dice (per subject and over all of them), lesion-wise rates per
+    subject; summary and figures. Subjects the model was trained on are left out."""
     from brainuad.evaluate import evaluate as evaluate_run
     from brainuad.report import results_table
 
     if (pred / "pred").is_dir() and not (pred / "detect.json").exists():
         pred = pred / "pred"
     result = evaluate_run(pred, manifest, out, progress=progress("evaluate"),
-                          keep_going=keep_going)
+                          keep_going=keep_going, split=None if split == "all" else split)
     for warning in result.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(results_table({result.summary.get("model") or "model": result.summary}))

@@ -60,8 +60,9 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     and every rerun, so shards sharing `out` and killed runs lose nothing).
 
     `run` is a run directory or a bundled model's name (then `out` is required). The mask's
-    threshold is the model's percentile (98th) of its calibration scores, or the one flagging a
-    fraction `fpr` of them; a scoring (`slices`, `residual`, `score`, `precision`) the model
+    threshold is the one flagging a fraction `fpr` of the model's calibration scores, else its
+    validation operating point (`choose_operating_point`), else its percentile (98th) of them; a
+    scoring (`slices`, `residual`, `score`, `precision`) the model
     was not calibrated for is a clear error (`brainuad calibrate` adds one): detection never
     needs the training scans and never writes into the model's folder. Subjects whose outputs
     already exist are skipped (outputs are written atomically, mask last). With `keep_going`, a
@@ -98,7 +99,7 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
         "modality": cfg.train.modality, "slices": detect.slices,
         "residual": detect.residual, "score": detect.score,
         "min_component": detect.min_component,
-        "rule": f"fpr {fpr}" if fpr is not None else f"percentile {detect.percentile}",
+        "rule": detector.rule(detect, fpr),
         "fpr_thresholds": {str(f): quantiles.at_fpr(f) for f in REPORTED_FPRS},
     }
     if not previous:

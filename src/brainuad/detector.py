@@ -21,6 +21,7 @@ from torch import nn
 from brainuad import rundir, thresholds
 from brainuad.config import DetectConfig, RunConfig
 from brainuad.errors import BrainUADError
+from brainuad.io import load_binary
 from brainuad.models.blocks import fuse_batchnorm
 from brainuad.models.registry import build_model
 from brainuad.normative import FILE, Normative
@@ -148,13 +149,29 @@ class Detector:
             raise BrainUADError(f"{self.where}: not calibrated (no threshold.json)")
         return thresholds.quantiles(self.info, self.scoring_key(detect), self.where)
 
+    def operating_point(self, detect: DetectConfig) -> dict | None:
+        """The threshold chosen for this scoring on a labelled validation set, if any."""
+        return (self.info or {}).get("operating_points", {}).get(self.scoring_key(detect))
+
     def threshold(self, detect: DetectConfig, fpr: float | None = None) -> float:
-        """The mask's threshold: the one flagging `fpr` of the calibration scans' voxels, else
-        the model's percentile (98th: 2 %) of them."""
+        """The mask's threshold: the one flagging `fpr` of the calibration scans' voxels; else
+        the model's validation operating point for this scoring, where it has one; else its
+        percentile (98th: 2 %) of the calibration scans' scores."""
         quantiles = self.quantiles(detect)
         if fpr is not None:
             return quantiles.at_fpr(fpr)
+        point = self.operating_point(detect)
+        if point is not None:
+            return float(point["threshold"])
         return quantiles.at_percentile(detect.percentile)
+
+    def rule(self, detect: DetectConfig, fpr: float | None = None) -> str:
+        """How `threshold` chose, in words."""
+        if fpr is not None:
+            return f"fpr {fpr}"
+        if self.operating_point(detect) is not None:
+            return "validation operating point (best Dice on labelled validation scans)"
+        return f"percentile {detect.percentile}"
 
     def score(self, data: SubjectSlices, detect: DetectConfig,
               clock: Stopwatch | None = None) -> Scored:
@@ -216,22 +233,23 @@ class Detector:
     def segment(self, scored: Scored, threshold: float, detect: DetectConfig) -> np.ndarray:
         return segment(scored.score, threshold, detect.min_component)
 
-    def calibrate(self, subjects: list, settings: list[DetectConfig],
-                  progress: Callable | None = None, manifest: Path | None = None,
-                  shard: tuple[int, int] = (0, 1),
-                  skip: Collection[str] = ()) -> dict[str, thresholds.ScoreHistogram]:
-        """Histograms of the scores of `subjects` under every scoring of `settings`, in every
-        precision it may run in, keyed by scoring (each subject read once), but for the keys
-        in `skip`. With `shard` (rank, world), only every world-th subject from the rank-th: the
-        histograms of all shards add up to the whole."""
+    def histograms(self, subjects: list, settings: list[DetectConfig],
+                   progress: Callable | None = None, manifest: Path | None = None,
+                   shard: tuple[int, int] = (0, 1), skip: Collection[str] = (),
+                   labelled: bool = False) -> dict[str, list[thresholds.ScoreHistogram]]:
+        """Histograms of the scored voxels of `subjects` under every scoring of `settings`, in
+        every precision it may run in, keyed by scoring (each subject read once), but for the
+        keys in `skip`: `[all voxels]`, or with `labelled` `[normal, lesion]` voxels by each
+        subject's label. With `shard` (rank, world), only every world-th subject from the
+        rank-th: the histograms of all shards add up to the whole."""
         runs = {}
         for detect in settings:
             for precision in (PRECISIONS if self.has_network else ("32",)):
                 key = self.scoring_key(detect, precision)
                 if key not in skip:
                     runs[key] = (detect, precision)
-        histograms = {key: thresholds.ScoreHistogram(*SCORE_RANGES[detect.score])
-                      for key, (detect, _) in runs.items()}
+        histograms = {key: [thresholds.ScoreHistogram(*SCORE_RANGES[detect.score])
+                            for _ in range(1 + labelled)] for key, (detect, _) in runs.items()}
         slice_modes = sorted({detect.slices for detect, _ in runs.values()})
         mine = subjects[shard[0]::shard[1]]
         progress = progress or (lambda iterable, total: iterable)
@@ -239,10 +257,14 @@ class Detector:
             for mode in slice_modes:
                 data = load_subject_slices(subject, self.cfg.train.modality,
                                            self.cfg.model.image_size, mode, manifest)
+                lesion = (load_binary(subject.label, data.volume, "label").data > 0
+                          if labelled else np.zeros(data.volume.shape, bool))
                 for key, (detect, precision) in runs.items():
                     if detect.slices == mode:
                         result = self.score(data, detect.replaced(precision=precision))
-                        histograms[key].add(result.score[result.scored])
+                        histograms[key][0].add(result.score[result.scored & ~lesion])
+                        if labelled:
+                            histograms[key][1].add(result.score[result.scored & lesion])
         return histograms
 
 

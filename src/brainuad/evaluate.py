@@ -12,8 +12,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainuad import report, rundir
+from brainuad import report, rundir, thresholds
 from brainuad.detect import read_timing
+from brainuad.detector import SCORE_RANGES
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io import load_binary, load_image, write_text
 from brainuad.manifest import Subject, read_manifest
@@ -34,6 +35,8 @@ class Evaluation:
     normal_scores: list[np.ndarray] = field(default_factory=list)
     lesion_scores: list[np.ndarray] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: scores of every lesion and normal voxel of every subject (for the dataset-level Dice)
+    pooled: tuple[thresholds.ScoreHistogram, ...] = ()
 
     @property
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
@@ -60,33 +63,44 @@ def summarise(rows: list[dict], seconds_per_slice: float | None) -> dict:
 
 def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None = None,
              figure_subjects: int = 4, progress: Callable | None = None,
-             keep_going: bool = False) -> Evaluation:
-    """Metrics for every manifest subject that has a lesion label and a prediction in `pred`;
-    writes `subjects.csv`, `summary.json`, `fig5_examples.png`, `fig6_histogram.png` to `out`
-    (default: `pred/../eval`). With `keep_going`, a subject whose files fail is left out of the
-    summary and named in `SubjectsFailed` at the end."""
+             keep_going: bool = False, split: str | None = "test") -> Evaluation:
+    """Metrics for every manifest subject of `split` (None: every split) that has a lesion
+    label and a prediction in `pred`, but those the detecting model was trained on (left out
+    with a warning: they never enter a test figure); writes `subjects.csv`, `summary.json`,
+    `fig5_examples.png`, `fig6_histogram.png` to `out` (default: `pred/../eval`). With
+    `keep_going`, a subject whose files fail is left out of the summary and named in
+    `SubjectsFailed` at the end."""
     pred = Path(pred)
     manifest = read_manifest(manifest_path)
     out = Path(out) if out is not None else pred.parent / "eval"
-    subjects = [s for s in manifest.subjects
-                if s.label is not None and (pred / s.subject / "mask.nii.gz").is_file()]
-    if not subjects:
-        raise BrainUADError(f"{pred}: no predictions for subjects of {manifest.path} that have a "
-                            "label; run `brainuad detect` on this manifest first")
     detect_info = {}
     if (pred / "detect.json").is_file():
         try:
             detect_info = json.loads((pred / "detect.json").read_text())
         except ValueError as err:
             raise BrainUADError(f"{pred / 'detect.json'}: damaged ({err})") from err
+    trained = _training_subjects(detect_info)
+    subjects = [s for s in manifest.select(split=split)
+                if s.label is not None and (pred / s.subject / "mask.nii.gz").is_file()]
+    warnings = _provenance_warnings(detect_info)
+    if any(s.subject in trained for s in subjects):
+        left = [s.subject for s in subjects if s.subject in trained]
+        warnings.append(f"left out, the model was trained on them: {', '.join(left)}")
+        subjects = [s for s in subjects if s.subject not in trained]
+    if not subjects:
+        raise BrainUADError(f"{pred}: no predictions for subjects of {manifest.path} (split "
+                            f"{split or 'any'}) that have a label and did not train the model; "
+                            "run `brainuad detect` on this manifest first")
     progress = progress or (lambda iterable, total: iterable)
-    result = Evaluation(warnings=_provenance_warnings(detect_info))
+    result = Evaluation(warnings=warnings, pooled=tuple(
+        thresholds.ScoreHistogram(*SCORE_RANGES[detect_info.get("score", "residual")])
+        for _ in range(2)))
     rng = np.random.default_rng(0)
     outcomes, done = [], []
     for subject in progress(subjects, total=len(subjects)):
         outcome = attempt(keep_going, _evaluate_subject, subject, pred / subject.subject,
                           detect_info, manifest.path, rng,
-                          len(result.examples) < figure_subjects)
+                          len(result.examples) < figure_subjects, result.pooled)
         outcomes.append(outcome)
         if isinstance(outcome, Failed):
             continue
@@ -106,11 +120,24 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
                           for s in subjects) if t is not None]
     per_slice = (sum(t["seconds"] for t in chosen) / max(sum(t["slices"] for t in chosen), 1)
                  if chosen else None)
+    dataset_dice, dataset_threshold = thresholds.best_dice(*result.pooled)
+    lesioned = [r for r in result.rows if r["lesion_voxels"] + r["lesion_voxels_outside"] > 0]
+    healthy = [r["flagged_ml"] for r in result.rows if r not in lesioned]
+    outside = sum(r["lesion_voxels_outside"] for r in lesioned)
     result.summary = {"model": detect_info.get("model"), "z": detect_info.get("z"),
                       "slices": detect_info.get("slices"),
                       "threshold": detect_info.get("threshold"),
                       "residual": detect_info.get("residual"),
-                      **summarise(result.rows, per_slice)}
+                      "score": detect_info.get("score", "residual"), "split": split or "all",
+                      **summarise(lesioned, per_slice),
+                      "dataset_best_dice": dataset_dice,
+                      "dataset_best_threshold": dataset_threshold,
+                      "lesion_outside_fraction": outside / max(
+                          outside + sum(r["lesion_voxels"] for r in lesioned), 1),
+                      "healthy_subjects": len(healthy)}
+    if healthy:  # scans without lesions: what a detector flags there is all false positive
+        result.summary["healthy_flagged_ml"] = {"mean": float(np.mean(healthy)),
+                                                "max": float(np.max(healthy))}
     result.summary["warnings"] = result.warnings
     write_outputs(result, out)
     raise_failures(names, outcomes, "evaluate")
@@ -118,9 +145,10 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
 
 
 def _evaluate_subject(subject: Subject, folder: Path, detect_info: dict, manifest: Path,
-                      rng: np.random.Generator, want_example: bool) -> tuple:
+                      rng: np.random.Generator, want_example: bool,
+                      pooled: tuple[thresholds.ScoreHistogram, ...]) -> tuple:
     """One subject's metrics row, histogram samples and (if it has a lesion and `want_example`)
-    a Fig. 5 example."""
+    a Fig. 5 example; its lesion and normal scores go into `pooled`."""
     score = load_image(folder / "score.nii.gz", allow_blank=True)
     prediction = load_binary(folder / "mask.nii.gz", score, "mask").data
     region = load_binary(folder / "region.nii.gz", score, "region").data
@@ -132,8 +160,14 @@ def _evaluate_subject(subject: Subject, folder: Path, detect_info: dict, manifes
     for fpr, threshold in detect_info.get("fpr_thresholds", {}).items():
         flagged = segment(score.data, threshold, detect_info.get("min_component", 1))
         metrics[fpr_key(fpr)] = dice(flagged[inside], truth[inside] > 0)
+    # lesion voxels no score could reach: outside the scored brain slices or the brain mask
+    metrics["lesion_voxels_outside"] = float(((truth > 0) & ~inside).sum())
+    voxel_ml = abs(np.linalg.det(score.affine[:3, :3])) / 1000
+    metrics["flagged_ml"] = float(prediction.sum() * voxel_ml)
     row = {"subject": subject.subject, "health": subject.health, **metrics}
     lesion = (truth > 0) & inside
+    pooled[0].add(score.data[lesion])
+    pooled[1].add(score.data[inside & ~lesion])
     normal = score.data[inside & ~lesion]
     normal = rng.choice(normal, min(HISTOGRAM_SAMPLES, normal.size), replace=False)
     example = None
@@ -146,6 +180,14 @@ def _evaluate_subject(subject: Subject, folder: Path, detect_info: dict, manifes
         z = int(np.argmax(volumes[3].sum(axis=(0, 1))))  # the slice with the most lesion
         example = report.Example(subject.subject, *(v[:, :, z] for v in volumes))
     return row, normal, score.data[lesion], example
+
+
+def _training_subjects(detect_info: dict) -> set[str]:
+    """The subjects the detecting run trained on (its provenance.json), if it says."""
+    run = detect_info.get("run")
+    if not run or not Path(run).is_dir():
+        return set()
+    return set(rundir.read_provenance(Path(run)).get("training_subjects", []))
 
 
 def _provenance_warnings(detect_info: dict) -> list[str]:

@@ -167,3 +167,17 @@ def add_scorings(info: dict, histograms: dict[str, ScoreHistogram], subjects: li
     for key, histogram in histograms.items():
         scorings.setdefault(key, entry(histogram, subjects))
     return {**info, "scorings": scorings}
+
+
+def best_dice(lesion: ScoreHistogram, normal: ScoreHistogram) -> tuple[float, float]:
+    """The best Dice over all thresholds of the scores of lesion and normal voxels pooled over
+    many scans (the literature's dataset-level best Dice), and its threshold (a bin edge:
+    voxels scoring above it are flagged). Streamed: no scan's voxels are kept."""
+    if lesion.total == 0:
+        return float("nan"), float("nan")
+    true_pos = np.cumsum(lesion.counts[::-1])[::-1]  # flagged lesion voxels, threshold at bin k
+    false_pos = np.cumsum(normal.counts[::-1])[::-1]
+    dice = 2 * true_pos / (true_pos + false_pos + lesion.total)
+    k = int(np.argmax(dice))
+    width = (lesion.hi - lesion.lo) / len(lesion.counts)
+    return float(dice[k]), lesion.lo + k * width

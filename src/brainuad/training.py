@@ -437,12 +437,49 @@ def calibrate(run: str | Path, manifest_path: str | Path | None = None,
     split, subjects = thresholds.calibration_subjects(manifest, cfg.train.health, excluded,
                                                       cfg.detect.threshold_subjects)
     names = [s.subject for s in subjects]
-    histograms = detector.calibrate(subjects, wanted, progress, manifest_path,
-                                    skip=(previous or {}).get("scorings", {}))
+    histograms = {key: pair[0] for key, pair in detector.histograms(
+        subjects, wanted, progress, manifest_path,
+        skip=(previous or {}).get("scorings", {})).items()}
     if previous is None:
         info = thresholds.new_info(histograms, split, names, cfg.detect.percentile,
                                    detector.scoring_key(cfg.detect, "32"))
     else:
         info = thresholds.add_scorings(previous, histograms, names)
+    rundir.write_threshold(run, info)
+    return info
+
+
+def choose_operating_point(run: str | Path, labelled: str | Path,
+                           settings: list[DetectConfig] | None = None, split: str = "val",
+                           progress: Callable | None = None) -> dict:
+    """For each scoring (the run's own, or `settings`), the threshold with the best Dice over
+    all lesion and normal voxels of a labelled validation set (`brainuad synth --from`: lesions
+    drawn into held-out scans), in every precision; kept in threshold.json's
+    `operating_points`, which detection then uses instead of the label-free percentile. Test
+    subjects and subjects the run trained on are refused: an operating point chosen on them
+    would flatter every figure measured with it."""
+    run = Path(run)
+    if split == "test":
+        raise BrainUADError("an operating point is never chosen on the test split")
+    detector = Detector.load(run, accelerator="cpu")
+    manifest = read_manifest(labelled)
+    subjects = [s for s in manifest.select(split=split) if s.label is not None]
+    if not subjects:
+        raise BrainUADError(f"{manifest.path}: no labelled subjects in split {split!r}")
+    trained = set(rundir.read_provenance(run).get("training_subjects", []))
+    overlap = sorted(trained & {s.subject for s in subjects})
+    if overlap:
+        raise BrainUADError(f"{manifest.path}: {', '.join(overlap)} trained {run}: choose the "
+                            "operating point on scans the model has not seen")
+    histograms = detector.histograms(subjects, settings or [detector.cfg.detect], progress,
+                                     manifest.path, labelled=True)
+    names = [s.subject for s in subjects]
+    points = {}
+    for key, (normal, lesion) in histograms.items():
+        dice, threshold = thresholds.best_dice(lesion, normal)
+        points[key] = {"threshold": threshold, "dice": dice,
+                       "manifest": str(manifest.path.resolve()), "subjects": names}
+    info = {**detector.info,
+            "operating_points": {**detector.info.get("operating_points", {}), **points}}
     rundir.write_threshold(run, info)
     return info
