@@ -8,8 +8,13 @@
     mask (Otsu, opened, largest component, holes filled), and a montage PNG of one mid slice per
     scan over the template's brain outline.
 (c) the 10 healthy IXI T1 scans: brain-mask Dice against their reference (label > 0) and time.
+(q) the registration's plausibility figures (`register.quality`) on every real scan (the 11 raw
+    FLAIRs, the 2 MSLUB test FLAIRs, the 10 IXI T1) and on broken ones made from a raw FLAIR
+    and an IXI T1: the field of view cut to the top third of the head, a non-brain phantom,
+    and a header whose axes are mislabelled (the head lies rotated by 90 degrees); which pass
+    the bounds of `RegistrationConfig`.
 
-    python benchmarks/registration.py [--parts abc] [--workers 1] [--montage docs/...png]
+    python benchmarks/registration.py [--parts abcq] [--workers 1] [--montage docs/...png]
 
 Prints a table per part and one JSON line at the end.
 """
@@ -214,6 +219,88 @@ def part_c(work: Path) -> dict:
             "c_seconds_mean": float(np.mean(times))}
 
 
+def _figures(data: np.ndarray, affine: np.ndarray, name: str) -> dict:
+    """N4 and the atlas registration of one scan, as preprocessing runs them; its figures."""
+    from brainuad.errors import BrainUADError
+    from brainuad.register import RegistrationConfig, head_mask, n4, to_template
+
+    cfg = RegistrationConfig()
+    try:
+        image = to_sitk(data, affine)
+        image = n4(image, head_mask(image), cfg)
+        return to_template(image, cfg, name)[1]
+    except (BrainUADError, RuntimeError) as err:
+        return {"error": str(err).splitlines()[0][:90]}
+
+
+def _broken(data: np.ndarray, affine: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A scan's broken versions: its top third only, its axes mislabelled (superior written as
+    anterior: the head lies rotated by 90 degrees)."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)  # voxel axis -> (world axis, direction)
+    axial = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    n = data.shape[axial]
+    keep = slice(n - n // 3, n) if ornt[axial, 1] > 0 else slice(0, n // 3)
+    index = [slice(None)] * 3
+    index[axial] = keep
+    cut_affine = affine.copy()
+    cut_affine[:3, 3] = affine[:3, :3] @ [k.start or 0 for k in index] + affine[:3, 3]
+    rotated = affine.copy()
+    rotated[[1, 2], :] = affine[[2, 1], :]  # y and z world axes swapped: 90 degrees off
+    rotated[1, :] *= -1
+    return {"top third": (data[tuple(index)], cut_affine), "axes mislabelled": (data, rotated)}
+
+
+def _phantom() -> tuple[np.ndarray, np.ndarray]:
+    """Not a brain: a noisy ellipsoidal cylinder (a bottle phantom) on a 1 x 1 x 3 mm grid."""
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, k) for k in (200, 200, 60)],
+                                indexing="ij"))
+    inside = (grid[0] ** 2 + (grid[1] / 0.7) ** 2) < 0.6
+    data = (inside * (800 + 100 * grid[2]) + rng.normal(0, 20, inside.shape)).clip(0)
+    return data.astype(np.float32), np.diag([1.0, 1.0, 3.0, 1.0])
+
+
+def part_q() -> dict:
+    from brainuad.register import RegistrationConfig
+
+    cfg = RegistrationConfig()
+    real = [p / "FLAIR.nii.gz" for p in sorted((DATA / "mslub_longitudinal_raw").glob("p*"))]
+    real += [p / "FLAIR.nii.gz" for p in sorted((DATA / "mslub").glob("patient*"))]
+    real += [p / "T1.nii.gz" for p in sorted((DATA / "ixi_t1").glob("IXI*"))]
+    rows, results = [], {"real": [], "broken": []}
+    for path in real:
+        volume = load_image(path)
+        rows.append(("real", f"{path.parent.name}/{path.name}",
+                     _figures(volume.data, volume.affine, str(path))))
+    for source in (real[0], real[-1]):
+        volume = load_image(source)
+        for what, (data, affine) in _broken(volume.data, volume.affine).items():
+            rows.append(("broken", f"{source.parent.name}: {what}",
+                         _figures(data, affine, what)))
+    rows.append(("broken", "bottle phantom (not a brain)", _figures(*_phantom(), "phantom")))
+    table = []
+    low, high = cfg.scale_range
+    for kind, name, f in rows:
+        passed = "error" not in f and (f["brain_dice"] >= cfg.min_brain_dice
+                                       and f["coverage"] >= cfg.min_coverage
+                                       and low <= f["scale"] <= high
+                                       and f["metric"] <= cfg.max_metric)
+        results[kind].append(passed)
+        table.append([kind, name] + ([f.get("error", "")] + [float("nan")] * 4
+                                     if "error" in f else
+                                     ["", f["brain_dice"], f["coverage"], f["scale"],
+                                      f["metric"]]) + ["pass" if passed else "REFUSED"])
+    _table(f"(q) registration plausibility (bounds: brain overlap >= {cfg.min_brain_dice}, "
+           f"coverage >= {cfg.min_coverage}, scale {low}-{high}, metric <= {cfg.max_metric})",
+           ["kind", "scan", "error", "brain overlap", "coverage", "scale", "metric",
+            "verdict"], table)
+    return {"q_real_passed": sum(results["real"]), "q_real": len(results["real"]),
+            "q_broken_refused": len(results["broken"]) - sum(results["broken"]),
+            "q_broken": len(results["broken"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="abc")
@@ -231,6 +318,8 @@ def main() -> None:
             result |= part_b(work, args.montage)
         if "c" in args.parts:
             result |= part_c(work)
+        if "q" in args.parts:
+            result |= part_q()
     print("\n" + json.dumps(result))
 
 

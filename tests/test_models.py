@@ -113,8 +113,9 @@ def test_every_shipped_config_loads():
         if path.parent.name == "experiments":  # benchmarks: a manifest, models, shared settings
             bench = read_benchmark(path)
             assert bench.manifest is None or bench.manifest.is_file(), path
-            for name in bench.models:
-                from_dict(merge({"model": model_defaults(name)}, bench.run), str(path))
+            for recipe in bench.recipes:
+                from_dict(merge(merge({"model": model_defaults(recipe.model)}, bench.run),
+                                recipe.run), str(path))
             continue
         cfg = run_config(None, str(path))
         assert cfg.model.name in MODELS, path

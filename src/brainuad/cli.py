@@ -308,6 +308,61 @@ def benchmark(
 
 
 @_command
+def segment(
+    scans: Annotated[list[Path] | None, typer.Argument(
+        help="FLAIR scans as acquired: NIfTI files, folders holding one DICOM series, folders "
+             "of such scans, or a manifest CSV.", show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: one subfolder per scan.")] = Path(
+        "brainuad-segment"),
+    model: Annotated[str, typer.Option(
+        help="A bundled model (`brainuad models`) or a run directory.")] = "",
+    accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    fpr: Annotated[float | None, typer.Option(
+        help="Threshold flagging this fraction of the model's calibration voxels instead of "
+             "its validation operating point.")] = None,
+    example: Annotated[bool, typer.Option(
+        "--example", help="Make an example scan (a synthetic lesioned FLAIR on a tilted, "
+                          "anisotropic grid) in OUT and segment it.")] = False,
+    keep_going: KeepGoing = False,
+) -> None:
+    """Lesion mask, anomaly score, lesion table and a QC report per scan, on the scan's own
+    grid, with a model that ships inside brainuad: no training needed."""
+    from tqdm.auto import tqdm
+
+    from brainuad.bundled import DEFAULT
+    from brainuad.segment import example_scan, load_truth, segment_scans
+
+    if example == bool(scans):
+        from brainuad.errors import BrainUADError
+
+        raise BrainUADError("give scans to segment, or --example (not both)")
+    if example:
+        typer.echo(f"making an example scan in {out} ...")
+        scan, truth = example_scan(out)
+        scans = [scan]
+
+    def stages(total: int, name: str):
+        return tqdm(total=total, desc=f"  {name}", unit="stage", leave=False)
+
+    rows = segment_scans(scans, out, model or DEFAULT, accelerator, fpr, keep_going,
+                         progress("segment"), stages)
+    for row in rows:
+        typer.echo(f"{row['scan']}: {row['lesions']} lesions, {row['lesion_volume_ml']:.2f} ml"
+                   f" ({row['seconds']:.1f} s); report: {out / row['scan'] / 'report.html'}")
+        for warning in filter(None, row["warnings"].split("; ")):
+            typer.echo(f"warning: {row['scan']}: {warning}", err=True)
+    if example:
+        from brainuad.io import load_image
+        from brainuad.metrics import dice
+
+        found = load_image(out / rows[0]["scan"] / "lesion_mask.nii.gz", allow_blank=True)
+        known = load_truth(truth, found)
+        typer.echo(f"Dice against the example's known lesions: "
+                   f"{dice(found.data > 0, known):.3f} ({int(known.sum())} lesion voxels)")
+    typer.echo(f"summary: {out / 'summary.csv'}")
+
+
+@_command
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder for the cohort, runs and results.")] = Path(
         "brainuad-demo"),

@@ -23,6 +23,29 @@ from brainuad.errors import BrainUADError
 
 #: Affines that differ by less than this (mm) are taken to be the same geometry.
 AFFINE_TOLERANCE = 1e-3
+#: The most voxels a scan's header may promise (512^3: generous for MRI), checked before any
+#: data is read, so a few-kB file whose header claims billions of voxels is refused instead of
+#: allocating tens of GB. `BRAINUAD_MAX_VOXELS` sets another limit.
+MAX_VOXELS = 512**3
+
+
+def max_voxels() -> int:
+    value = os.environ.get("BRAINUAD_MAX_VOXELS")
+    try:
+        return int(value) if value else MAX_VOXELS
+    except ValueError as err:
+        raise BrainUADError(f"BRAINUAD_MAX_VOXELS={value!r}: expected a whole number") from err
+
+
+def check_header(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse, from the header alone, more than 4 dimensions, a 4th that is not 1, or more
+    voxels than `max_voxels()`."""
+    if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
+        raise BrainUADError(f"{path}: expected a 3D image, got shape {tuple(shape)}")
+    count = int(np.prod(np.asarray(shape, dtype=np.float64)))
+    if count > max_voxels():
+        raise BrainUADError(f"{path}: header promises {tuple(shape)} = {count:,} voxels, more "
+                            f"than the limit of {max_voxels():,} (BRAINUAD_MAX_VOXELS)")
 
 
 @dataclass
@@ -42,8 +65,8 @@ class Volume:
         return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
 
 
-def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
-    path = Path(path)
+def _open(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A NIfTI file's image object, its header checked (`check_header`); no data read yet."""
     if not path.exists():
         raise BrainUADError(f"{path}: file not found")
     if path.is_dir():
@@ -51,13 +74,29 @@ def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
     if path.stat().st_size == 0:
         raise BrainUADError(f"{path}: file is empty")
     try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        image = nib.load(str(path))  # the header only
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise BrainUADError(f"{path}: cannot be read as NIfTI ({reason})") from err
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({_reason(err)})") from err
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise BrainUADError(f"{path}: is a {type(image).__name__}, expected NIfTI")
+    check_header(path, image.shape)
+    return image
+
+
+def _reason(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
+    path = Path(path)
+    image = _open(path)
+    try:
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({_reason(err)})") from err
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory "
+                            f"(shape {tuple(image.shape)})") from err
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -71,7 +110,16 @@ def load_image(path: str | os.PathLike, allow_blank: bool = False) -> Volume:
     """Read an intensity image; it must be 3D, finite and (unless `allow_blank`, as for score
     maps where nothing is anomalous) neither all zero nor constant."""
     data, affine, path = _read(path)
-    data = data.astype(np.float32, copy=False)
+    return _intensities(data, affine, path, allow_blank)
+
+
+def _intensities(data: np.ndarray, affine: np.ndarray, path: Path,
+                 allow_blank: bool = False) -> Volume:
+    """The checks every intensity image passes, whatever its format."""
+    try:
+        data = data.astype(np.float32, copy=False)
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory ({data.shape})") from err
     bad = ~np.isfinite(data)
     if bad.any():
         raise BrainUADError(f"{path}: {int(bad.sum())} voxels are NaN or infinite")
@@ -82,6 +130,63 @@ def load_image(path: str | os.PathLike, allow_blank: bool = False) -> Volume:
     if data.max() == data.min():
         raise BrainUADError(f"{path}: image is constant ({float(data.flat[0])})")
     return Volume(data, affine, path)
+
+
+def check_scan(path: str | os.PathLike) -> None:
+    """What can be checked of a scan without reading its voxels (`load_scan`'s input): a NIfTI
+    header, or a folder's one DICOM series and its size."""
+    path = Path(path)
+    if path.is_dir():
+        _dicom_series(path)
+    else:
+        _open(path)
+
+
+def _dicom_series(path: Path) -> list[str]:
+    """The files of the one DICOM series in `path`, its size checked from the first header."""
+    import SimpleITK as sitk
+
+    from brainuad.register import itk_reason
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise BrainUADError(f"{path}: a folder with no DICOM series (and not a NIfTI file)")
+    if len(series) > 1:
+        raise BrainUADError(f"{path}: holds {len(series)} DICOM series; give the folder of one")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
+    header = sitk.ImageFileReader()
+    header.SetFileName(files[0])
+    try:
+        header.ReadImageInformation()
+    except RuntimeError as err:
+        raise BrainUADError(f"{files[0]}: cannot be read as DICOM ({itk_reason(err)})") from err
+    check_header(path, (*header.GetSize()[:2], len(files)))
+    return list(files)
+
+
+def load_scan(path: str | os.PathLike) -> Volume:
+    """A scan as it leaves the scanner: a NIfTI file, or a folder holding one DICOM series
+    (read with SimpleITK: slice positions and orientation from the DICOM tags)."""
+    path = Path(path)
+    if not path.is_dir():
+        return load_image(path)
+    import SimpleITK as sitk
+
+    from brainuad.register import from_sitk, itk_reason
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(_dicom_series(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise BrainUADError(f"{path}: cannot be read as a DICOM series ({itk_reason(err)})"
+                            ) from err
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory") from err
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise BrainUADError(f"{path}: expected one 3D grey-level series")
+    data, affine = from_sitk(image)
+    return _intensities(data, affine, path)
 
 
 def load_binary(path: str | os.PathLike, like: Volume, what: str = "mask") -> Volume:

@@ -107,9 +107,10 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
             raise BrainUADError(f"{where}: subject name {name!r} cannot be a folder name (every "
                                 "stage writes out/<subject>/): no '/', '\\', control characters,"
                                 " '.' or '..'")
-        if name in seen:
-            raise BrainUADError(f"{where}: duplicate subject {name!r}")
-        seen.add(name)
+        if name.lower() in seen:  # folders differing only in case collide on macOS, Windows
+            raise BrainUADError(f"{where}: duplicate subject {name!r} (names must differ by "
+                                "more than case)")
+        seen.add(name.lower())
         if row["split"] not in SPLITS:
             raise BrainUADError(f"{where}: split {row['split']!r} is not one of {SPLITS}")
         if row["health"] not in HEALTH:

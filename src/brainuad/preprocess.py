@@ -13,7 +13,9 @@ atlas -> scan transform is saved so `detect` can write its maps on the scan's ow
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,13 +27,22 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
-from brainuad.io import Volume, load_binary, load_image, remove_partials, save_volume
+from brainuad.io import (
+    Volume,
+    load_binary,
+    load_image,
+    remove_partials,
+    save_volume,
+    write_text,
+)
 from brainuad.manifest import Manifest, Subject, read_manifest, shard, write_manifest
 from brainuad.register import (
     RegistrationConfig,
     affine_transform,
+    check_quality,
     from_sitk,
     head_mask,
+    itk_reason,
     matrix,
     n4,
     register,
@@ -45,6 +56,7 @@ from brainuad.register import (
 REGISTER = ("auto", "always", "never")
 MASK = "mask.nii.gz"  # a subject's brain mask, written last: its presence marks the subject done
 TRANSFORM = "to_native.tfm"  # atlas -> scan transform of a registered subject
+QUALITY = "registration.json"  # its plausibility figures (`register.quality`), for QC
 #: Rigid registration between two scans of the same head: two coarse levels, sparse sampling.
 #: On patient01_study1 (raw MSLUB) T1 and T2 land within 0.7 and 0.2 mm of the full set-up's
 #: result in 3 s instead of 9-10 s each; sampling (0.1, 0.02) instead of (0.2, 0.05): 1.6 s
@@ -126,15 +138,30 @@ def template_affine() -> np.ndarray:
     return _template_grid()[1]
 
 
+def _scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> np.ndarray:
+    """CurvatureFlow denoising, then the brain's percentiles mapped to [0, 1]."""
+    try:
+        return scale_to_unit(denoise(data, cfg), mask, cfg.lower_percentile, cfg.upper_percentile)
+    except ValueError as err:
+        raise BrainUADError(f"{path}: {err}") from err
+
+
 def _finish(volumes: dict[str, np.ndarray], mask: np.ndarray, affine: np.ndarray,
             paths: dict[str, Path], targets: dict[str, Path], cfg: PreprocessConfig) -> None:
     for modality, data in volumes.items():
-        try:
-            scaled = scale_to_unit(denoise(data, cfg), mask, cfg.lower_percentile,
-                                   cfg.upper_percentile)
-        except ValueError as err:
-            raise BrainUADError(f"{paths[modality]}: {err}") from err
-        save_volume(targets[modality], scaled, affine, np.float32)
+        save_volume(targets[modality], _scaled(data, mask, cfg, paths[modality]), affine,
+                    np.float32)
+
+
+def prepare_scan(volume: Volume, cfg: PreprocessConfig,
+                 modality: str = "flair") -> tuple[Volume, Volume, Registered]:
+    """One raw scan through the whole preprocessing in memory, as `segment` runs it: N4,
+    registration (its plausibility checked), the template's brain mask, CurvatureFlow and
+    [0, 1] scaling. The preprocessed image and mask (template grid) and the registration."""
+    result = register_volumes({modality: volume}, modality, cfg)
+    affine = template_affine()
+    image = _scaled(result.images[modality], result.mask, cfg, volume.path)
+    return Volume(image, affine, volume.path), Volume(result.mask, affine, volume.path), result
 
 
 def reference_modality(cfg: PreprocessConfig, modalities) -> str:
@@ -142,42 +169,64 @@ def reference_modality(cfg: PreprocessConfig, modalities) -> str:
     return cfg.reference if cfg.reference in modalities else next(iter(modalities))
 
 
-def _register_subject(subject: Subject, volumes: dict[str, Volume], cfg: PreprocessConfig,
-                      folder: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """N4 + registration of every modality onto the template grid; returns the resampled images
-    and the brain mask on the template grid."""
+@dataclass
+class Registered:
+    """A subject brought onto the template grid."""
+
+    images: dict[str, np.ndarray]  # (X, Y, Z) per modality, on the template grid
+    mask: np.ndarray  # (X, Y, Z) uint8 brain mask on the template grid
+    transform: sitk.AffineTransform  # atlas -> reference scan
+    quality: dict  # `register.quality` of the atlas registration
+
+
+@contextlib.contextmanager
+def _stage(what: str, stage: str):
+    """Anything SimpleITK raises inside becomes one line naming the scan and the stage."""
+    try:
+        yield
+    except RuntimeError as err:
+        raise BrainUADError(f"{what}: {stage} failed ({itk_reason(err)})") from err
+
+
+def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: PreprocessConfig,
+                     user_mask: Volume | None = None) -> Registered:
+    """N4 + registration of every modality onto the template grid, the brain mask there (the
+    template's, or `user_mask` carried along), and the registration's plausibility, checked
+    against `cfg.registration`'s bounds (a clear error below them)."""
     reg = cfg.registration
-    name = reference_modality(cfg, volumes)
-    reference = volumes[name]
+    reference = volumes[reference_name]
+    what = str(reference.path)
     fixed, brain = template()
-    ref = to_sitk(reference.data, reference.affine)
-    ref = n4(ref, head_mask(ref), reg)
-    to_ref = to_template(ref, reg, f"{reference.path}")
-    images = {name: from_sitk(resample(ref, fixed, to_ref))[0]}
+    with _stage(what, "N4 bias correction"):
+        ref = to_sitk(reference.data, reference.affine)
+        ref = n4(ref, head_mask(ref), reg)
+    to_ref, figures = to_template(ref, reg, what)
+    check_quality(figures, reg, what)
+    with _stage(what, "resampling to MNI152"):
+        images = {reference_name: from_sitk(resample(ref, fixed, to_ref))[0]}
     for modality, volume in volumes.items():
-        if modality == name:
+        if modality == reference_name:
             continue
-        moving = to_sitk(volume.data, volume.affine)
-        moving = n4(moving, head_mask(moving), reg)
+        with _stage(str(volume.path), "N4 bias correction"):
+            moving = to_sitk(volume.data, volume.affine)
+            moving = n4(moving, head_mask(moving), reg)
         ref_to_moving = register(ref, moving, SAME_HEAD, f"{volume.path} to {reference.path}",
                                  affine=False)
         total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
-        images[modality] = from_sitk(resample(moving, fixed, total))[0]
-    if subject.mask is not None:
-        user = load_binary(subject.mask, reference, "mask")
-        if not user.data.any():
-            raise BrainUADError(f"{subject.mask}: brain mask is empty")
-        carried = resample(to_sitk(user.data, user.affine), fixed, to_ref, nearest=True)
+        with _stage(str(volume.path), "resampling to MNI152"):
+            images[modality] = from_sitk(resample(moving, fixed, total))[0]
+    if user_mask is not None:
+        carried = resample(to_sitk(user_mask.data, user_mask.affine), fixed, to_ref,
+                           nearest=True)
         mask = from_sitk(carried)[0] > 0.5
     else:
         mask = from_sitk(brain)[0] > 0
         # A scan that is already skull stripped (zero outside its brain) trims the template's mask.
         if (reference.data <= 0).mean() > 0.3:
-            mask &= ndimage.binary_fill_holes(images[name] > 0)
+            mask &= ndimage.binary_fill_holes(images[reference_name] > 0)
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
-    write_transform(folder / TRANSFORM, to_ref)
-    return images, mask.astype(np.uint8)
+    return Registered(images, mask.astype(np.uint8), to_ref, figures)
 
 
 def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
@@ -188,44 +237,65 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     mask_path = folder / MASK
     transform_path = folder / TRANSFORM
     name = reference_modality(cfg, subject.images)
-    registered = transform_path.exists()
     # Every file is written atomically and the mask last, so existing means complete.
     if overwrite or not mask_path.exists() or not all(p.exists() for p in targets.values()):
         fresh = not folder.exists()
         remove_partials(folder)  # of a run that was killed while writing this subject
+        # redone: the old mask goes first, so a redo that fails is never taken for complete
+        mask_path.unlink(missing_ok=True)
         try:
-            registered = _preprocess_volumes(subject, folder, cfg, name, targets)
+            _preprocess_volumes(subject, folder, cfg, name, targets)
         except Exception:
             if fresh:  # a subject that failed leaves no folder of half its files
                 shutil.rmtree(folder, ignore_errors=True)
             raise
+    registered = transform_path.exists()
+    extra = dict(subject.extra)
+    if (folder / QUALITY).is_file():
+        figures = json.loads((folder / QUALITY).read_text())
+        extra |= {f"registration_{k}": f"{v:.4g}" for k, v in figures.items()}
     return Subject(subject.subject, subject.split, subject.health, targets, mask_path,
-                   subject.label, subject.extra, subject.images[name] if registered else None,
+                   subject.label, extra, subject.images[name] if registered else None,
                    transform_path if registered else None)
 
 
-def _preprocess_volumes(subject: Subject, folder: Path, cfg: PreprocessConfig, name: str,
-                        targets: dict[str, Path]) -> bool:
-    """Read, check, (register,) denoise and scale one subject; write its files, mask last.
-    Whether it was registered."""
+def check_inputs(subject: Subject, name: str) -> tuple[dict[str, Volume], Volume | None]:
+    """Every file of a subject opened and checked before any slow step: the images (readable,
+    3D, finite, not constant), the brain mask and the lesion label (binary, non-empty mask, on
+    the reference image's grid). Returns the images and the mask (None: none given)."""
     volumes = {m: load_image(p) for m, p in subject.images.items()}
+    reference = volumes[name]
+    mask = None
+    if subject.mask is not None:
+        mask = load_binary(subject.mask, reference, "mask")
+        if not mask.data.any():
+            raise BrainUADError(f"{subject.mask}: brain mask is empty")
+    if subject.label is not None:
+        load_binary(subject.label, reference, "label")
+    return volumes, mask
+
+
+def _preprocess_volumes(subject: Subject, folder: Path, cfg: PreprocessConfig, name: str,
+                        targets: dict[str, Path]) -> None:
+    """Check, (register,) denoise and scale one subject; write its files, mask last."""
+    volumes, user_mask = check_inputs(subject, name)
     reference = volumes[name]
     registered = cfg.register == "always" or (
         cfg.register == "auto" and not all(on_template_grid(v) for v in volumes.values()))
-    if subject.label is not None:
-        load_binary(subject.label, reference, "label")  # validate now, not at evaluation
     if registered:
-        images, mask = _register_subject(subject, volumes, cfg, folder)
-        affine = template_affine()
+        result = register_volumes(volumes, name, cfg, user_mask)
+        images, mask, affine = result.images, result.mask, template_affine()
+        write_transform(folder / TRANSFORM, result.transform)
+        write_text(folder / QUALITY, json.dumps(result.quality, indent=2) + "\n")
     else:
         _check_same_grid(volumes)
         images = {m: v.data for m, v in volumes.items()}
-        mask = _atlas_mask(subject, reference)
+        mask = user_mask.data if user_mask is not None else mask_from_skull_stripped(reference)
         affine = reference.affine
         (folder / TRANSFORM).unlink(missing_ok=True)
+        (folder / QUALITY).unlink(missing_ok=True)
     _finish(images, mask, affine, subject.images, targets, cfg)
     save_volume(folder / MASK, mask, affine, np.uint8)  # last: marks the subject done
-    return registered
 
 
 def _check_same_grid(volumes: dict[str, Volume]) -> None:
@@ -236,15 +306,6 @@ def _check_same_grid(volumes: dict[str, Volume]) -> None:
             raise BrainUADError(
                 f"{volume.path}: not on the grid of {reference.path}; with --register never "
                 "the modalities of one subject must be co-registered")
-
-
-def _atlas_mask(subject: Subject, reference: Volume) -> np.ndarray:
-    if subject.mask is None:
-        return mask_from_skull_stripped(reference)
-    mask = load_binary(subject.mask, reference, "mask").data
-    if not mask.any():
-        raise BrainUADError(f"{subject.mask}: brain mask is empty")
-    return mask
 
 
 def _one(args: tuple[Subject, Path, PreprocessConfig, bool, bool]) -> Subject | Failed:

@@ -38,6 +38,13 @@ class RegistrationConfig:
     n4_shrink: int = 4
     n4_iterations: tuple[int, ...] = (50, 40, 30)
     seed: int = 1  # SimpleITK reads 0 as "seed from the wall clock": not reproducible
+    # Plausibility of a registration (`quality`); below these a scan is refused, not segmented
+    # on a misregistered brain. Set from the real scans of ../shared/data (all pass) and broken
+    # cases (benchmarks/registration.py --parts q): see docs/preprocessing/registration.md.
+    min_brain_dice: float = 0.80
+    min_coverage: float = 0.90
+    scale_range: tuple[float, float] = (0.75, 1.35)
+    max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.66
 
 
 def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
@@ -141,38 +148,55 @@ def affine_transform(homogeneous: np.ndarray) -> sitk.AffineTransform:
 
 
 def _run(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image,
-         what: str) -> None:
+         what: str) -> float:
+    """Execute, and return the final metric value; ITK's failures as one-line errors."""
     try:
         method.Execute(fixed, moving)
     except RuntimeError as err:  # e.g. "All samples map outside moving image buffer"
-        raise BrainUADError(f"{what}: registration failed ({str(err).strip().splitlines()[-1]})"
-                            ) from err
+        raise BrainUADError(f"{what}: registration failed ({itk_reason(err)})") from err
+    return float(method.GetMetricValue())
+
+
+def itk_reason(err: Exception) -> str:
+    """The one line of an ITK exception that says what went wrong."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Description:" in line:
+            return line.split("Description:", 1)[1].strip()
+    return lines[-1] if lines else type(err).__name__
 
 
 def register(fixed: sitk.Image, moving: sitk.Image, cfg: RegistrationConfig, what: str,
              fixed_mask: sitk.Image | None = None, affine: bool = True,
-             initial: sitk.AffineTransform | None = None) -> sitk.AffineTransform:
+             initial: sitk.AffineTransform | None = None,
+             report: dict | None = None) -> sitk.AffineTransform:
     """Rigid (centres of mass aligned first), then affine; fixed -> moving points. From an
-    `initial` affine, only the affine stage runs."""
+    `initial` affine, only the affine stage runs. `report` receives the final metric value."""
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
     moving = sitk.Cast(moving, sitk.sitkFloat32)
     if initial is None:
-        rigid = sitk.CenteredTransformInitializer(
-            fixed, moving, sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.MOMENTS)
+        try:
+            rigid = sitk.CenteredTransformInitializer(
+                fixed, moving, sitk.Euler3DTransform(),
+                sitk.CenteredTransformInitializerFilter.MOMENTS)
+        except RuntimeError as err:  # e.g. "Total Mass of the image was zero"
+            raise BrainUADError(f"{what}: registration failed: no centre of mass to start "
+                                f"from ({itk_reason(err)})") from err
         method = _method(cfg, fixed_mask)
         method.SetInitialTransform(rigid, inPlace=True)
-        _run(method, fixed, moving, what)
+        metric = _run(method, fixed, moving, what)
         result = sitk.AffineTransform(3)
         result.SetCenter(rigid.GetCenter())
         result.SetMatrix(rigid.GetMatrix())
         result.SetTranslation(rigid.GetTranslation())
     else:
-        result = sitk.AffineTransform(initial)
+        result, metric = sitk.AffineTransform(initial), float("nan")
     if affine:
         method = _method(cfg, fixed_mask)
         method.SetInitialTransform(result, inPlace=True)
-        _run(method, fixed, moving, what)
+        metric = _run(method, fixed, moving, what)
+    if report is not None:
+        report["metric"] = metric
     return affine_transform(matrix(result))
 
 
@@ -192,15 +216,59 @@ def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
     return sitk.BinaryFillhole(sitk.BinaryDilate(largest, radius) & foreground)
 
 
-def to_template(image: sitk.Image, cfg: RegistrationConfig, what: str) -> sitk.AffineTransform:
-    """Atlas -> scan transform of a bias-corrected scan. The template is skull stripped and a raw
-    scan is not: matched head to brain, the affine stage inflated the brain onto the skull (IXI
-    T1 brain-mask Dice 0.70-0.80 on half of the scans). So the scan is first stripped roughly
-    (`rough_brain`), and the metric samples the template's brain plus a 5 mm margin: Dice
-    0.95-0.96 on the same scans."""
+def to_template(image: sitk.Image, cfg: RegistrationConfig,
+                what: str) -> tuple[sitk.AffineTransform, dict]:
+    """Atlas -> scan transform of a bias-corrected scan, and its plausibility (`quality`). The
+    template is skull stripped and a raw scan is not: matched head to brain, the affine stage
+    inflated the brain onto the skull (IXI T1 brain-mask Dice 0.70-0.80 on half of the scans).
+    So the scan is first stripped roughly (`rough_brain`), and the metric samples the template's
+    brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans."""
     fixed, brain = template()
-    rough = sitk.Cast(image, sitk.sitkFloat32) * sitk.Cast(rough_brain(image), sitk.sitkFloat32)
-    return register(fixed, rough, cfg, what, fixed_mask=_dilate(brain, 5))
+    rough_mask = rough_brain(image)
+    rough = sitk.Cast(image, sitk.sitkFloat32) * sitk.Cast(rough_mask, sitk.sitkFloat32)
+    report: dict = {}
+    transform = register(fixed, rough, cfg, f"{what}: to MNI152", fixed_mask=_dilate(brain, 5),
+                         report=report)
+    return transform, quality(image, rough_mask, transform, report["metric"])
+
+
+def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
+            metric: float) -> dict:
+    """How plausible an atlas -> scan registration is: `brain_dice`, the overlap of the
+    template's brain with the scan's own rough brain mask (on the atlas grid); `coverage`, the
+    part of the template's brain that lands inside the scan's field of view (a head cut off
+    lowers it); `scale`, the template brain's size in the scan (cube root of the determinant:
+    adult brains differ by about 15 %); `metric`, the final Mattes mutual information (lower
+    is better: it is what separates a phantom or a head lying on its side from a brain)."""
+    _, brain = template()
+    template_brain = sitk.GetArrayViewFromImage(brain) > 0
+    own = sitk.GetArrayViewFromImage(resample(rough, brain, transform, nearest=True)) > 0
+    field = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    field.CopyInformation(image)
+    inside = sitk.GetArrayViewFromImage(resample(field, brain, transform, nearest=True)) > 0
+    total = template_brain.sum()
+    return {"brain_dice": float(2 * (template_brain & own).sum() / (total + own.sum())),
+            "coverage": float((template_brain & inside).sum() / total),
+            "scale": float(abs(np.linalg.det(matrix(transform)[:3, :3])) ** (1 / 3)),
+            "metric": float(metric)}
+
+
+def check_quality(figures: dict, cfg: RegistrationConfig, what: str) -> None:
+    """A one-line error naming the scan and every figure outside its bound."""
+    low, high = cfg.scale_range
+    problems = [f"brain overlap {figures['brain_dice']:.2f} (needs >= {cfg.min_brain_dice})"
+                if figures["brain_dice"] < cfg.min_brain_dice else "",
+                f"brain inside the field of view {figures['coverage']:.2f} (needs >= "
+                f"{cfg.min_coverage})" if figures["coverage"] < cfg.min_coverage else "",
+                f"brain scaled by {figures['scale']:.2f} (needs {low}-{high})"
+                if not low <= figures["scale"] <= high else "",
+                f"similarity to the template {figures['metric']:.2f} (needs <= "
+                f"{cfg.max_metric})" if figures["metric"] > cfg.max_metric else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        raise BrainUADError(f"{what}: registration to MNI152 implausible: "
+                            f"{'; '.join(problems)}: not a whole brain scan, or its header's "
+                            "orientation is wrong")
 
 
 def resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform,
@@ -217,7 +285,16 @@ def write_transform(path: Path, transform: sitk.Transform) -> Path:
 
 
 def read_transform(path: Path) -> sitk.AffineTransform:
-    """An atlas -> scan transform file; anything else is a clear error, never code."""
+    """An atlas -> scan transform file: ITK text (`.tfm`) only, never HDF5 or MATLAB files
+    (binary formats whose readers are more attack surface); anything else is a clear error."""
+    if Path(path).suffix != ".tfm":
+        raise BrainUADError(f"{path}: transforms are read only as ITK text files (.tfm)")
+    try:
+        head = Path(path).read_bytes()[:64]
+    except OSError as err:
+        raise BrainUADError(f"{path}: cannot be read ({err.strerror})") from err
+    if not head.startswith(b"#Insight Transform File"):
+        raise BrainUADError(f"{path}: not a readable ITK text transform file")
     try:
         transform = sitk.ReadTransform(str(path))
         homogeneous = matrix(transform)

@@ -158,6 +158,12 @@ def load_subject_slices(subject: Subject, modality: str, size: int, mode: str = 
     mask = load_binary(subject.mask, volume, "mask")
     if not mask.data.any():
         raise BrainUADError(f"{subject.mask}: brain mask is empty")
+    return cut_slices(subject, volume, mask, size, mode)
+
+
+def cut_slices(subject: Subject, volume: Volume, mask: Volume, size: int,
+               mode: str = "brain") -> SubjectSlices:
+    """A preprocessed volume and its brain mask (in memory) as the slices a network sees."""
     check_unit_range(volume, mask.data)
     geom = plan_slices(mask, size, mode)
     images = to_slices(np.clip(volume.data, 0, 1) * mask.data, geom)

@@ -1,0 +1,123 @@
+"""`brainuad segment`: a raw-like scan in, its lesion mask, score, lesion table, summary and QC
+report out on the scan's own grid; NIfTI and DICOM alike; the model folder only read."""
+
+import csv
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from brainuad.cli import app
+from brainuad.preprocess import PreprocessConfig
+from brainuad.register import RegistrationConfig
+from brainuad.segment import example_scan, find_scans, segment_scans
+from brainuad.training import train
+from conftest import tiny_config
+
+#: Registration cut to two coarse levels: these tests check the plumbing, not its accuracy
+#: (benchmarks/registration.py and the realdata tests do that on real scans).
+QUICK = PreprocessConfig(registration=RegistrationConfig(
+    shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny trained model in a run directory (the bundled models' format)."""
+    from brainuad.preprocess import preprocess_manifest
+    from conftest import make_cohort
+
+    root = tmp_path_factory.mktemp("model")
+    prepared = preprocess_manifest(make_cohort(root / "cohort"), root / "prep",
+                                   PreprocessConfig(register="never")).path
+    return train(prepared, root / "run", tiny_config("sae16"), progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    return example_scan(tmp_path_factory.mktemp("scan"), resolution=2)
+
+
+def _snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
+    raw, _ = scan
+    before = _snapshot(model)
+    modes = {p: p.stat().st_mode for p in [model, *model.rglob("*")]}
+    for p in modes:  # the model folder is read-only, as in site-packages
+        p.chmod(p.stat().st_mode & ~0o222)
+    try:
+        rows = segment_scans([raw], tmp_path / "out", model, "cpu", preprocess=QUICK)
+    finally:
+        for p, mode in modes.items():
+            os.chmod(p, mode)
+    assert _snapshot(model) == before
+    folder = tmp_path / "out" / "example_flair"
+    source = nib.load(raw)
+    for name in ("lesion_mask", "anomaly_score", "brain_mask"):
+        image = nib.load(folder / f"{name}.nii.gz")
+        assert image.shape == source.shape
+        np.testing.assert_allclose(image.affine, source.affine, atol=1e-5)
+    mask = np.asarray(nib.load(folder / "lesion_mask.nii.gz").dataobj)
+    assert set(np.unique(mask)) <= {0, 1}
+    voxel_ml = abs(np.linalg.det(source.affine[:3, :3])) / 1000
+    with open(folder / "lesions.csv") as handle:
+        lesions = list(csv.DictReader(handle))
+    assert sum(float(r["volume_ml"]) for r in lesions) == pytest.approx(mask.sum() * voxel_ml,
+                                                                        abs=1e-3)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["lesions"] == len(lesions) == rows[0]["lesions"]
+    assert summary["lesion_volume_ml"] == pytest.approx(mask.sum() * voxel_ml)
+    assert set(summary["registration"]) == {"brain_dice", "coverage", "scale", "metric"}
+    assert {"read", "preprocess", "score", "write", "report", "total"} <= set(
+        summary["seconds"])
+    assert summary["model"]["folder"] == str(model)
+    page = (folder / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2 and "<img" in page
+    assert "http" not in page.replace("http-equiv", "")  # opens offline: nothing to fetch
+    assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 2
+    # a second call finds the scan done and writes nothing new
+    stamp = (folder / "lesion_mask.nii.gz").stat().st_mtime_ns
+    segment_scans([raw], tmp_path / "out", model, "cpu", preprocess=QUICK)
+    assert (folder / "lesion_mask.nii.gz").stat().st_mtime_ns == stamp
+
+
+def test_a_dicom_series_gives_the_nifti_result(model, scan, tmp_path):
+    raw, _ = scan
+    image = sitk.Cast(sitk.ReadImage(str(raw)), sitk.sitkInt16)
+    series = tmp_path / "dicom"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    direction = image.GetDirection()
+    for z in range(image.GetDepth()):
+        piece = image[:, :, z]
+        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
+        piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in origin))
+        piece.SetMetaData("0020|0037", "\\".join(f"{v:.6f}" for v in (
+            direction[0], direction[3], direction[6], direction[1], direction[4], direction[7])))
+        piece.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1")
+        piece.SetMetaData("0020|0013", str(z))
+        piece.SetMetaData("0008|0060", "MR")
+        piece.SetMetaData("0018|0050", f"{image.GetSpacing()[2]:.6f}")
+        writer.SetFileName(str(series / f"{z:03d}.dcm"))
+        writer.Execute(piece)
+    assert [name for name, _ in find_scans([series])] == ["dicom"]
+    segment_scans([raw, series], tmp_path / "out", model, "cpu", preprocess=QUICK)
+    nifti = nib.load(tmp_path / "out" / "example_flair" / "lesion_mask.nii.gz")
+    dicom = nib.load(tmp_path / "out" / "dicom" / "lesion_mask.nii.gz")
+    np.testing.assert_allclose(dicom.affine, nifti.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(dicom.dataobj), np.asarray(nifti.dataobj))
+
+
+def test_scan_names_that_differ_only_in_case_are_refused(tmp_path):
+    for name in ("Scan.nii.gz", "scan.nii.gz"):
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), tmp_path / name)
+    result = CliRunner().invoke(app, ["segment", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "differ by more than case" in result.output and not (tmp_path / "o").exists()
