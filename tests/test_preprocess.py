@@ -64,3 +64,26 @@ def test_shards_together_write_the_whole_manifest(tmp_path, cohort):
     assert names == {s.subject for s in whole.subjects}
     merged = read_manifest(tmp_path / "prep" / "manifest.csv")
     assert [s.subject for s in merged.subjects] == [s.subject for s in whole.subjects]
+
+
+def test_a_subject_done_with_other_settings_or_inputs_is_done_again(cohort, tmp_path):
+    """Nothing stale is reused silently: the settings and input files are fingerprinted."""
+    import os
+
+    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+
+    out = tmp_path / "prep"
+    preprocess_manifest(cohort, out, PreprocessConfig(register="never"))
+    mask = out / "sub-h00" / "mask.nii.gz"
+    first = mask.stat().st_mtime_ns
+    preprocess_manifest(cohort, out, PreprocessConfig(register="never"))
+    assert mask.stat().st_mtime_ns == first  # same settings, same inputs: skipped
+    preprocess_manifest(cohort, out, PreprocessConfig(register="never",
+                                                      upper_percentile=99.0))
+    second = mask.stat().st_mtime_ns
+    assert second > first  # other settings: done again
+    image = cohort.parent / "sub-h00" / "flair.nii.gz"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    preprocess_manifest(cohort, out, PreprocessConfig(register="never",
+                                                      upper_percentile=99.0))
+    assert mask.stat().st_mtime_ns > second  # a changed input file: done again

@@ -29,6 +29,7 @@ finalists).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io as _io
 import json
 import shutil
@@ -196,7 +197,11 @@ def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
         cohort = cohort if cohort.is_file() else synth_cohort(
             folder / "synth", SynthConfig(**bench.validation["synth"]), workers=workers,
             progress=progress("synth")).path
-        made = preprocess_manifest(cohort, folder / "synth-prep", preprocess, workers=workers,
+        # through the raw-scan path (N4, registration), as a user's scan goes: left on the
+        # template grid without N4, their bias field alone made the normative model flag
+        # 70-540 ml of a healthy synthetic brain (9-11 ml with N4)
+        raw_path = dataclasses.replace(preprocess, register="always")
+        made = preprocess_manifest(cohort, folder / "synth-prep", raw_path, workers=workers,
                                    progress=progress("preprocess"))
         for subject in made.subjects:  # named apart from any synthetic training subject
             subject.subject, subject.split = f"val-{subject.subject}", "val"
@@ -262,6 +267,8 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
             choose_operating_point(run, validation, settings, progress=progress("choose"))
         for variant, detect in variants.items():
             say(f"detect and evaluate {recipe.name} ({variant})")
+            for old in (f"pred-{bench.split}-{variant}", f"eval-{bench.split}-{variant}"):
+                shutil.rmtree(run / old, ignore_errors=True)  # never a stale result
             pred = detect_manifest(run, scored, run / f"pred-{bench.split}-{variant}",
                                    split=bench.split, progress=progress("detect"), **detect)
             result = evaluate(pred, scored, run / f"eval-{bench.split}-{variant}",

@@ -257,8 +257,8 @@ class Detector:
             for mode in slice_modes:
                 data = load_subject_slices(subject, self.cfg.train.modality,
                                            self.cfg.model.image_size, mode, manifest)
-                lesion = (load_binary(subject.label, data.volume, "label").data > 0
-                          if labelled else np.zeros(data.volume.shape, bool))
+                lesion = (label_on_grid(subject, data.volume) if labelled
+                          else np.zeros(data.volume.shape, bool))
                 for key, (detect, precision) in runs.items():
                     if detect.slices == mode:
                         result = self.score(data, detect.replaced(precision=precision))
@@ -266,6 +266,20 @@ class Detector:
                         if labelled:
                             histograms[key][1].add(result.score[result.scored & lesion])
         return histograms
+
+
+def label_on_grid(subject, volume) -> np.ndarray:
+    """A subject's lesion label on its preprocessed volume's grid: as it is, or, for a
+    registered subject whose label lies on its raw scan's grid, carried to the atlas."""
+    if subject.transform is None or subject.native is None:
+        return load_binary(subject.label, volume, "label").data > 0
+    from brainuad.io import load_image
+    from brainuad.register import read_transform, to_atlas
+
+    native = load_image(subject.native)
+    label = load_binary(subject.label, native, "label")
+    return to_atlas(label.data.astype(np.float32), native.affine, volume.shape, volume.affine,
+                    read_transform(subject.transform), nearest=True) > 0.5
 
 
 #: Where scores lie, for the histograms: residuals in [0, 1] (images are in [0, 1],

@@ -14,6 +14,7 @@ atlas -> scan transform is saved so `detect` can write its maps on the scan's ow
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import shutil
@@ -57,6 +58,7 @@ REGISTER = ("auto", "always", "never")
 MASK = "mask.nii.gz"  # a subject's brain mask, written last: its presence marks the subject done
 TRANSFORM = "to_native.tfm"  # atlas -> scan transform of a registered subject
 QUALITY = "registration.json"  # its plausibility figures (`register.quality`), for QC
+FINGERPRINT = "preprocess.json"  # the settings and input files a subject's outputs come from
 #: Rigid registration between two scans of the same head: two coarse levels, sparse sampling.
 #: On patient01_study1 (raw MSLUB) T1 and T2 land within 0.7 and 0.2 mm of the full set-up's
 #: result in 3 s instead of 9-10 s each; sampling (0.1, 0.02) instead of (0.2, 0.05): 1.6 s
@@ -237,14 +239,17 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     mask_path = folder / MASK
     transform_path = folder / TRANSFORM
     name = reference_modality(cfg, subject.images)
-    # Every file is written atomically and the mask last, so existing means complete.
-    if overwrite or not mask_path.exists() or not all(p.exists() for p in targets.values()):
+    stamp = fingerprint(subject, cfg)
+    # Every file is written atomically and the mask last, so existing means complete; done with
+    # other settings or from other input files (the fingerprint differs), it is done again.
+    done = mask_path.exists() and all(p.exists() for p in targets.values())
+    if overwrite or not done or _read_json(folder / FINGERPRINT) != stamp:
         fresh = not folder.exists()
         remove_partials(folder)  # of a run that was killed while writing this subject
         # redone: the old mask goes first, so a redo that fails is never taken for complete
         mask_path.unlink(missing_ok=True)
         try:
-            _preprocess_volumes(subject, folder, cfg, name, targets)
+            _preprocess_volumes(subject, folder, cfg, name, targets, stamp)
         except Exception:
             if fresh:  # a subject that failed leaves no folder of half its files
                 shutil.rmtree(folder, ignore_errors=True)
@@ -257,6 +262,24 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     return Subject(subject.subject, subject.split, subject.health, targets, mask_path,
                    subject.label, extra, subject.images[name] if registered else None,
                    transform_path if registered else None)
+
+
+def fingerprint(subject: Subject, cfg: PreprocessConfig) -> dict:
+    """What shapes a subject's outputs: the settings, and each input file's path, size and
+    modification time."""
+    files = {}
+    for key, path in (*subject.images.items(), ("mask", subject.mask)):
+        if path is not None and Path(path).exists():
+            stat = Path(path).stat()
+            files[key] = [str(path), stat.st_size, stat.st_mtime_ns]
+    return {"settings": json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": files}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None  # damaged: the subject is done again
 
 
 def check_inputs(subject: Subject, name: str) -> tuple[dict[str, Volume], Volume | None]:
@@ -276,8 +299,9 @@ def check_inputs(subject: Subject, name: str) -> tuple[dict[str, Volume], Volume
 
 
 def _preprocess_volumes(subject: Subject, folder: Path, cfg: PreprocessConfig, name: str,
-                        targets: dict[str, Path]) -> None:
-    """Check, (register,) denoise and scale one subject; write its files, mask last."""
+                        targets: dict[str, Path], stamp: dict) -> None:
+    """Check, (register,) denoise and scale one subject; write its files, its fingerprint,
+    and the mask last."""
     volumes, user_mask = check_inputs(subject, name)
     reference = volumes[name]
     registered = cfg.register == "always" or (
@@ -295,6 +319,7 @@ def _preprocess_volumes(subject: Subject, folder: Path, cfg: PreprocessConfig, n
         (folder / TRANSFORM).unlink(missing_ok=True)
         (folder / QUALITY).unlink(missing_ok=True)
     _finish(images, mask, affine, subject.images, targets, cfg)
+    write_text(folder / FINGERPRINT, json.dumps(stamp, indent=2) + "\n")
     save_volume(folder / MASK, mask, affine, np.uint8)  # last: marks the subject done
 
 

@@ -305,6 +305,15 @@ def read_transform(path: Path) -> sitk.AffineTransform:
     return affine_transform(homogeneous)
 
 
+def to_atlas(data: np.ndarray, affine: np.ndarray, atlas_shape: tuple[int, ...],
+             atlas_affine: np.ndarray, transform: sitk.Transform,
+             nearest: bool = False) -> np.ndarray:
+    """A map on a scan's own grid (e.g. its lesion label) resampled onto the atlas grid, given
+    the subject's atlas -> scan transform."""
+    grid = to_sitk(np.zeros(atlas_shape, np.float32), atlas_affine)
+    return from_sitk(resample(to_sitk(data, affine), grid, transform, nearest))[0]
+
+
 def to_native(data: np.ndarray, affine: np.ndarray, native: sitk.Image,
               transform: sitk.Transform, nearest: bool = False) -> np.ndarray:
     """An atlas-space map `(X, Y, Z)` resampled onto a scan's own grid, given the subject's
