@@ -164,7 +164,10 @@ def train(
     cfg = None if resume else run_config(model, str(config) if config else None, overrides)
     train_run(manifest, run, cfg, resume=resume, epochs=epochs,
               progress=progress("threshold"), keep_going=keep_going)
-    typer.echo(f"run ready: {run}")
+    from brainuad.distributed import launch_rank
+
+    if launch_rank(devices or 1) == 0:  # one line, not one per process
+        typer.echo(f"run ready: {run}")
 
 
 @_command

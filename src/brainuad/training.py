@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from brainuad import normative, rundir, thresholds
+from brainuad import distributed, normative, rundir, thresholds
 from brainuad.config import DetectConfig, RunConfig, from_dict
 from brainuad.detector import Detector
 from brainuad.errors import BrainUADError, Failed, SubjectsFailed, attempt
@@ -237,10 +237,13 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
         cfg = rundir.read_config(run)
         if not (run / rundir.LAST).is_file() and cfg.model.name != "threshold":
             raise BrainUADError(f"{run}: nothing to resume (no checkpoints/last.ckpt)")
-    elif (run / rundir.CONFIG).exists():
-        raise BrainUADError(f"{run}: already holds a run; use --resume or another folder")
     if cfg is None:
         raise ValueError("train needs a config unless it resumes")
+    # Several processes (Lightning's ddp launcher, torchrun, srun) run this same call: only
+    # rank 0 creates the run directory and writes into it, the others train beside it.
+    first = distributed.launch_rank(cfg.train.devices) == 0
+    if first and not resume and (run / rundir.CONFIG).exists():
+        raise BrainUADError(f"{run}: already holds a run; use --resume or another folder")
     if epochs is not None:
         cfg.train.epochs = epochs
     train_subjects = manifest.select(split="train", health=cfg.train.health)
@@ -257,20 +260,23 @@ def train(manifest_path: str | Path, run: str | Path, cfg: RunConfig | None = No
             raise SubjectsFailed(failures, len(failures), "train")
     existed = run.exists()
     try:
-        run.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run, cfg)
-        rundir.write_provenance(run, manifest_path, excluded=failures,
-                                subjects=[s.subject for s in train_subjects])
+        if first:
+            run.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(run, cfg)
+            rundir.write_provenance(run, manifest_path, excluded=failures,
+                                    subjects=[s.subject for s in train_subjects])
         if cfg.model.name == "threshold":
             model = build_model(cfg.model)
         else:
             model = _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume,
                          progress_bar)
-        rundir.save_weights(run, model.state_dict())
-        calibrate(run, manifest_path, model=model, progress=progress)
+        if first:
+            rundir.save_weights(run, model.state_dict())
+        calibrate(run, manifest_path, model=model, progress=progress, cfg=cfg)
+        distributed.barrier()
     except BrainUADError:
         # bad input found before anything was learnt: leave no half-made run behind
-        if not resume and not (run / rundir.LAST).exists():
+        if first and not resume and not (run / rundir.LAST).exists():
             if not existed:
                 shutil.rmtree(run, ignore_errors=True)
             else:  # a folder the user made: only what this run wrote
@@ -375,12 +381,13 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
         rundir.safe_torch_load(last)  # a clear refusal of a checkpoint that is not plain data
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None,
                 weights_only=True)
-    best = (checkpoint.best_model_path if not gan else "") or str(last)
-    if trainer.global_rank != 0:
-        return module.model
-    state = rundir.safe_torch_load(Path(best))["state_dict"]
-    weights = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    module.model.load_state_dict(weights)
+    weights = None
+    if trainer.global_rank == 0:  # the checkpoints are rank 0's: it sends the best to the others
+        best = (checkpoint.best_model_path if not gan else "") or str(last)
+        state = rundir.safe_torch_load(Path(best))["state_dict"]
+        weights = {k.removeprefix("model."): v for k, v in state.items()
+                   if k.startswith("model.")}
+    module.model.load_state_dict(distributed.from_rank0(weights))
     return module.model
 
 
@@ -409,43 +416,54 @@ def use_epoch(run: str | Path, epoch: int, progress: Callable | None = None) -> 
 
 def calibrate(run: str | Path, manifest_path: str | Path | None = None,
               settings: list[DetectConfig] | None = None, model: torch.nn.Module | None = None,
-              progress: Callable | None = None) -> dict:
+              progress: Callable | None = None, cfg: RunConfig | None = None) -> dict:
     """Take a run's thresholds on its held-out scans (`thresholds.calibration_subjects` of the
     manifest it was trained on) and write `threshold.json`: for the run's own scoring when
-    `model` (just trained) is given, else the run's saved model with `settings` added to the
-    scorings it has (other slices, residuals, scores), each in every precision detection may
-    use. A new run also gets its normative maps (`normative.py`, from its training scans). This
-    is the only place thresholds are made: detection only reads them."""
+    `model` (just trained, with its `cfg`) is given, else the run's saved model with
+    `settings` added to the scorings it has (other slices, residuals, scores), each in every
+    precision detection may use. A new run also gets its normative maps (`normative.py`, from
+    its training scans). Under several processes each counts its share of the scans and rank 0
+    writes the sums. The only place thresholds are made: detection only reads them."""
     run = Path(run)
     manifest_path = Path(manifest_path or rundir.training_manifest(run, "calibration"))
     manifest = read_manifest(manifest_path)
-    cfg = rundir.read_config(run)
-    excluded = rundir.read_provenance(run).get("excluded_subjects", {})
+    rank, world = distributed.shard()
     if model is None:
         detector = Detector.load(run, accelerator="cpu")
-        previous = detector.info
+        cfg, previous = detector.cfg, detector.info
     else:
-        detector, previous = Detector(cfg, model, folder=run), None
+        cfg = cfg or rundir.read_config(run)
+        device = next(model.parameters(), torch.empty(0)).device
+        detector, previous = Detector(cfg, model, folder=run, device=device), None
+    excluded = rundir.read_provenance(run).get("excluded_subjects", {}) if rank == 0 else {}
+    excluded = distributed.from_rank0(excluded)
     wanted = [cfg.detect, *(settings or [])] if previous is None else (settings or [])
     needed = any(d.score != "residual" for d in wanted)
     training = [s for s in manifest.select(split="train", health=cfg.train.health)
                 if s.subject not in excluded]
     if detector.normative is None and (needed or (previous is None and len(training) > 1)):
-        detector.normative = normative.accumulate(training, cfg.train.modality,
-                                                  manifest_path).finish()
-        detector.normative.save(run)
+        sums = normative.accumulate(training, cfg.train.modality, manifest_path,
+                                    shard=(rank, world))
+        sums.sums = distributed.sum_arrays(sums.sums)[0]
+        detector.normative = sums.finish()
+        if rank == 0:
+            detector.normative.save(run)
     split, subjects = thresholds.calibration_subjects(manifest, cfg.train.health, excluded,
                                                       cfg.detect.threshold_subjects)
     names = [s.subject for s in subjects]
-    histograms = {key: pair[0] for key, pair in detector.histograms(
-        subjects, wanted, progress, manifest_path,
-        skip=(previous or {}).get("scorings", {})).items()}
+    histograms = {}
+    for key, pair in detector.histograms(subjects, wanted, progress if rank == 0 else None,
+                                         manifest_path, shard=(rank, world),
+                                         skip=(previous or {}).get("scorings", {})).items():
+        distributed.merge_histogram(pair[0])
+        histograms[key] = pair[0]
     if previous is None:
         info = thresholds.new_info(histograms, split, names, cfg.detect.percentile,
                                    detector.scoring_key(cfg.detect, "32"))
     else:
         info = thresholds.add_scorings(previous, histograms, names)
-    rundir.write_threshold(run, info)
+    if rank == 0:
+        rundir.write_threshold(run, info)
     return info
 
 
