@@ -50,3 +50,14 @@ def test_accelerator_is_checked_before_any_work(tmp_path):
                                       "--accelerator", "gpu"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "error: accelerator gpu: torch sees no CUDA GPU here" in result.output
+
+
+def test_workers_write_what_one_process_writes(prepared, tmp_path):
+    run = train(prepared, tmp_path / "run", tiny_config("sae16"), progress_bar=False)
+    one = detect_manifest(run, prepared, tmp_path / "one", split="test")
+    two = detect_manifest(run, prepared, tmp_path / "two", split="test", workers=2)
+    for subject in read_manifest(prepared).select(split="test"):
+        for name in ("score", "mask", "region"):
+            a = nib.load(one / subject.subject / f"{name}.nii.gz").get_fdata()
+            b = nib.load(two / subject.subject / f"{name}.nii.gz").get_fdata()
+            np.testing.assert_array_equal(a, b)

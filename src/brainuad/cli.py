@@ -207,6 +207,7 @@ def detect(
     score: Annotated[str | None, typer.Option(
         help="residual (the network's, as the paper), normative (z-score against the run's "
              "normative maps) or product (both).")] = None,
+    workers: Annotated[int, typer.Option(help="Subjects detected in parallel processes.")] = 1,
     keep_going: KeepGoing = False,
 ) -> None:
     """Anomaly score and lesion mask per subject, as NIfTI on the scan's own grid. RUN is a run
@@ -216,7 +217,7 @@ def detect(
     folder = detect_manifest(run, manifest, out, slices, split, progress=progress("detect"),
                              shard_spec=shard, residual=residual, fpr=fpr,
                              precision=precision, keep_going=keep_going,
-                             accelerator=accelerator, score=score)
+                             accelerator=accelerator, score=score, workers=workers)
     typer.echo(f"predictions: {folder}")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
                     progress: Callable | None = None, shard_spec: str | None = None,
                     residual: str | None = None, fpr: float | None = None,
                     precision: str | None = None, keep_going: bool = False,
-                    accelerator: str = "auto", score: str | None = None) -> Path:
+                    accelerator: str = "auto", score: str | None = None,
+                    workers: int = 1) -> Path:
     """Write `out/<subject>/{score,mask,region}.nii.gz` for every (selected) subject, on the
     scan's own grid and affine, with its stage timings in `out/<subject>/timing.json`, plus
     `out/detect.json` with the settings and thresholds (written first, the same for every shard
@@ -68,6 +70,7 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     already exist are skipped (outputs are written atomically, mask last). With `keep_going`, a
     subject that fails does not stop the others; `SubjectsFailed` names it at the end. The
     networks run on `accelerator` (`detector.device_for`); everything else on the CPU.
+    With `workers` > 1, subjects are detected in that many processes.
     """
     detector = Detector.load(run, accelerator)
     detect = detector.settings(slices, residual, precision, score)
@@ -105,11 +108,36 @@ def detect_manifest(run: str | Path, manifest_path: str | Path, out: str | Path 
     if not previous:
         write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     progress = progress or (lambda iterable, total: iterable)
-    results = [attempt(keep_going, _detect_subject, subject, out / subject.subject, detector,
-                       detect, threshold, manifest.path)
-               for subject in progress(subjects, total=len(subjects))]
+    jobs = [(subject, out / subject.subject, detect, threshold, manifest.path, keep_going)
+            for subject in subjects]
+    if workers > 1 and len(jobs) > 1:
+        # each process loads the model once and takes subjects as they come; every subject's
+        # files are its own, so the processes never write the same file
+        with get_context("spawn").Pool(workers, initializer=_load_worker,
+                                       initargs=(str(run), accelerator)) as pool:
+            results = list(progress(pool.imap(_in_worker, jobs), total=len(jobs)))
+    else:
+        _worker["detector"] = detector
+        results = [_in_worker(job) for job in progress(jobs, total=len(jobs))]
     raise_failures([s.subject for s in subjects], results, "detect")
     return out
+
+
+#: The detector of this process (`--workers`: each worker process loads its own).
+_worker: dict = {}
+
+
+def _load_worker(run: str, accelerator: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the workers share the cores
+    _worker["detector"] = Detector.load(run, accelerator)
+
+
+def _in_worker(job: tuple) -> object:
+    subject, folder, detect, threshold, manifest, keep_going = job
+    return attempt(keep_going, _detect_subject, subject, folder, _worker["detector"], detect,
+                   threshold, manifest)
 
 
 def _detect_subject(subject: Subject, folder: Path, detector: Detector, detect: DetectConfig,
