@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,65 @@ def test_a_rank_that_dies_ends_the_job_within_seconds(job, tmp_path, launcher):
     finally:
         if job_process.poll() is None:
             job_process.kill()
+
+
+SLURM = Path(__file__).resolve().parents[1] / "scripts" / "slurm"
+
+
+def test_the_sbatch_training_script_under_a_stand_in_srun(job, one_process, tmp_path,
+                                                           prepared):
+    """scripts/slurm/train.sbatch as SLURM would run it on one node with two tasks: a stand-in
+    `srun` starts the tasks with what srun sets (SLURM_PROCID, SLURM_LOCALID)."""
+    shim = tmp_path / "bin" / "srun"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/bash\n[ \"$1\" = --kill-on-bad-exit=1 ] && shift\n"
+                    "for i in $(seq 0 $((SLURM_NTASKS - 1))); do\n"
+                    "  SLURM_PROCID=$i SLURM_LOCALID=$i \"$@\" & done\n"
+                    "status=0; for job in $(jobs -p); do wait $job || status=1; done\n"
+                    "exit $status\n")
+    shim.chmod(0o755)
+    run = tmp_path / "sbatch"
+    config = tmp_path / "tiny.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["train"]["batch_size"] = 2
+    config.write_text(yaml.safe_dump(data))
+    env = {"PATH": f"{shim.parent}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "MANIFEST": str(prepared), "RUN": str(run), "CONFIG": str(config),
+           "ACCELERATOR": "cpu", "SLURM_NNODES": "1", "SLURM_NTASKS": "2",
+           "SLURM_NTASKS_PER_NODE": "2", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "brainuad",
+           "SLURM_JOB_ID": str(_port()), "SLURM_NODELIST": "localhost",
+           "SLURM_JOB_NUM_NODES": "1"}
+    _run(["bash", str(SLURM / "train.sbatch")], env=env)
+    _same_training(one_process, run)
+
+
+def test_the_job_array_script_splits_preprocess_and_detect(tmp_path):
+    """scripts/slurm/shards.sbatch as two array tasks (SLURM_ARRAY_TASK_ID set by hand): the
+    shards together give what one process gives."""
+    import nibabel as nib
+    import numpy as np
+
+    from brainuad.synth import SynthConfig, synth_cohort
+
+    cohort = synth_cohort(tmp_path / "cohort", SynthConfig(n_healthy=4, n_lesioned=2)).path
+    bin_dir = str(Path(sys.executable).parent)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "RAW": str(cohort),
+           "SLURM_ARRAY_TASK_COUNT": "2"}
+    for task in ("1", "0"):
+        _run(["bash", str(SLURM / "shards.sbatch")],
+             env={**env, "PREP": str(tmp_path / "prep"), "SLURM_ARRAY_TASK_ID": task})
+    _run([*BRAINUAD, "preprocess", str(cohort), str(tmp_path / "whole")])
+    run = tmp_path / "run"
+    _run([*BRAINUAD, "train", str(tmp_path / "whole" / "manifest.csv"), str(run), "--model",
+          "threshold"])
+    for task in ("0", "1"):
+        _run(["bash", str(SLURM / "shards.sbatch")],
+             env={**env, "STAGE": "detect", "RUN": str(run), "PREP": str(tmp_path / "prep"),
+                  "OUT": str(tmp_path / "pred"), "SLURM_ARRAY_TASK_ID": task})
+    _run([*BRAINUAD, "detect", str(run), str(tmp_path / "whole" / "manifest.csv"), "--out",
+          str(tmp_path / "one")])
+    maps = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").glob("*/*.nii.gz"))
+    assert len(maps) == 3 * 6
+    for path in maps:
+        np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "one" / path).dataobj),
+                                      np.asarray(nib.load(tmp_path / "pred" / path).dataobj))
