@@ -141,9 +141,10 @@ def test_benchmark_recipes_on_a_labelled_validation_set(tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["benchmark", str(config), str(out)])
     assert result.exit_code == 0, result.output
-    rows = json.loads((out / "results.json").read_text())["benchmark"]
+    rows = json.loads((out / "results-val.json").read_text())["benchmark"]
     assert [(r["model"], r["variant"]) for r in rows] == [("intensity", "brain"),
                                                            ("normative", "z")]
+    assert not (out / "results.json").exists()  # the test set was not scored
     from brainuad.manifest import read_manifest
 
     validation = read_manifest(out / "validation" / "manifest.csv")
@@ -156,3 +157,8 @@ def test_benchmark_recipes_on_a_labelled_validation_set(tmp_path):
         detect = json.loads((out / "runs" / row["model"] / f"pred-val-{row['variant']}"
                              / "detect.json").read_text())
         assert "validation operating point" in detect["rule"]
+    # then the finalists on the test split, once, with the operating points chosen above
+    result = runner.invoke(app, ["benchmark", str(config), str(out), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    tested = json.loads((out / "results.json").read_text())["benchmark"]
+    assert [r["split"] for r in tested] == ["test", "test"] and tested[0]["subjects"] == 1

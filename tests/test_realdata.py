@@ -127,3 +127,29 @@ def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
     # two epochs of a 64 px model promise nothing
     baseline = next(r for r in rows if (r["model"], r["variant"]) == ("threshold", "brain"))
     assert baseline["auroc_mean"] > 0.6
+
+
+@pytest.mark.slow  # 23 registrations: about 4 minutes
+def test_every_real_scan_passes_the_registration_plausibility_bounds():
+    """The bounds of RegistrationConfig were set so that every real scan here passes: the 11
+    raw MS FLAIRs, the 2 MSLUB test FLAIRs (FSL MNI space), the 10 healthy IXI T1."""
+    from brainuad.register import (
+        RegistrationConfig,
+        check_quality,
+        head_mask,
+        n4,
+        to_sitk,
+        to_template,
+    )
+
+    data = shared_data()
+    scans = sorted((data / "mslub_longitudinal_raw").glob("*/FLAIR.nii.gz"))
+    scans += sorted((data / "mslub").glob("*/FLAIR.nii.gz"))
+    scans += sorted((data / "ixi_t1").glob("*/T1.nii.gz"))
+    assert len(scans) == 23
+    cfg = RegistrationConfig()
+    for path in scans:
+        volume = load_image(path)
+        image = to_sitk(volume.data, volume.affine)
+        figures = to_template(n4(image, head_mask(image), cfg), cfg, str(path))[1]
+        check_quality(figures, cfg, str(path))  # raises for a scan below a bound

@@ -215,8 +215,13 @@ def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
 def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | None = None,
                   quick: bool = False, epochs: int | None = None, workers: int = 1,
                   say: Callable[[str], None] = print,
-                  progress: Callable[[str], Callable] | None = None) -> list[dict]:
+                  progress: Callable[[str], Callable] | None = None,
+                  split: str | None = None) -> list[dict]:
     bench = read_benchmark(config_path)
+    if split is not None:
+        if split not in ("val", "test") or (split == "val" and bench.validation is None):
+            raise BrainUADError(f"--split {split!r}: test, or val with a `validation` section")
+        bench.split = split
     out = Path(out)
     progress = progress or (lambda desc: None)
     unknown = sorted(set(models or []) - set(bench.models))
@@ -280,21 +285,25 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
             examples.setdefault(variant, {})[recipe.name] = result.examples
             histograms.setdefault(variant, {})[recipe.name] = result.histogram
             thresholds.setdefault(variant, {})[recipe.name] = result.summary.get("threshold")
+    tag = "" if bench.split == "test" else f"_{bench.split}"
     for variant in examples:
-        report.figure_examples(examples[variant], out / f"fig5_{variant}.png")
-        report.figure_histograms(histograms[variant], out / f"fig6_{variant}.png",
+        report.figure_examples(examples[variant], out / f"fig5_{variant}{tag}.png")
+        report.figure_histograms(histograms[variant], out / f"fig6_{variant}{tag}.png",
                                  thresholds=thresholds[variant])
-    write_results(rows, per_subject, out)
+    write_results(rows, per_subject, out, bench.split)
     say("\n" + report.benchmark_table(rows))
     return rows
 
 
-def write_results(rows: list[dict], per_subject: list[dict], out: Path) -> None:
+def write_results(rows: list[dict], per_subject: list[dict], out: Path,
+                  split: str = "test") -> None:
     """results.md (the table, then one row per subject), results.csv (one row per model and
-    variant, means and sds), subjects.csv and results.json (one line)."""
-    write_text(out / "results.md", report.benchmark_table(rows) + "\nPer subject:\n\n"
+    variant, means and sds), subjects.csv and results.json (one line); a `val` benchmark's
+    files are named results-val.md and so on, so it never overwrites the test's."""
+    tag = "" if split == "test" else f"-{split}"
+    write_text(out / f"results{tag}.md", report.benchmark_table(rows) + "\nPer subject:\n\n"
                + report.subject_table(per_subject))
-    write_text(out / "subjects.csv", _csv(per_subject))
+    write_text(out / f"subjects{tag}.csv", _csv(per_subject))
     flat = []
     for row in rows:
         entry = {}
@@ -304,8 +313,8 @@ def write_results(rows: list[dict], per_subject: list[dict], out: Path) -> None:
             else:
                 entry[key] = value
         flat.append(entry)
-    write_text(out / "results.csv", _csv(flat))
-    write_text(out / "results.json", json.dumps({"benchmark": flat}) + "\n")
+    write_text(out / f"results{tag}.csv", _csv(flat))
+    write_text(out / f"results{tag}.json", json.dumps({"benchmark": flat}) + "\n")
 
 
 def _csv(rows: list[dict]) -> str:

@@ -300,6 +300,8 @@ def benchmark(
     quick: Annotated[bool, typer.Option(help="Smoke check: 64 px, 2 epochs.")] = False,
     epochs: Annotated[int | None, typer.Option(help="Override the training epochs.")] = None,
     workers: Annotated[int, typer.Option(help="Subjects preprocessed in parallel.")] = 1,
+    split: Annotated[str | None, typer.Option(
+        help="Override the file's split: val (the labelled validation set) or test.")] = None,
 ) -> None:
     """Preprocess a cohort, train (or reuse) several models, detect and evaluate each with
     every detection variant of CONFIG; write one table (markdown, CSV, JSON) and figures."""
@@ -307,7 +309,7 @@ def benchmark(
 
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
     run_benchmark(config, out, chosen, quick=quick, epochs=epochs, workers=workers,
-                  say=typer.echo, progress=lambda desc: progress(desc))
+                  say=typer.echo, progress=lambda desc: progress(desc), split=split)
     typer.echo(f"results: {out / 'results.md'}")
 
 
