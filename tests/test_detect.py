@@ -61,3 +61,19 @@ def test_workers_write_what_one_process_writes(prepared, tmp_path):
             a = nib.load(one / subject.subject / f"{name}.nii.gz").get_fdata()
             b = nib.load(two / subject.subject / f"{name}.nii.gz").get_fdata()
             np.testing.assert_array_equal(a, b)
+
+
+def test_evaluation_scores_test_subjects_and_never_training_ones(prepared, tmp_path):
+    run = train(prepared, tmp_path / "run", tiny_config("threshold"), progress_bar=False)
+    pred = detect_manifest(run, prepared, tmp_path / "all")  # every split
+    test = evaluate(pred, prepared, tmp_path / "e1")
+    assert test.summary["split"] == "test" and test.summary["subjects"] == 2
+    everything = evaluate(pred, prepared, tmp_path / "e2", split=None)
+    trained = [s.subject for s in read_manifest(prepared).select(split="train")]
+    assert all(t not in {r["subject"] for r in everything.rows} for t in trained)
+    assert any("trained on them" in w and trained[0] in w for w in everything.warnings)
+    # the val subject (healthy, not trained on) is scored as a healthy scan: flagged volume
+    assert everything.summary["healthy_subjects"] == 1 and "healthy_flagged_ml" in \
+        everything.summary
+    assert 0 <= test.summary["dataset_best_dice"] <= 1
+    assert test.summary["lesion_outside_fraction"] == 0

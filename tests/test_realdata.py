@@ -153,3 +153,31 @@ def test_every_real_scan_passes_the_registration_plausibility_bounds():
         image = to_sitk(volume.data, volume.affine)
         figures = to_template(n4(image, head_mask(image), cfg), cfg, str(path))[1]
         check_quality(figures, cfg, str(path))  # raises for a scan below a bound
+
+
+@pytest.mark.slow  # two raw scans through the whole path: about a minute
+def test_segment_two_raw_longitudinal_flairs(tmp_path):
+    """`brainuad segment` with the bundled model on raw MS FLAIRs as acquired (with skull,
+    anisotropic, scanner space): outputs on each scan's grid, a plausible registration, lesions
+    found in these MS patients, the report written."""
+    import json
+
+    import nibabel as nib
+
+    from brainuad.segment import segment_scans
+
+    scans = [shared_data("mslub_longitudinal_raw", name, "FLAIR.nii.gz")
+             for name in ("patient01_study1", "patient20_study2")]
+    rows = segment_scans(scans, tmp_path, accelerator="cpu")
+    # both files are FLAIR.nii.gz: each is named by its folder too
+    assert [row["scan"] for row in rows] == ["patient01_study1_FLAIR", "patient20_study2_FLAIR"]
+    for path, row in zip(scans, rows, strict=True):
+        folder = tmp_path / row["scan"]
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["model"]["name"] == "flair-ms"
+        assert summary["registration"]["brain_dice"] > 0.88 and not summary["warnings"]
+        assert 900 < summary["brain_volume_ml"] < 2000
+        assert summary["lesions"] > 0 and 0 < summary["lesion_volume_ml"] < 100
+        mask = nib.load(folder / "lesion_mask.nii.gz")
+        assert mask.shape == nib.load(path).shape
+        assert (folder / "report.html").stat().st_size > 50_000

@@ -121,3 +121,13 @@ def test_scan_names_that_differ_only_in_case_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["segment", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "differ by more than case" in result.output and not (tmp_path / "o").exists()
+
+
+def test_files_of_the_same_name_are_named_by_their_folders(tmp_path):
+    for folder in ("p1", "p2"):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)),
+                 tmp_path / folder / "FLAIR.nii.gz")
+    names = [name for name, _ in find_scans([tmp_path / "p1" / "FLAIR.nii.gz",
+                                             tmp_path / "p2" / "FLAIR.nii.gz"])]
+    assert names == ["p1_FLAIR", "p2_FLAIR"]

@@ -72,7 +72,8 @@ def scan_name(path: Path) -> str:
 
 def find_scans(sources: list[str | Path]) -> list[tuple[str, Path]]:
     """(name, path) of every scan given: NIfTI files, folders holding one DICOM series, folders
-    of NIfTI files, and manifests (their `flair`, else first image, column)."""
+    of NIfTI files, and manifests (their `flair`, else first image, column). A scan is named
+    by its file (or manifest subject); files of the same name by their folder and file."""
     found: list[tuple[str, Path]] = []
     for source in map(Path, sources):
         if source.suffix == ".csv":
@@ -90,6 +91,9 @@ def find_scans(sources: list[str | Path]) -> list[tuple[str, Path]]:
             found.append((scan_name(source), source))
         else:
             raise BrainUADError(f"{source}: no such file or folder")
+    stems = [name.lower() for name, _ in found]
+    found = [(f"{path.parent.name}_{name}" if stems.count(name.lower()) > 1 else name, path)
+             for name, path in found]  # patient1/FLAIR.nii.gz, patient2/FLAIR.nii.gz
     seen: dict[str, Path] = {}
     for name, path in found:
         # names are folder names under OUT: ones that differ only in case collide on macOS

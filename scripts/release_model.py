@@ -1,0 +1,78 @@
+"""Retrain the bundled model `flair-ms`, reproduce its figures, and put it into the package.
+
+    python scripts/release_model.py [--out release-flair-ms]
+
+1. `brainuad benchmark configs/models/flair-ms.yaml OUT --split val`: preprocesses the raw
+   scans, trains (fits the normative maps on the 9 training FLAIRs), takes the label-free
+   percentiles on the 2 held-out FLAIRs and chooses the operating point on the labelled
+   validation set; scores that set (with the healthy synthetic scans' flagged volume).
+2. The same with `--split test`: MSLUB patient07 and patient19, scored once.
+3. Copies the run's config.yaml, model.pt, normative.pt and threshold.json into
+   src/brainuad/weights/flair-ms/ (local paths removed), writes its model.json, and the model
+   card's tables to docs/models/flair-ms_results{,-val}.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+from pathlib import Path
+
+import brainuad
+from brainuad.benchmark import run_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+NAME, VERSION = "flair-ms", "1"
+CONFIG = REPO / "configs" / "models" / f"{NAME}.yaml"
+TARGET = REPO / "src" / "brainuad" / "weights" / NAME
+FILES = ("config.yaml", "model.pt", "normative.pt", "threshold.json")
+
+
+def _without_paths(info: dict) -> dict:
+    """threshold.json as shipped: scan names stay, the paths of the machine that made it go."""
+    points = {key: {k: v for k, v in point.items() if k != "manifest"}
+              for key, point in info.get("operating_points", {}).items()}
+    return {**info, "operating_points": points}
+
+
+def release(out: Path) -> None:
+    for split in ("val", "test"):
+        run_benchmark(CONFIG, out, split=split)
+    run = out / "runs" / NAME
+    TARGET.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        if name == "threshold.json":
+            info = _without_paths(json.loads((run / name).read_text()))
+            (TARGET / name).write_text(json.dumps(info, indent=2) + "\n")
+        elif (run / name).is_file():
+            shutil.copyfile(run / name, TARGET / name)
+    provenance = json.loads((run / "provenance.json").read_text())
+    (TARGET / "model.json").write_text(json.dumps({
+        "name": NAME, "version": VERSION,
+        "description": "MS lesions on FLAIR: a voxel-wise normative model of 9 raw MS FLAIRs "
+                       "(z-score), operating point chosen on held-out scans with synthetic "
+                       "lesions; for research, not a clinical device",
+        "trained_on": provenance["training_subjects"],
+        "data": "MSLUB longitudinal (Lesjak et al. 2016), CC BY 4.0",
+        "recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
+        "git_commit": provenance.get("git_commit"),
+        "released": datetime.date.today().isoformat(),
+        "card": f"docs/models/{NAME}.md"}, indent=2) + "\n")
+    docs = REPO / "docs" / "models"
+    docs.mkdir(parents=True, exist_ok=True)
+    for tag in ("", "-val"):
+        shutil.copyfile(out / f"results{tag}.md", docs / f"{NAME}_results{tag}.md")
+    size = sum(p.stat().st_size for p in TARGET.iterdir()) / 1e6
+    print(f"{NAME} version {VERSION}: {TARGET} ({size:.1f} MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(f"release-{NAME}"))
+    release(parser.parse_args().out)
+
+
+if __name__ == "__main__":
+    main()
