@@ -159,7 +159,9 @@ def test_every_real_scan_passes_the_registration_plausibility_bounds():
 def test_segment_two_raw_longitudinal_flairs(tmp_path):
     """`brainuad segment` with the bundled model on raw MS FLAIRs as acquired (with skull,
     anisotropic, scanner space): outputs on each scan's grid, a plausible registration, lesions
-    found in these MS patients, the report written."""
+    found in these MS patients, the report written. The two scans the model held out: a
+    normative model cannot find the lesions of its own training scans (one scan of 9 moves a
+    voxel's mean and spread so that it lies at most (9 - 1) / 3 = 2.7 spreads above them)."""
     import json
 
     import nibabel as nib
@@ -167,10 +169,10 @@ def test_segment_two_raw_longitudinal_flairs(tmp_path):
     from brainuad.segment import segment_scans
 
     scans = [shared_data("mslub_longitudinal_raw", name, "FLAIR.nii.gz")
-             for name in ("patient01_study1", "patient20_study2")]
+             for name in ("patient09_study2", "patient20_study2")]
     rows = segment_scans(scans, tmp_path, accelerator="cpu")
     # both files are FLAIR.nii.gz: each is named by its folder too
-    assert [row["scan"] for row in rows] == ["patient01_study1_FLAIR", "patient20_study2_FLAIR"]
+    assert [row["scan"] for row in rows] == ["patient09_study2_FLAIR", "patient20_study2_FLAIR"]
     for path, row in zip(scans, rows, strict=True):
         folder = tmp_path / row["scan"]
         summary = json.loads((folder / "summary.json").read_text())

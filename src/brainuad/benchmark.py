@@ -180,6 +180,20 @@ def _stale(run: Path, cfg, manifest: Path) -> str:
     return ", ".join(changed)
 
 
+def _synthetic(folder: Path, cfg: SynthConfig, workers: int, progress: Callable) -> Path:
+    """A synthetic cohort's manifest: the one in `folder` if it was made with these settings
+    (`synth.json`), else made anew."""
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    record = folder / "synth.json"
+    if (folder / "manifest.csv").is_file() and record.is_file() and json.loads(
+            record.read_text()) == settings:
+        return folder / "manifest.csv"
+    shutil.rmtree(folder, ignore_errors=True)
+    path = synth_cohort(folder, cfg, workers=workers, progress=progress("synth")).path
+    write_text(record, json.dumps(settings, indent=2) + "\n")
+    return path
+
+
 def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
                     preprocess: PreprocessConfig, workers: int, say: Callable,
                     progress: Callable) -> Path:
@@ -193,10 +207,8 @@ def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
                                     bench.validation["copies"], progress=progress("synth")
                                     ).subjects
     if bench.validation["synth"]:
-        cohort = folder / "synth" / "manifest.csv"
-        cohort = cohort if cohort.is_file() else synth_cohort(
-            folder / "synth", SynthConfig(**bench.validation["synth"]), workers=workers,
-            progress=progress("synth")).path
+        cohort = _synthetic(folder / "synth", SynthConfig(**bench.validation["synth"]),
+                            workers, progress)
         # through the raw-scan path (N4, registration), as a user's scan goes: left on the
         # template grid without N4, their bias field alone made the normative model flag
         # 70-540 ml of a healthy synthetic brain (9-11 ml with N4)
@@ -234,10 +246,7 @@ def run_benchmark(config_path: str | Path, out: str | Path, models: list[str] | 
     synthetic = None
     if bench.synth is not None:
         say(f"synth -> {out / 'cohort'}")
-        cohort = out / "cohort" / "manifest.csv"
-        cohort = cohort if cohort.is_file() else synth_cohort(
-            out / "cohort", SynthConfig(**bench.synth), workers=workers,
-            progress=progress("synth")).path
+        cohort = _synthetic(out / "cohort", SynthConfig(**bench.synth), workers, progress)
         folder = out / ("prep" if bench.manifest is None else "prep-synth")
         synthetic = preprocess_manifest(cohort, folder, preprocess, workers=workers,
                                         progress=progress("preprocess"))

@@ -232,16 +232,22 @@ def _lesion_figure(raw, lesions: np.ndarray, brain: np.ndarray, count: int = 12)
         with_brain = np.arange(image.shape[2])
     chosen = np.unique(np.linspace(with_brain[0], with_brain[-1], count).round().astype(int))
     top = float(np.percentile(image[scored], 99.5)) if scored.any() else float(image.max())
-    cols = 4
+    # zoomed onto the brain (its bounding box in the slice plane, a little margin)
+    inplane = np.argwhere(scored.any(axis=2)) if scored.any() else np.argwhere(
+        np.ones(image.shape[:2]))
+    lo = np.maximum(inplane.min(0) - 5, 0)
+    hi = np.minimum(inplane.max(0) + 6, image.shape[:2])
+    crop = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+    cols = 3
     rows = math.ceil(len(chosen) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(10, 2.7 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(10, 3.6 * rows), squeeze=False)
     for ax, z in zip(axes.ravel(), chosen, strict=False):
-        ax.imshow(np.rot90(image[:, :, z]), cmap="gray", vmin=0, vmax=top or 1.0)
-        if scored[:, :, z].any():
-            ax.contour(np.rot90(scored[:, :, z]), levels=[0.5], colors="#3d7bff",
+        ax.imshow(np.rot90(image[crop][:, :, z]), cmap="gray", vmin=0, vmax=top or 1.0)
+        if scored[crop][:, :, z].any():
+            ax.contour(np.rot90(scored[crop][:, :, z]), levels=[0.5], colors="#3d7bff",
                        linewidths=0.6)
-        if lesion[:, :, z].any():
-            ax.contour(np.rot90(lesion[:, :, z]), levels=[0.5], colors="#ff2020",
+        if lesion[crop][:, :, z].any():
+            ax.contour(np.rot90(lesion[crop][:, :, z]), levels=[0.5], colors="#ff2020",
                        linewidths=1.0)
         ax.set_title(f"slice {z}", color="white", fontsize=8)
     for ax in axes.ravel():
