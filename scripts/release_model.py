@@ -3,9 +3,10 @@
     python scripts/release_model.py [--out release-flair-ms]
 
 1. `brainuad benchmark configs/models/flair-ms.yaml OUT --split val`: preprocesses the raw
-   scans, trains (fits the normative maps on the 9 training FLAIRs), takes the label-free
-   percentiles on the 2 held-out FLAIRs and chooses the operating point on the labelled
-   validation set; scores that set (with the healthy synthetic scans' flagged volume).
+   scans and a synthetic healthy cohort, trains (fits the normative maps on the 9 training
+   FLAIRs and the 10 synthetic ones), takes the label-free percentiles on the held-out scans
+   and chooses the operating point on the labelled validation set; scores that set (with the
+   healthy synthetic scans' flagged volume).
 2. The same with `--split test`: MSLUB patient07 and patient19, scored once.
 3. Copies the run's config.yaml, model.pt, normative.pt and threshold.json into
    src/brainuad/weights/flair-ms/ (local paths removed), writes its model.json, and the model
@@ -51,9 +52,10 @@ def release(out: Path) -> None:
     provenance = json.loads((run / "provenance.json").read_text())
     (TARGET / "model.json").write_text(json.dumps({
         "name": NAME, "version": VERSION,
-        "description": "MS lesions on FLAIR: a voxel-wise normative model of 9 raw MS FLAIRs "
-                       "(z-score), operating point chosen on held-out scans with synthetic "
-                       "lesions; for research, not a clinical device",
+        "description": "MS lesions on FLAIR: a voxel-wise normative model (z-score) of 9 raw "
+                       "MS FLAIRs and 10 synthetic healthy ones, operating point chosen on "
+                       "held-out scans with synthetic lesions; research use, not a clinical "
+                       "device",
         "trained_on": provenance["training_subjects"],
         "data": "MSLUB longitudinal (Lesjak et al. 2016), CC BY 4.0",
         "recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
