@@ -4,7 +4,8 @@
 
 1. `brainuad benchmark configs/models/flair-ms.yaml OUT --split val`: preprocesses the raw
    scans and a synthetic healthy cohort, trains (fits the normative maps on the 9 training
-   FLAIRs and the 10 synthetic ones), takes the label-free percentiles on the held-out scans
+   FLAIRs and 8 of the 10 synthetic ones), takes the label-free percentiles on the held-out scans
+   (the 2 other raw FLAIRs, the 2 other synthetic ones)
    and chooses the operating point on the labelled validation set; scores that set (with the
    healthy synthetic scans' flagged volume).
 2. The same with `--split test`: MSLUB patient07 and patient19, scored once.
@@ -53,11 +54,11 @@ def release(out: Path) -> None:
     (TARGET / "model.json").write_text(json.dumps({
         "name": NAME, "version": VERSION,
         "description": "MS lesions on FLAIR: a voxel-wise normative model (z-score) of 9 raw "
-                       "MS FLAIRs and 10 synthetic healthy ones, operating point chosen on "
+                       "MS FLAIRs and 8 synthetic healthy ones, operating point chosen on "
                        "held-out scans with synthetic lesions; research use, not a clinical "
                        "device",
         "trained_on": provenance["training_subjects"],
-        "data": "MSLUB longitudinal (Lesjak et al. 2016), CC BY 4.0",
+        "data": "MSLUB longitudinal (Lesjak et al. 2016, Neuroinformatics), CC BY",
         "recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
         "git_commit": provenance.get("git_commit"),
         "released": datetime.date.today().isoformat(),
