@@ -70,6 +70,7 @@ def test_a_subject_done_with_other_settings_or_inputs_is_done_again(cohort, tmp_
     """Nothing stale is reused silently: the settings and input files are fingerprinted."""
     import os
 
+    from brainuad.io import load_image, save_volume
     from brainuad.preprocess import PreprocessConfig, preprocess_manifest
 
     out = tmp_path / "prep"
@@ -84,6 +85,11 @@ def test_a_subject_done_with_other_settings_or_inputs_is_done_again(cohort, tmp_
     assert second > first  # other settings: done again
     image = cohort.parent / "sub-h00" / "flair.nii.gz"
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    preprocess_manifest(cohort, out, PreprocessConfig(register="never",
+                                                      upper_percentile=99.0))
+    assert mask.stat().st_mtime_ns == second  # the same content copied anew: skipped
+    volume = load_image(image)
+    save_volume(image, volume.data * 1.5, volume.affine)
     preprocess_manifest(cohort, out, PreprocessConfig(register="never",
                                                       upper_percentile=99.0))
     assert mask.stat().st_mtime_ns > second  # a changed input file: done again

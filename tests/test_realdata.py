@@ -118,7 +118,7 @@ def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
     rows = json.loads((tmp_path / "out" / "results.json").read_text())["benchmark"]
     assert len(rows) == 2 * len(settings["variants"])
     # the test patient was scored on its own grid, against its own lesion mask
-    mask = load_image(tmp_path / "out" / "runs" / "svae" / "pred-brain" / chosen[2]["subject"]
+    mask = load_image(tmp_path / "out" / "runs" / "svae" / "pred-test-brain" / chosen[2]["subject"]
                       / "mask.nii.gz", allow_blank=True)
     assert mask.shape == (182, 218, 182)
     for row in rows:

@@ -11,6 +11,7 @@ GPUs) before rank 0 writes the thresholds.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import torch
@@ -86,3 +87,27 @@ def barrier() -> None:
     """Every process waits here for the others (so none exits while another still counts)."""
     if active():
         dist.barrier()
+
+
+def end_job_when_a_rank_dies() -> None:
+    """Under Lightning's own `ddp` launcher the process the user started is rank 0, and a
+    thread of it watches the ranks it started; when one dies, that thread SIGKILLs every
+    process, its own included, so the job ends with status 137 and no message (unless rank 0
+    saw the lost peer first). Make it end the job with an error line and status 1 instead."""
+    from lightning.fabric.strategies.launchers import subprocess_script
+
+    observer = getattr(subprocess_script, "_ChildProcessObserver", None)
+    if observer is None or getattr(observer, "_brainuad", False):
+        return
+
+    def terminate_all(self) -> None:
+        codes = [p.returncode for p in self._child_processes]
+        for process in self._child_processes:
+            process.send_signal(self._termination_signal)
+        dead = next(((rank, code) for rank, code in enumerate(codes, 1) if code), (0, 0))
+        print(f"error: training rank {dead[0]} ended with status {dead[1]}; the job ends",
+              file=sys.stderr, flush=True)
+        os._exit(1)
+
+    observer._terminate_all = terminate_all
+    observer._brainuad = True

@@ -9,6 +9,7 @@ interrupted run never leaves a half-written file under its final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 import zlib
@@ -247,6 +248,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_checksum(path: Path) -> str:
+    """SHA-256 of a file's content (what a manifest or an input file is recognised by)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def remove_partials(folder: Path) -> None:

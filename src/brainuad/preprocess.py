@@ -30,6 +30,7 @@ from scipy import ndimage
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io import (
     Volume,
+    file_checksum,
     load_binary,
     load_image,
     remove_partials,
@@ -265,13 +266,12 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
 
 
 def fingerprint(subject: Subject, cfg: PreprocessConfig) -> dict:
-    """What shapes a subject's outputs: the settings, and each input file's path, size and
-    modification time."""
+    """What shapes a subject's outputs: the settings, and each input file's path and content
+    checksum (not its modification time: a dataset copied anew is not preprocessed again)."""
     files = {}
     for key, path in (*subject.images.items(), ("mask", subject.mask)):
         if path is not None and Path(path).exists():
-            stat = Path(path).stat()
-            files[key] = [str(path), stat.st_size, stat.st_mtime_ns]
+            files[key] = [str(path), file_checksum(path)]
     return {"settings": json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": files}
 
 

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import platform
@@ -23,7 +22,7 @@ import torch
 
 from brainuad.config import RunConfig, from_dict, load_yaml
 from brainuad.errors import BrainUADError
-from brainuad.io import atomic_path, write_text
+from brainuad.io import atomic_path, file_checksum, write_text
 
 CONFIG, MODEL, THRESHOLD, PROVENANCE = "config.yaml", "model.pt", "threshold.json", \
     "provenance.json"
@@ -106,10 +105,6 @@ def read_provenance(run: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
     except ValueError as err:
         raise BrainUADError(f"{path}: damaged ({err})") from err
-
-
-def file_checksum(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def provenance(manifest: Path, excluded: dict[str, str] | None = None,

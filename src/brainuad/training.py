@@ -363,6 +363,7 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
             monitor="val/l1" if val_loader is not None else None, mode="min",
             enable_version_counter=False)
     cpu_sync = _layer_sync(t)
+    distributed.end_job_when_a_rank_dies()
     trainer = L.Trainer(
         max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=_strategy(t.strategy, cfg.model.adversarial), precision=t.precision,
@@ -379,8 +380,15 @@ def _fit(manifest_path, run, cfg, train_subjects, val_subjects, resume, progress
     last = run / rundir.LAST
     if resume:
         rundir.safe_torch_load(last)  # a clear refusal of a checkpoint that is not plain data
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None,
-                weights_only=True)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None,
+                    weights_only=True)
+    except RuntimeError as err:
+        if not distributed.active():
+            raise
+        # gloo/NCCL: another process died or hung; say so on one line, not from inside torch
+        raise BrainUADError(f"{run}: training process {trainer.global_rank} lost another "
+                            f"process of the job: {str(err).splitlines()[0][:300]}") from err
     weights = None
     if trainer.global_rank == 0:  # the checkpoints are rank 0's: it sends the best to the others
         best = (checkpoint.best_model_path if not gan else "") or str(last)
