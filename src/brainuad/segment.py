@@ -207,9 +207,11 @@ def segment_scan(path: Path, folder: Path, detector: Detector, detect: DetectCon
     save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
     save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
     save_volume(folder / "lesion_mask.nii.gz", native["lesions"], raw.affine, np.uint8)
-    _write_csv(folder / "lesions.csv", table) if table else write_text(
-        folder / "lesions.csv", "lesion,volume_ml,centroid_x_mm,centroid_y_mm,centroid_z_mm,"
-                                "mean_score,max_score\n")
+    if table:
+        _write_csv(folder / "lesions.csv", table)
+    else:  # the header alone
+        write_text(folder / "lesions.csv", "lesion,volume_ml,centroid_x_mm,centroid_y_mm,"
+                                           "centroid_z_mm,mean_score,max_score\n")
     lap("write")
     warnings = registration_warnings(registration.quality)
     summary = {

@@ -1,0 +1,1 @@
+"""Networks (pure torch: no Lightning here) and the name -> configuration registry."""
