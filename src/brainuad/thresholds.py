@@ -8,14 +8,14 @@ histograms of several processes (ranks) add up. Quantiles are kept at 0.1 % step
 scoring (slices, residual, precision): any percentile or false-positive rate on that grid is then
 a lookup.
 
-Beside the label-free percentiles, a model folder may hold an `operating_point` chosen on a
-labelled validation set (synthetic lesions in held-out scans, `choose_operating_point`): the
-threshold with the best Dice over all of it.
+Beside the label-free percentiles, a model folder may hold operating points chosen on a
+labelled validation set (synthetic lesions in held-out scans, `choose_operating_point`): per
+scoring, the threshold with the best Dice over all of it.
 
     threshold.json = {"version": 2, "percentile": 98, "threshold": <the run's own scoring>,
                       "calibration": {"split": "val", "subjects": [...]},
                       "scorings": {<key>: {"quantiles": [...], "voxels": n, "range": [lo, hi]}},
-                      "operating_point": {"threshold": t, "scoring": <key>, ...}}   (optional)
+                      "operating_points": {<key>: {"threshold": t, ...}}}   (optional)
 """
 
 from __future__ import annotations
