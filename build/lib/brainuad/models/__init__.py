@@ -1,1 +1,0 @@
-"""Networks (pure torch: no Lightning here) and the name -> configuration registry."""
