@@ -24,16 +24,14 @@ def _on_native_grid(maps: dict[str, np.ndarray], affine: np.ndarray,
                     subject: Subject) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A registered subject's maps carried back onto its raw scan's grid (masks by nearest
     neighbour, the score linearly), where its lesion label and its user's viewer are."""
-    from brainuad.register import read_transform, to_native, to_sitk
+    from brainuad.register import maps_to_native, read_transform, to_sitk
 
     native = load_image(subject.native)
     grid, transform = to_sitk(native.data, native.affine), read_transform(subject.transform)
-    out = {name: to_native(np.asarray(value, np.float32), affine, grid, transform,
-                           nearest=name != "score") for name, value in maps.items()}
-    return out, native.affine
+    return maps_to_native(maps, affine, grid, transform), native.affine
 
 
-#: False-positive rates on the training scans at which `evaluate` also reports Dice.
+#: False-positive rates on the calibration scans at which `evaluate` also reports Dice.
 REPORTED_FPRS = (0.01, 0.05, 0.10)
 TIMING = "timing.json"  # a subject's detection timings, beside its maps
 

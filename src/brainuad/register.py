@@ -44,7 +44,7 @@ class RegistrationConfig:
     min_brain_dice: float = 0.80
     min_coverage: float = 0.90
     scale_range: tuple[float, float] = (0.75, 1.35)
-    max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.66
+    max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.49
 
 
 def to_sitk(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
@@ -320,3 +320,11 @@ def to_native(data: np.ndarray, affine: np.ndarray, native: sitk.Image,
     atlas -> scan transform (its inverse takes scan voxels to the atlas)."""
     image = to_sitk(data, affine)
     return from_sitk(resample(image, native, transform.GetInverse(), nearest))[0]
+
+
+def maps_to_native(maps: dict[str, np.ndarray], affine: np.ndarray, native: sitk.Image,
+                   transform: sitk.Transform) -> dict[str, np.ndarray]:
+    """A subject's atlas-space maps on its scan's own grid: the `score` linearly, every other
+    map (masks) by nearest neighbour."""
+    return {name: to_native(np.asarray(value, np.float32), affine, native, transform,
+                            nearest=name != "score") for name, value in maps.items()}

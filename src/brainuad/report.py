@@ -271,6 +271,7 @@ def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray]
             ("registration: brain overlap", f"{quality['brain_dice']:.3f}"),
             ("registration: brain in field of view", f"{quality['coverage']:.3f}"),
             ("registration: scale", f"{quality['scale']:.3f}"),
+            ("registration: similarity to the template (Mattes MI)", f"{quality['metric']:.3f}"),
             ("scan grid", " x ".join(map(str, summary["grid"]["shape"])) + " voxels of "
              + " x ".join(f"{s:g}" for s in summary["grid"]["spacing_mm"]) + " mm")]
     table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"

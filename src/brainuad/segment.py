@@ -48,7 +48,7 @@ from brainuad.io import (
 from brainuad.manifest import Subject, read_manifest
 from brainuad.postprocess import CONNECTIVITY
 from brainuad.preprocess import PreprocessConfig, prepare_scan
-from brainuad.register import to_native, to_sitk
+from brainuad.register import maps_to_native, to_sitk
 from brainuad.slices import cut_slices
 
 SUMMARY = "summary.json"  # written last: a scan's folder with it is complete
@@ -195,10 +195,8 @@ def segment_scan(path: Path, folder: Path, detector: Detector, detect: DetectCon
     lesions = detector.segment(scored, threshold, detect)
     lap("lesions")
     grid = to_sitk(raw.data, raw.affine)
-    native = {name: to_native(np.asarray(value, np.float32), image.affine, grid,
-                              registration.transform, nearest=name != "score")
-              for name, value in (("score", scored.score), ("lesions", lesions),
-                                  ("brain", mask.data))}
+    native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data},
+                            image.affine, grid, registration.transform)
     native["lesions"] = native["lesions"] > 0.5
     native["brain"] = native["brain"] > 0.5
     lap("to scan grid")
