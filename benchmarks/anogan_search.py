@@ -25,8 +25,8 @@ from inference import matmul_gflops  # benchmarks/inference.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainuad.config import from_dict
-from brainuad.detect import reconstruct
-from brainuad.models.registry import build_model, model_defaults
+from brainuad.models.common.residual import reconstruct
+from brainuad.models.registry import build_network, model_defaults
 
 WIDTHS = {128: (16, 128), 256: (64, 256)}
 
@@ -36,7 +36,7 @@ def anogan(size: int, steps: int = 100) -> torch.nn.Module:
     cfg = from_dict({"model": {**model_defaults("anogan"), "image_size": size, "width": width,
                                "max_width": max_width, "search_steps": steps}})
     torch.manual_seed(0)
-    model = build_model(cfg.model)
+    model = build_network(cfg.model)
     for norm in model.modules():  # statistics of the generator's own samples
         if isinstance(norm, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
             norm.momentum = None

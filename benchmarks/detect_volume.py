@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from brainuad import rundir
 from brainuad.config import from_dict
-from brainuad.detect import read_timing
-from brainuad.models.registry import build_model, model_defaults
-from brainuad.preprocess import PreprocessConfig, preprocess_manifest
-from brainuad.training import calibrate
+from brainuad.detection.calibration import calibrate
+from brainuad.detection.cohort import read_timing
+from brainuad.models import folder as rundir
+from brainuad.models.registry import build_network, model_defaults
+from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mslub" / "patient07"
 
@@ -38,11 +38,13 @@ def paper_run(folder: Path, manifest: Path) -> Path:
     cfg = from_dict({"model": {**model_defaults("anovaegan")}})
     folder.mkdir(parents=True)
     torch.manual_seed(0)
-    model = build_model(cfg.model)
+    model = build_network(cfg.model)
     rundir.write_config(folder, cfg)
     rundir.save_weights(folder, model.state_dict())
     rundir.write_provenance(folder, manifest)
-    calibrate(folder, manifest, model=model)  # thresholds on the volume below, as training does
+    # thresholds on the volume below, as training does
+    calibrate(folder, manifest, network=model, cfg=cfg)
+    rundir.describe_run(folder, cfg).write(folder)
     return folder
 
 
@@ -63,7 +65,7 @@ def main() -> None:
     run = args.run or paper_run(args.work / "run", prep)
     cfg = rundir.read_config(run)
     out = args.work / "pred"
-    command = [sys.executable, "-m", "brainuad.cli", "detect", str(run), str(prep),
+    command = [sys.executable, "-m", "brainuad", "detect", str(run), str(prep),
                "--out", str(out), "--precision", args.precision]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)

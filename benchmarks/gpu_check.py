@@ -32,9 +32,9 @@ def brainuad(*args: str) -> float:
 
 
 def prepare(work: Path) -> None:
-    from brainuad.demo import DEMO_LESIONS
-    from brainuad.preprocess import preprocess_manifest
-    from brainuad.synth import SynthConfig, synth_cohort
+    from brainuad.commands.demo import DEMO_LESIONS
+    from brainuad.data.synth import SynthConfig, synth_cohort
+    from brainuad.preprocessing.pipeline import preprocess_manifest
 
     cohort = synth_cohort(work / "cohort", SynthConfig(n_healthy=12, n_lesioned=6,
                                                        **DEMO_LESIONS))
@@ -54,7 +54,7 @@ def _maps(folder: Path, name: str) -> dict[str, np.ndarray]:
 
 
 def _summary(pred: Path, prep: Path) -> dict:
-    from brainuad.evaluate import evaluate
+    from brainuad.evaluation.evaluate import evaluate
 
     summary = evaluate(pred, prep, pred.parent / f"{pred.name}-eval").summary
     return {k: round(summary[k]["mean"], 4) for k in ("dice", "auprc", "best_dice")}

@@ -22,8 +22,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainuad.config import from_dict
-from brainuad.models.blocks import fuse_batchnorm
-from brainuad.models.registry import build_model, model_defaults
+from brainuad.models.common.blocks import fuse_batchnorm
+from brainuad.models.registry import build_network, model_defaults
 
 PAPER_GPU_S = 0.0154  # the paper's AnoVAEGAN, per slice, on a GPU
 
@@ -117,7 +117,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = from_dict({"model": {**model_defaults("anovaegan"), "image_size": args.size,
                                "width": args.width, "max_width": args.max_width}})
-    model = build_model(cfg.model).eval()
+    model = build_network(cfg.model).eval()
     flops = flops_per_slice(model, args.size)
     slices = torch.rand(args.slices, 1, args.size, args.size)
     peak32, peak16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)

@@ -110,8 +110,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-load"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from brainuad.preprocess import preprocess_manifest
-    from brainuad.synth import SynthConfig, synth_cohort
+    from brainuad.data.synth import SynthConfig, synth_cohort
+    from brainuad.preprocessing.pipeline import preprocess_manifest
 
     work = args.work
     cohort = work / "cohort" / "manifest.csv"

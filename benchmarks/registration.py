@@ -32,18 +32,17 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from brainuad.io import load_image
-from brainuad.manifest import Subject
-from brainuad.metrics import dice
-from brainuad.preprocess import PreprocessConfig, preprocess_subject
-from brainuad.register import (
+from brainuad.evaluation.metrics import dice
+from brainuad.io.images import load_image
+from brainuad.io.manifest import Subject
+from brainuad.io.sitk import from_sitk, to_sitk
+from brainuad.preprocessing.atlas import template
+from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
+from brainuad.preprocessing.registration import (
     affine_transform,
-    from_sitk,
     matrix,
     read_transform,
-    template,
     to_native,
-    to_sitk,
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -222,7 +221,7 @@ def part_c(work: Path) -> dict:
 def _figures(data: np.ndarray, affine: np.ndarray, name: str) -> dict:
     """N4 and the atlas registration of one scan, as preprocessing runs them; its figures."""
     from brainuad.errors import BrainUADError
-    from brainuad.register import RegistrationConfig, head_mask, n4, to_template
+    from brainuad.preprocessing.registration import RegistrationConfig, head_mask, n4, to_template
 
     cfg = RegistrationConfig()
     try:
@@ -263,7 +262,7 @@ def _phantom() -> tuple[np.ndarray, np.ndarray]:
 
 
 def part_q() -> dict:
-    from brainuad.register import RegistrationConfig
+    from brainuad.preprocessing.registration import RegistrationConfig
 
     cfg = RegistrationConfig()
     real = [p / "FLAIR.nii.gz" for p in sorted((DATA / "mslub_longitudinal_raw").glob("p*"))]

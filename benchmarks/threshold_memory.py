@@ -22,8 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-from brainuad.preprocess import preprocess_manifest
-from brainuad.synth import SynthConfig, synth_cohort
+from brainuad.data.synth import SynthConfig, synth_cohort
+from brainuad.preprocessing.pipeline import preprocess_manifest
 
 
 def peak_train(prepared: Path, run: Path) -> tuple[float, float, dict]:

@@ -16,8 +16,9 @@ import time
 import torch
 
 from brainuad.config import from_dict
-from brainuad.models import losses
-from brainuad.models.registry import build_discriminator, build_model, model_defaults
+from brainuad.models.common import losses
+from brainuad.models.common.discriminator import Discriminator
+from brainuad.models.registry import build_network, model_defaults
 
 MODES = {"fp32": (False, False), "channels-last": (True, False), "bf16": (False, True),
          "channels-last + bf16": (True, True)}
@@ -29,8 +30,9 @@ def step_seconds(model: str, size: int, width: int, max_width: int, steps: int,
     cfg = from_dict({"model": {**model_defaults(model), "image_size": size,
                                "width": width, "max_width": max_width}})
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    generator = build_model(cfg.model).to(memory_format=layout)
-    discriminator = build_discriminator(cfg.model)
+    generator = build_network(cfg.model).to(memory_format=layout)
+    m = cfg.model
+    discriminator = Discriminator(m.channels, m.image_size) if m.adversarial else None
     opt_g = torch.optim.Adam(generator.parameters(), 1e-3)
     if discriminator is not None:
         discriminator = discriminator.to(memory_format=layout)

@@ -9,9 +9,9 @@
    and chooses the operating point on the labelled validation set; scores that set (with the
    healthy synthetic scans' flagged volume).
 2. The same with `--split test`: MSLUB patient07 and patient19, scored once.
-3. Copies the run's config.yaml, model.pt, normative.pt and threshold.json into
-   src/brainuad/weights/flair-ms/ (local paths removed), writes its model.json, and the model
-   card's tables to docs/models/flair-ms_results{,-val}.md.
+3. Copies the files the run's model.json lists (config, normative maps, thresholds) into
+   src/brainuad/weights/flair-ms/ (local paths removed), writes its model.json (what it is, its
+   data, licence and card), and the model card's tables to docs/models/flair-ms_results{,-val}.md.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ import shutil
 from pathlib import Path
 
 import brainuad
-from brainuad.benchmark import run_benchmark
+from brainuad.commands.benchmark import BenchmarkOptions, run_benchmark
+from brainuad.models.folder import ModelInfo, read_info
 
 REPO = Path(__file__).resolve().parents[1]
 NAME, VERSION = "flair-ms", "1"
 CONFIG = REPO / "configs" / "models" / f"{NAME}.yaml"
 TARGET = REPO / "src" / "brainuad" / "weights" / NAME
-FILES = ("config.yaml", "model.pt", "normative.pt", "threshold.json")
+DESCRIPTION = ("MS lesions on FLAIR: a voxel-wise normative model (z-score) of 9 raw MS FLAIRs "
+               "and 8 synthetic healthy ones, operating point chosen on held-out scans with "
+               "synthetic lesions; research use, not a clinical device")
 
 
 def _without_paths(info: dict) -> dict:
@@ -41,28 +44,30 @@ def _without_paths(info: dict) -> dict:
 
 def release(out: Path) -> None:
     for split in ("val", "test"):
-        run_benchmark(CONFIG, out, split=split)
+        run_benchmark(CONFIG, out, BenchmarkOptions(split=split))
     run = out / "runs" / NAME
-    TARGET.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
+    made = read_info(run)
+    if TARGET.exists():
+        shutil.rmtree(TARGET)
+    TARGET.mkdir(parents=True)
+    for name in made.files:
         if name == "threshold.json":
             info = _without_paths(json.loads((run / name).read_text()))
             (TARGET / name).write_text(json.dumps(info, indent=2) + "\n")
-        elif (run / name).is_file():
+        else:
             shutil.copyfile(run / name, TARGET / name)
     provenance = json.loads((run / "provenance.json").read_text())
-    (TARGET / "model.json").write_text(json.dumps({
-        "name": NAME, "version": VERSION,
-        "description": "MS lesions on FLAIR: a voxel-wise normative model (z-score) of 9 raw "
-                       "MS FLAIRs and 8 synthetic healthy ones, operating point chosen on "
-                       "held-out scans with synthetic lesions; research use, not a clinical "
-                       "device",
-        "trained_on": provenance["training_subjects"],
-        "data": "MSLUB longitudinal (Lesjak et al. 2016, Neuroinformatics), CC BY",
-        "recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
-        "git_commit": provenance.get("git_commit"),
-        "released": datetime.date.today().isoformat(),
-        "card": f"docs/models/{NAME}.md"}, indent=2) + "\n")
+    ModelInfo(
+        name=NAME, version=VERSION, kind=made.kind, modality=made.modality,
+        polarity=made.polarity, description=DESCRIPTION, files=made.files,
+        training_data="MSLUB longitudinal (Lesjak et al. 2016, Neuroinformatics): 9 raw FLAIRs; "
+                      "and 8 synthetic healthy FLAIRs of brainuad synth",
+        trained_on=provenance["training_subjects"],
+        licence="CC BY 4.0 (the MSLUB data it was derived from; attribution in the card)",
+        card=f"docs/models/{NAME}.md",
+        extra={"recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
+               "git_commit": provenance.get("git_commit"),
+               "released": datetime.date.today().isoformat()}).write(TARGET)
     docs = REPO / "docs" / "models"
     docs.mkdir(parents=True, exist_ok=True)
     for tag in ("", "-val"):

@@ -59,7 +59,7 @@ def cohort(tmp_path: Path) -> Path:
 @pytest.fixture
 def prepared(tmp_path: Path, cohort: Path) -> Path:
     """The toy cohort preprocessed (already on its own grid: no registration)."""
-    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+    from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 
     return preprocess_manifest(cohort, tmp_path / "prep",
                                PreprocessConfig(register="never")).path
@@ -80,11 +80,14 @@ TINY_MODEL = {"image_size": 32, "width": 4, "max_width": 8}
 
 
 def tiny_config(name: str = "anovaegan", epochs: int = 1, **train):
-    from brainuad.config import ModelConfig, RunConfig, TrainConfig
-    from brainuad.models.registry import model_defaults
+    """A preset with a tiny network, its detection defaults (the normative kind scores its
+    z-score), `epochs` and `train` settings."""
+    from brainuad.config import DetectConfig, ModelConfig, RunConfig, TrainConfig
+    from brainuad.models.registry import model_defaults, name_defaults
 
     return RunConfig(model=ModelConfig(**model_defaults(name), **TINY_MODEL),
-                     train=TrainConfig(**{"epochs": epochs, "batch_size": 4, **train}))
+                     train=TrainConfig(**{"epochs": epochs, "batch_size": 4, **train}),
+                     detect=DetectConfig(**name_defaults(name).get("detect", {})))
 
 
 def shared_data(*parts: str) -> Path:

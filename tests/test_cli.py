@@ -1,16 +1,23 @@
 from typer.testing import CliRunner
 
-from brainuad.cli import app
-from brainuad.manifest import read_manifest
+from brainuad.commands.cli import app
+from brainuad.io.manifest import read_manifest
 
 runner = CliRunner()
 
 
-def test_help_lists_stages():
-    result = runner.invoke(app, ["--help"])
+COMMANDS = ("segment", "models", "synth", "preprocess", "train", "calibrate", "use-epoch",
+            "detect", "evaluate", "benchmark", "demo")
+
+
+def test_help_lists_every_command_the_users_first_one_line_each():
+    result = runner.invoke(app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    for command in ("synth", "preprocess"):
-        assert command in result.output
+    listed = [line.split()[1] for line in result.output.splitlines()
+              if len(line.split()) > 1 and line.split()[1] in COMMANDS]
+    assert listed == list(COMMANDS)  # in this order: what a user runs, then the stages
+    for command in COMMANDS:
+        assert runner.invoke(app, [command, "--help"]).exit_code == 0
 
 
 def test_preprocess_command(tmp_path, cohort):

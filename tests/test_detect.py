@@ -9,22 +9,22 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from brainuad.cli import app
-from brainuad.detect import detect_manifest, read_timing
-from brainuad.detector import device_for
+from brainuad.commands.cli import app
+from brainuad.detection.cohort import DetectOptions, detect_manifest, read_timing
 from brainuad.errors import BrainUADError
-from brainuad.evaluate import evaluate
-from brainuad.manifest import read_manifest
-from brainuad.training import train
+from brainuad.evaluation.evaluate import evaluate
+from brainuad.io.manifest import read_manifest
+from brainuad.runtime.devices import device_for
+from brainuad.training.train import train
 from conftest import tiny_config
 
 
 def test_shards_sharing_one_folder_equal_one_detect(prepared, tmp_path):
-    run = train(prepared, tmp_path / "run", tiny_config("threshold"), progress_bar=False)
-    whole = detect_manifest(run, prepared, tmp_path / "whole", split="test")
+    run = train(prepared, tmp_path / "run", tiny_config("threshold"))
+    whole = detect_manifest(run, prepared, tmp_path / "whole", DetectOptions(split="test"))
     shared = tmp_path / "shared"
     for part in ("2/2", "1/2"):  # any order, one after the other or side by side
-        detect_manifest(run, prepared, shared, split="test", shard_spec=part)
+        detect_manifest(run, prepared, shared, DetectOptions(split="test", shard=part))
     subjects = [s.subject for s in read_manifest(prepared).select(split="test")]
     assert len(subjects) > 1
     for subject in subjects:  # every subject's maps and timings, from whichever shard
@@ -39,13 +39,15 @@ def test_shards_sharing_one_folder_equal_one_detect(prepared, tmp_path):
     assert summary["subjects"] == len(subjects) and summary["seconds_per_slice"] > 0
 
 
-def test_accelerator_is_checked_before_any_work(tmp_path):
+def test_accelerator_is_checked_before_any_work():
     assert device_for("cpu").type == "cpu"
     assert device_for("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(BrainUADError, match="choose auto, cpu or gpu"):
         device_for("tpu")
-    if torch.cuda.is_available():
-        return
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: --accelerator gpu works")
+def test_asking_for_a_gpu_where_there_is_none_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["detect", str(tmp_path / "run"), str(tmp_path / "m.csv"),
                                       "--accelerator", "gpu"])
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -53,9 +55,9 @@ def test_accelerator_is_checked_before_any_work(tmp_path):
 
 
 def test_workers_write_what_one_process_writes(prepared, tmp_path):
-    run = train(prepared, tmp_path / "run", tiny_config("sae16"), progress_bar=False)
-    one = detect_manifest(run, prepared, tmp_path / "one", split="test")
-    two = detect_manifest(run, prepared, tmp_path / "two", split="test", workers=2)
+    run = train(prepared, tmp_path / "run", tiny_config("sae16"))
+    one = detect_manifest(run, prepared, tmp_path / "one", DetectOptions(split="test"))
+    two = detect_manifest(run, prepared, tmp_path / "two", DetectOptions(split="test", workers=2))
     for subject in read_manifest(prepared).select(split="test"):
         for name in ("score", "mask", "region"):
             a = nib.load(one / subject.subject / f"{name}.nii.gz").get_fdata()
@@ -64,7 +66,7 @@ def test_workers_write_what_one_process_writes(prepared, tmp_path):
 
 
 def test_evaluation_scores_test_subjects_and_never_training_ones(prepared, tmp_path):
-    run = train(prepared, tmp_path / "run", tiny_config("threshold"), progress_bar=False)
+    run = train(prepared, tmp_path / "run", tiny_config("threshold"))
     pred = detect_manifest(run, prepared, tmp_path / "all")  # every split
     test = evaluate(pred, prepared, tmp_path / "e1")
     assert test.summary["split"] == "test" and test.summary["subjects"] == 2

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from brainuad.cli import app
+from brainuad.commands.cli import app
 from brainuad.errors import BrainUADError
-from brainuad.io import load_image
-from brainuad.manifest import Subject
-from brainuad.preprocess import PreprocessConfig, preprocess_subject
-from brainuad.register import RegistrationConfig
+from brainuad.io.images import load_image
+from brainuad.io.manifest import Subject
+from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
+from brainuad.preprocessing.registration import RegistrationConfig
 from conftest import write_nifti
 
 runner = CliRunner()
@@ -87,14 +87,14 @@ def test_memory_error_while_loading_is_a_clear_error(tmp_path, monkeypatch):
 
 def _raw_like(tmp_path):
     """A synthetic 2 mm brain moved onto a tilted scanner grid (registration needed)."""
-    from brainuad.segment import example_scan
+    from brainuad.data.example import example_scan
 
     return example_scan(tmp_path, resolution=2)[0]
 
 
 @pytest.mark.parametrize("problem", ["shape", "affine", "values"])
 def test_a_bad_mask_is_reported_before_registration(tmp_path, monkeypatch, problem):
-    import brainuad.preprocess as preprocess
+    import brainuad.preprocessing.pipeline as preprocess
 
     scan = _raw_like(tmp_path)
     source = nib.load(scan)
@@ -147,8 +147,8 @@ def _broken(tmp_path, how):
                                          ("phantom", "similarity")])
 def test_an_implausible_registration_is_refused_with_its_figure(tmp_path, how, figure):
     from brainuad.errors import SubjectsFailed
-    from brainuad.manifest import read_manifest
-    from brainuad.preprocess import preprocess_manifest
+    from brainuad.io.manifest import read_manifest
+    from brainuad.preprocessing.pipeline import preprocess_manifest
 
     path = _broken(tmp_path, how)
     good = _raw_like(tmp_path / "good")
@@ -168,7 +168,7 @@ def test_an_implausible_registration_is_refused_with_its_figure(tmp_path, how, f
 
 
 def test_a_failed_overwrite_leaves_nothing_that_looks_complete(tmp_path):
-    from brainuad.preprocess import preprocess_manifest
+    from brainuad.preprocessing.pipeline import preprocess_manifest
 
     scan = _raw_like(tmp_path)
     manifest = tmp_path / "m.csv"
@@ -187,7 +187,7 @@ def test_a_failed_overwrite_leaves_nothing_that_looks_complete(tmp_path):
 def test_an_itk_exception_is_one_line_naming_scan_and_stage(tmp_path, monkeypatch):
     import SimpleITK as sitk
 
-    import brainuad.register as register
+    import brainuad.preprocessing.registration as register
 
     def broken(*args, **kwargs):
         raise RuntimeError("/src/itkImageMomentsCalculator.hxx:284:\nITK ERROR: "
@@ -208,7 +208,7 @@ def test_an_itk_exception_is_one_line_naming_scan_and_stage(tmp_path, monkeypatc
                                              (".mat", b"MATLAB 5.0 MAT-file"),
                                              (".tfm", b"\x89HDF\r\n\x1a\n")])
 def test_transforms_are_read_only_as_itk_text(tmp_path, suffix, content):
-    from brainuad.register import read_transform
+    from brainuad.preprocessing.registration import read_transform
 
     path = tmp_path / f"t{suffix}"
     path.write_bytes(content + struct.pack("<d", 1.0) * 8)

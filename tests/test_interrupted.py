@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainuad import rundir
+from brainuad.models import folder as rundir
 from conftest import make_cohort
 
 pytestmark = pytest.mark.slow
@@ -28,13 +28,13 @@ CLI_WITH_KILL = """
 import os, signal, sys
 where = os.environ.get("BRAINUAD_KILL_AT")
 if where == "train":
-    from brainuad import training
-    original = training.UADModule.on_train_batch_start
+    from brainuad.models.common.lightning_base import SeededModule
+    original = SeededModule.on_train_batch_start
     def on_train_batch_start(self, batch, batch_idx):
         if self.current_epoch == 1 and batch_idx == 1:
             os.kill(os.getpid(), signal.SIGKILL)
         return original(self, batch, batch_idx)
-    training.UADModule.on_train_batch_start = on_train_batch_start
+    SeededModule.on_train_batch_start = on_train_batch_start
 elif where == "detect":
     import nibabel
     original = nibabel.save
@@ -43,7 +43,7 @@ elif where == "detect":
         if "sub-p05" in str(filename) and ".mask.nii.gz.partial-" in str(filename):
             os.kill(os.getpid(), signal.SIGKILL)
     nibabel.save = save
-from brainuad.cli import app
+from brainuad.commands.cli import app
 app(sys.argv[1:])
 """
 
@@ -80,8 +80,9 @@ def test_train_killed_mid_epoch_resumes_to_the_same_weights(prepared, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    assert rundir.read_threshold(tmp_path / "straight") == rundir.read_threshold(
-        tmp_path / "killed")
+    thresholds = [rundir.read_threshold_info(tmp_path / run)["threshold"]
+                  for run in ("straight", "killed")]
+    assert thresholds[0] == thresholds[1]
 
 
 def test_detect_killed_mid_cohort_skips_the_finished_and_redoes_the_cut(prepared, tmp_path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from brainuad.errors import BrainUADError
-from brainuad.io import atomic_path, load_binary, load_image, save_volume
+from brainuad.io.files import atomic_path
+from brainuad.io.images import load_binary, load_image, save_volume
 from conftest import write_nifti
 
 
@@ -123,7 +124,7 @@ def test_killed_write_leaves_no_final_file(tmp_path):
     final = tmp_path / "out.nii.gz"
     code = (
         "import os, signal, sys\n"
-        "from brainuad.io import atomic_path\n"
+        "from brainuad.io.files import atomic_path\n"
         "with atomic_path(sys.argv[1]) as tmp:\n"
         "    tmp.write_bytes(b'x' * 1000)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
@@ -139,7 +140,7 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from brainuad.io import write_text
+    from brainuad.io.files import write_text
 
     old = os.umask(0o022)
     try:

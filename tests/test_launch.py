@@ -202,7 +202,7 @@ def test_the_job_array_script_splits_preprocess_and_detect(tmp_path):
     import nibabel as nib
     import numpy as np
 
-    from brainuad.synth import SynthConfig, synth_cohort
+    from brainuad.data.synth import SynthConfig, synth_cohort
 
     cohort = synth_cohort(tmp_path / "cohort", SynthConfig(n_healthy=4, n_lesioned=2)).path
     bin_dir = str(Path(sys.executable).parent)

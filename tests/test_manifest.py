@@ -1,7 +1,7 @@
 import pytest
 
 from brainuad.errors import BrainUADError
-from brainuad.manifest import read_manifest, write_manifest
+from brainuad.io.manifest import read_manifest, write_manifest
 
 
 def _write(tmp_path, text, name="manifest.csv"):
@@ -69,7 +69,7 @@ def test_write_round_trip_relative_paths(cohort, tmp_path):
 
 
 def test_shards_are_disjoint_and_cover_the_manifest():
-    from brainuad.manifest import Subject, shard
+    from brainuad.io.manifest import Subject, shard
 
     subjects = [Subject(f"s{i}", "test", "patient", {}) for i in range(7)]
     parts = [shard(subjects, f"{i}/3") for i in (1, 2, 3)]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from brainuad.metrics import auprc, auroc, best_dice, dice, lesion_wise, subject_metrics
+from brainuad.evaluation.metrics import auprc, auroc, best_dice, dice, lesion_wise, subject_metrics
 
 
 def test_dice_by_hand():

@@ -1,34 +1,43 @@
 import pytest
 import torch
 
-from brainuad.config import ModelConfig
-from brainuad.models import losses
-from brainuad.models.registry import MODELS, build_discriminator, build_model, model_defaults
+from brainuad.config import ModelConfig, RunConfig
+from brainuad.models.common import losses
+from brainuad.models.registry import PRESETS, build_network, kind_of, model_defaults
 
 TINY = {"image_size": 64, "width": 8, "max_width": 32}
 EXPECTED_Z = {"dae": "512", "sae8": "2x2x64", "sae16": "4x4x64", "saegan": "4x4x64",
               "dvae": "512", "svae": "4x4x64", "anovaegan": "4x4x64", "anogan": "64",
-              "denoising": "U-Net", "threshold": "-"}
+              "denoising": "U-Net", "threshold": "-", "normative": "-"}
+NETWORKS = [name for name in PRESETS if kind_of(name).network is not None]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+def test_kinds_without_a_network_build_none():
+    for name in ("threshold", "normative"):
+        cfg = ModelConfig(**model_defaults(name))
+        assert build_network(cfg) is None
+        assert kind_of(name).bottleneck(cfg) == EXPECTED_Z[name]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
 def test_every_model_reconstructs_right_shape_and_range(name):
     cfg = ModelConfig(**model_defaults(name), **TINY, search_steps=10)  # AnoGAN's search
-    model = build_model(cfg).eval()
+    model = build_network(cfg).eval()
     x = torch.rand(3, 1, 64, 64)
     with torch.inference_mode():  # as detect calls it
         x_hat = model.reconstruct(x)
     assert x_hat.shape == x.shape
     assert x_hat.min() >= 0 and x_hat.max() <= 1
-    assert cfg.z_description == EXPECTED_Z[name]
+    assert kind_of(name).bottleneck(cfg) == EXPECTED_Z[name]
     # AnoGAN's discriminator lives in the model (its latent search needs it)
-    assert (build_discriminator(cfg) is not None) == (cfg.adversarial and name != "anogan")
+    module = kind_of(name).module()(RunConfig(model=cfg).to_dict())
+    assert (module.discriminator is not None) == (cfg.adversarial and name != "anogan")
 
 
 def test_anogan_latent_search_lowers_its_loss_slice_by_slice():
     cfg = ModelConfig(**model_defaults("anogan"), **TINY, search_steps=30)
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = build_network(cfg).eval()
     x = model.sample(torch.randn(4, cfg.latent_dim)).detach()  # slices it can reach
     with torch.inference_mode():
         x_hat = model.reconstruct(x)
@@ -43,14 +52,16 @@ def test_anogan_latent_search_lowers_its_loss_slice_by_slice():
 
 def test_anogan_search_converges_under_bf16_detection():
     """detect's bf16 autocast once froze the search (autocast cached z's first cast, so every
-    step saw z = 0): under bf16 the search must move and end near the fp32 search."""
+    step saw z = 0): under bf16 the search must move, end no worse than the fp32 search (bf16
+    rounding differs between CPUs: on some the bf16 search ends a few % lower, on others a few
+    % higher), and reconstruct near it."""
     import numpy as np
 
-    from brainuad.detector import reconstruct
+    from brainuad.models.common.residual import reconstruct
 
     cfg = ModelConfig(**model_defaults("anogan"), **TINY, search_steps=30)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = build_network(cfg)
     # batch-norm statistics of the generator's own samples: outputs with a trained net's
     # contrast (eval-mode random weights give ~0.5 +- 1e-4, below bf16's resolution)
     for norm in model.modules():
@@ -65,7 +76,7 @@ def test_anogan_search_converges_under_bf16_detection():
     bf16 = reconstruct(model, x, 4, "bf16")
     first, last = model.search_losses
     start = model.sample(torch.zeros(4, cfg.latent_dim)).detach()[:, 0].numpy()  # z = 0
-    assert last < 0.7 * first and abs(last - fp32_losses[1]) < 0.05 * fp32_losses[1]
+    assert last < 0.7 * first and last < 1.05 * fp32_losses[1]
     assert np.abs(bf16 - fp32).mean() < 0.5 * np.abs(start - fp32).mean()  # frozen: 1.0
 
 
@@ -76,7 +87,7 @@ def test_bottleneck_follows_image_size():
 
 
 def test_vae_samples_only_in_training():
-    model = build_model(ModelConfig(**model_defaults("svae"), **TINY))
+    model = build_network(ModelConfig(**model_defaults("svae"), **TINY))
     x = torch.rand(2, 1, 64, 64)
     model.train()
     _, mu, logvar, z = model(x)
@@ -103,12 +114,12 @@ def test_loss_terms_and_signs():
 def test_every_shipped_config_loads():
     from pathlib import Path
 
-    from brainuad.benchmark import read_benchmark
+    from brainuad.commands.benchmark import read_benchmark
     from brainuad.config import from_dict, merge
     from brainuad.models.registry import model_defaults, run_config
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
-    assert len(configs) >= 2 * (len(MODELS)) + 1
+    assert len(configs) >= 2 * (len(PRESETS) - 1) + 1
     for path in configs:
         if path.parent.name in ("experiments", "models"):  # benchmarks and released models
             bench = read_benchmark(path)
@@ -118,22 +129,25 @@ def test_every_shipped_config_loads():
                                 recipe.run), str(path))
             continue
         cfg = run_config(None, str(path))
-        assert cfg.model.name in MODELS, path
+        assert cfg.model.name in PRESETS, path
         if path.parent.name == "paper":
             epochs = 150 if cfg.model.name == "anogan" else 190
             assert (cfg.model.image_size, cfg.train.epochs) == (256, epochs)
             assert cfg.train.batch_size == 8
-            assert cfg.model.z_description == EXPECTED_Z_PAPER[cfg.model.name]
+            assert kind_of(cfg.model.name).bottleneck(cfg.model) == \
+                EXPECTED_Z_PAPER[cfg.model.name]
     names = {p.parent.name + "/" + p.stem for p in configs}
-    assert {f"{kind}/{m}" for kind in ("paper", "cpu") for m in MODELS} <= names
+    assert {f"{kind}/{m}" for kind in ("paper", "cpu") for m in PAPER} <= names
 
 
 EXPECTED_Z_PAPER = {"dae": "512", "sae8": "8x8x64", "sae16": "16x16x64", "saegan": "16x16x64",
                     "dvae": "512", "svae": "16x16x64", "anovaegan": "16x16x64", "anogan": "64",
                     "denoising": "U-Net", "threshold": "-"}
+#: The presets with a config of the paper's setting (configs/paper, configs/cpu).
+PAPER = list(EXPECTED_Z_PAPER)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", PAPER)
 def test_a_model_name_alone_is_the_paper_config(name):
     from pathlib import Path
 
@@ -145,10 +159,10 @@ def test_a_model_name_alone_is_the_paper_config(name):
 
 @pytest.mark.parametrize("name", ["svae", "dae", "anogan"])
 def test_batchnorm_folding_keeps_the_outputs(name):
-    from brainuad.models.blocks import fuse_batchnorm
+    from brainuad.models.common.blocks import fuse_batchnorm
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**model_defaults(name), **TINY, search_steps=3))
+    model = build_network(ModelConfig(**model_defaults(name), **TINY, search_steps=3))
     for module in model.modules():  # non-trivial running statistics
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -167,10 +181,10 @@ def test_batchnorm_folding_keeps_the_outputs(name):
 
 
 def test_bf16_reconstruction_is_close_to_fp32():
-    from brainuad.detector import reconstruct
+    from brainuad.models.common.residual import reconstruct
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**model_defaults("svae"), **TINY)).eval()
+    model = build_network(ModelConfig(**model_defaults("svae"), **TINY)).eval()
     images = torch.rand(4, 64, 64).numpy()
     full, half = reconstruct(model, images, 2), reconstruct(model, images, 2, "bf16")
     assert half.dtype == full.dtype and abs(half - full).max() < 0.02
@@ -180,7 +194,7 @@ def test_demo_yaml_is_what_the_demo_trains():
     """configs/demo.yaml (for users) and the demo's own settings must not drift apart."""
     from pathlib import Path
 
-    from brainuad.demo import demo_config
+    from brainuad.commands.demo import demo_config
     from brainuad.models.registry import run_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
@@ -188,7 +202,7 @@ def test_demo_yaml_is_what_the_demo_trains():
 
 
 def test_coarse_noise_is_smooth_inside_the_brain_only():
-    from brainuad.training import coarse_noise
+    from brainuad.models.autoencoder.noise import coarse_noise
 
     torch.manual_seed(0)
     x = torch.zeros(4, 1, 64, 64)
@@ -215,7 +229,7 @@ def test_unet_skips_carry_fine_detail():
     """With skips a one-pixel change reaches the output near where it was made, through the
     finest level, even when the bottleneck path is cut."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(**model_defaults("denoising"), **TINY)).eval()
+    model = build_network(ModelConfig(**model_defaults("denoising"), **TINY)).eval()
     x = torch.rand(1, 1, 64, 64)
     y = x.clone()
     y[0, 0, 30, 30] += 0.5

@@ -1,15 +1,18 @@
 """The voxel-wise normative model: per-voxel mean and spread over the training scans, and the
 z-score of a new scan against them."""
 
+import json
+
 import numpy as np
 import pytest
 
-from brainuad import rundir
-from brainuad.detect import detect_manifest
+from brainuad.detection.calibration import calibrate
+from brainuad.detection.cohort import DetectOptions, detect_manifest
 from brainuad.errors import BrainUADError
-from brainuad.evaluate import evaluate
-from brainuad.normative import FILE, Accumulator, Normative
-from brainuad.training import calibrate, train
+from brainuad.evaluation.evaluate import evaluate
+from brainuad.models import folder as rundir
+from brainuad.models.normative.maps import FILE, Accumulator, Normative
+from brainuad.training.train import train
 from conftest import tiny_config
 
 
@@ -48,16 +51,25 @@ def test_accumulators_of_shards_merge_into_the_whole():
 
 
 def test_normative_score_finds_the_toy_lesions(prepared, tmp_path):
-    cfg = tiny_config("threshold")
+    cfg = tiny_config("normative")
     cfg.detect.median_size = 3  # a 5^3 median would erase the toy's 4^3 lesions
-    run = train(prepared, tmp_path / "thr", cfg, progress_bar=False)
-    assert (run / FILE).is_file()  # fitted with every new run that has training scans
+    run = train(prepared, tmp_path / "maps", cfg)
+    assert (run / FILE).is_file()  # the normative kind's fit: its maps
+    assert not (run / "model.pt").exists()  # and no network
+    assert json.loads((run / "model.json").read_text())["files"] == [
+        "config.yaml", FILE, "threshold.json"]
     with pytest.raises(BrainUADError, match="no threshold for the scoring"):
-        detect_manifest(run, prepared, tmp_path / "p", split="test", score="normative")
-    detect = rundir.read_config(run).detect.replaced(score="normative", residual="positive")
-    calibrate(run, settings=[detect])
-    pred = detect_manifest(run, prepared, tmp_path / "p", split="test", score="normative",
-                           residual="positive")
+        detect_manifest(run, prepared, tmp_path / "p",
+                        DetectOptions(split="test", scoring={"residual": "hyperintense"}))
+    with pytest.raises(BrainUADError, match="scores normative, not 'residual'"):
+        detect_manifest(run, prepared, tmp_path / "p",
+                        DetectOptions(split="test", scoring={"score": "residual"}))
+    calibrate(run, settings=[rundir.read_config(run).detect.replaced(residual="hyperintense")])
+    pred = detect_manifest(run, prepared, tmp_path / "p",
+                           DetectOptions(split="test", scoring={"residual": "hyperintense"}))
     summary = evaluate(pred, prepared).summary
     # (AUROC stays lower: the positive z-score is 0 on most normal voxels, ties count half)
+    assert summary["dice"]["mean"] > 0.6 and summary["lesion_recall"]["mean"] == 1
+    plain = detect_manifest(run, prepared, tmp_path / "p2", DetectOptions(split="test"))
+    summary = evaluate(plain, prepared).summary
     assert summary["dice"]["mean"] > 0.6 and summary["lesion_recall"]["mean"] == 1

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from brainuad.postprocess import eroded_mask, median_filter, remove_small_components, segment
+from brainuad.scoring.postprocess import (
+    eroded_mask,
+    median_filter,
+    remove_small_components,
+    segment,
+)
 
 
 def _blob(n, shape=(12, 12, 12), start=(2, 2, 2)):
@@ -72,7 +77,7 @@ def test_median_where_matches_scipy_inside_and_is_zero_outside():
 @pytest.mark.parametrize("kind, bright, dark", [("abs", 0.5, 0.5), ("positive", 0.5, 0.0),
                                                 ("hyperintense", 0.5, 0.0)])
 def test_residual_kinds_on_a_hand_built_volume(kind, bright, dark):
-    from brainuad.postprocess import residual_map
+    from brainuad.scoring.postprocess import residual_map
 
     image = np.full((3, 8, 8), 0.5, np.float32)
     image[:, 1, 1] = 1.0  # a bright lesion

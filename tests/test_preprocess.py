@@ -2,9 +2,13 @@ import numpy as np
 import pytest
 
 from brainuad.errors import BrainUADError
-from brainuad.io import load_binary, load_image
-from brainuad.manifest import read_manifest
-from brainuad.preprocess import PreprocessConfig, mask_from_skull_stripped, preprocess_manifest
+from brainuad.io.images import load_binary, load_image
+from brainuad.io.manifest import read_manifest
+from brainuad.preprocessing.pipeline import (
+    PreprocessConfig,
+    mask_from_skull_stripped,
+    preprocess_manifest,
+)
 from conftest import write_nifti
 
 ATLAS = PreprocessConfig(register="never")  # the toy volumes are atlas-space stand-ins
@@ -24,13 +28,14 @@ def test_outputs_are_unit_range_and_masked(tmp_path, cohort):
 
 def test_skips_done_subjects_and_redoes_partial(tmp_path, cohort):
     out = preprocess_manifest(cohort, tmp_path / "prep", ATLAS)
-    first = out.subjects[0]
+    first, done = out.subjects[0], out.subjects[1]
     stamp = first.images["flair"].stat().st_mtime_ns
+    done_stamp = done.images["flair"].stat().st_mtime_ns
     first.mask.unlink()  # as if killed before the subject finished
     preprocess_manifest(cohort, tmp_path / "prep", ATLAS)
     assert first.mask.exists()
-    assert out.subjects[1].images["flair"].stat().st_mtime_ns > 0
-    assert first.images["flair"].stat().st_mtime_ns != stamp
+    assert done.images["flair"].stat().st_mtime_ns == done_stamp  # finished: skipped
+    assert first.images["flair"].stat().st_mtime_ns != stamp  # cut short: done again
 
 
 def test_mask_derived_when_absent(tmp_path):
@@ -70,8 +75,8 @@ def test_a_subject_done_with_other_settings_or_inputs_is_done_again(cohort, tmp_
     """Nothing stale is reused silently: the settings and input files are fingerprinted."""
     import os
 
-    from brainuad.io import load_image, save_volume
-    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+    from brainuad.io.images import load_image, save_volume
+    from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 
     out = tmp_path / "prep"
     preprocess_manifest(cohort, out, PreprocessConfig(register="never"))

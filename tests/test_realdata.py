@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from brainuad.io import load_binary, load_image
-from brainuad.manifest import Subject
-from brainuad.preprocess import PreprocessConfig, preprocess_subject
-from brainuad.slices import PAPER_SLICES, load_subject_slices, to_volume
+from brainuad.data.slices import PAPER_SLICES, load_subject_slices, to_volume
+from brainuad.io.images import load_binary, load_image
+from brainuad.io.manifest import Subject
+from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
 from conftest import shared_data
 
 pytestmark = pytest.mark.realdata
@@ -46,8 +46,8 @@ def test_registration_recovers_a_known_transform_on_a_real_flair():
     """patient07's FLAIR at 2 mm, moved by a known affine onto a 2 x 2 x 4 mm grid."""
     import SimpleITK as sitk
 
-    from brainuad.metrics import dice
-    from brainuad.register import (
+    from brainuad.evaluation.metrics import dice
+    from brainuad.preprocessing.registration import (
         RegistrationConfig,
         affine_transform,
         from_sitk,
@@ -94,7 +94,7 @@ def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
     import yaml
     from typer.testing import CliRunner
 
-    from brainuad.cli import app
+    from brainuad.commands.cli import app
     from conftest import REPO
 
     shared_data("mslub_longitudinal_raw")
@@ -133,7 +133,7 @@ def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
 def test_every_real_scan_passes_the_registration_plausibility_bounds():
     """The bounds of RegistrationConfig were set so that every real scan here passes: the 11
     raw MS FLAIRs, the 2 MSLUB test FLAIRs (FSL MNI space), the 10 healthy IXI T1."""
-    from brainuad.register import (
+    from brainuad.preprocessing.registration import (
         RegistrationConfig,
         check_quality,
         head_mask,
@@ -167,11 +167,11 @@ def test_segment_two_raw_longitudinal_flairs(tmp_path):
 
     import nibabel as nib
 
-    from brainuad.segment import segment_scans
+    from brainuad.commands.segment import SegmentOptions, segment_scans
 
     scans = [shared_data("mslub_longitudinal_raw", name, "FLAIR.nii.gz")
              for name in ("patient09_study2", "patient20_study2")]
-    rows = segment_scans(scans, tmp_path, accelerator="cpu")
+    rows = segment_scans(scans, tmp_path, SegmentOptions(accelerator="cpu"))
     # both files are FLAIR.nii.gz: each is named by its folder too
     assert [row["scan"] for row in rows] == ["patient09_study2_FLAIR", "patient20_study2_FLAIR"]
     for path, row in zip(scans, rows, strict=True):

@@ -5,10 +5,10 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainuad.errors import BrainUADError
-from brainuad.manifest import Subject
-from brainuad.metrics import dice
-from brainuad.preprocess import PreprocessConfig, preprocess_subject
-from brainuad.register import (
+from brainuad.evaluation.metrics import dice
+from brainuad.io.manifest import Subject
+from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
+from brainuad.preprocessing.registration import (
     RegistrationConfig,
     affine_transform,
     from_sitk,
@@ -114,9 +114,8 @@ def test_registration_path_gives_clear_errors_on_bad_input(tmp_path, problem):
 
 
 def test_atlas_grid_scans_are_not_registered(tmp_path):
-    from brainuad.io import load_image
-    from brainuad.preprocess import on_template_grid
-    from brainuad.synth import atlas
+    from brainuad.io.images import load_image
+    from brainuad.preprocessing.atlas import atlas, on_template_grid
 
     grid = atlas(2)
     path = write_nifti(tmp_path / "a.nii.gz", grid["wm"] * 100, grid["affine"])

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from brainuad.cli import app
+from brainuad.commands.cli import app
 from conftest import PicklePayload, make_cohort, write_nifti
 
 runner = CliRunner()

@@ -11,11 +11,13 @@ import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
-from brainuad.cli import app
-from brainuad.preprocess import PreprocessConfig
-from brainuad.register import RegistrationConfig
-from brainuad.segment import example_scan, find_scans, segment_scans
-from brainuad.training import train
+from brainuad.commands.cli import app
+from brainuad.commands.segment import SegmentOptions, segment_scans
+from brainuad.data.example import example_scan
+from brainuad.io.scans import find_scans
+from brainuad.preprocessing.pipeline import PreprocessConfig
+from brainuad.preprocessing.registration import RegistrationConfig
+from brainuad.training.train import train
 from conftest import tiny_config
 
 #: Registration cut to two coarse levels: these tests check the plumbing, not its accuracy
@@ -27,13 +29,13 @@ QUICK = PreprocessConfig(registration=RegistrationConfig(
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny trained model in a run directory (the bundled models' format)."""
-    from brainuad.preprocess import preprocess_manifest
+    from brainuad.preprocessing.pipeline import preprocess_manifest
     from conftest import make_cohort
 
     root = tmp_path_factory.mktemp("model")
     prepared = preprocess_manifest(make_cohort(root / "cohort"), root / "prep",
                                    PreprocessConfig(register="never")).path
-    return train(prepared, root / "run", tiny_config("sae16"), progress_bar=False)
+    return train(prepared, root / "run", tiny_config("sae16"))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,8 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     for p in modes:  # the model folder is read-only, as in site-packages
         p.chmod(p.stat().st_mode & ~0o222)
     try:
-        rows = segment_scans([raw], tmp_path / "out", model, "cpu", preprocess=QUICK)
+        rows = segment_scans([raw], tmp_path / "out",
+                             SegmentOptions(model, "cpu", preprocess=QUICK))
     finally:
         for p, mode in modes.items():
             os.chmod(p, mode)
@@ -83,7 +86,7 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 2
     # a second call finds the scan done and writes nothing new
     stamp = (folder / "lesion_mask.nii.gz").stat().st_mtime_ns
-    segment_scans([raw], tmp_path / "out", model, "cpu", preprocess=QUICK)
+    segment_scans([raw], tmp_path / "out", SegmentOptions(model, "cpu", preprocess=QUICK))
     assert (folder / "lesion_mask.nii.gz").stat().st_mtime_ns == stamp
 
 
@@ -107,8 +110,8 @@ def test_a_dicom_series_gives_the_nifti_result(model, scan, tmp_path):
         piece.SetMetaData("0018|0050", f"{image.GetSpacing()[2]:.6f}")
         writer.SetFileName(str(series / f"{z:03d}.dcm"))
         writer.Execute(piece)
-    assert [name for name, _ in find_scans([series])] == ["dicom"]
-    segment_scans([raw, series], tmp_path / "out", model, "cpu", preprocess=QUICK)
+    assert [name for name, _ in find_scans([series], "flair")] == ["dicom"]
+    segment_scans([raw, series], tmp_path / "out", SegmentOptions(model, "cpu", preprocess=QUICK))
     nifti = nib.load(tmp_path / "out" / "example_flair" / "lesion_mask.nii.gz")
     dicom = nib.load(tmp_path / "out" / "dicom" / "lesion_mask.nii.gz")
     np.testing.assert_allclose(dicom.affine, nifti.affine, atol=1e-3)
@@ -129,21 +132,62 @@ def test_files_of_the_same_name_are_named_by_their_folders(tmp_path):
         nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)),
                  tmp_path / folder / "FLAIR.nii.gz")
     names = [name for name, _ in find_scans([tmp_path / "p1" / "FLAIR.nii.gz",
-                                             tmp_path / "p2" / "FLAIR.nii.gz"])]
+                                             tmp_path / "p2" / "FLAIR.nii.gz"], "flair")]
     assert names == ["p1_FLAIR", "p2_FLAIR"]
 
 
-def test_the_bundled_model_finds_the_example_lesions(scan, tmp_path):
-    """`flair-ms` ships inside the package: listed, loadable by name, read-only, and on the
-    example (a synthetic lesioned brain on a tilted scanner grid) it outlines the lesions."""
-    from brainuad.bundled import DEFAULT, available
-    from brainuad.metrics import dice
+def test_the_bundled_model_on_the_example_an_in_distribution_self_check(scan, tmp_path):
+    """`flair-ms` ships inside the package: listed with its kind, modality and polarity,
+    loadable by name, read-only, and on the example it outlines the lesions. The example comes
+    from the generator whose healthy scans helped fit the model: a check that the shipped
+    folder works end to end, not an accuracy figure (real scans: test_realdata)."""
+    from brainuad.evaluation.metrics import dice
+    from brainuad.models.bundled import DEFAULT, available
 
-    assert DEFAULT in [m.name for m in available()]
+    assert DEFAULT in [m.info.name for m in available()]
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0 and "flair-ms (default)" in result.output
+    assert "normative model of FLAIR, bright lesions" in result.output
     raw, truth = scan
-    rows = segment_scans([raw], tmp_path, accelerator="cpu", preprocess=QUICK)
+    rows = segment_scans([raw], tmp_path, SegmentOptions(accelerator="cpu", preprocess=QUICK))
     found = np.asarray(nib.load(tmp_path / "example_flair" / "lesion_mask.nii.gz").dataobj)
     known = np.asarray(nib.load(truth).dataobj)
     assert rows[0]["lesions"] > 0 and dice(found > 0, known > 0) > 0.6
+
+
+def test_a_scan_of_another_modality_is_refused_in_one_line(model, tmp_path):
+    t1 = tmp_path / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), t1)
+    result = CliRunner().invoke(app, ["segment", str(t1), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "its name says t1, and the model reads flair" in result.output
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(f"subject,split,health,t1\ns1,test,patient,{t1.name}\n")
+    result = CliRunner().invoke(app, ["segment", str(manifest), "--out", str(tmp_path / "o"),
+                                      "--model", str(model)])
+    assert result.exit_code == 1 and "no flair column, and the model reads flair" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("field", ["kind", "polarity", "files", "licence"])
+def test_a_model_json_missing_a_field_is_one_line(model, tmp_path, field):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    info = json.loads((copy / "model.json").read_text())
+    del info[field]
+    (copy / "model.json").write_text(json.dumps(info))
+    result = CliRunner().invoke(app, ["segment", str(tmp_path / "scan.nii.gz"), "--out",
+                                      str(tmp_path / "o"), "--model", str(copy)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"model.json: lacks {field}" in result.output
+
+
+def test_the_bundled_folder_holds_only_what_its_model_json_lists():
+    from brainuad.models.bundled import available
+
+    for bundled in available():
+        held = sorted(p.name for p in bundled.folder.iterdir())
+        assert held == sorted(["model.json", *bundled.info.files]), bundled.folder
+        assert all((bundled.folder / name).stat().st_size > 0 for name in held)

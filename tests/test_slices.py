@@ -2,10 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainuad.errors import BrainUADError
-from brainuad.io import Volume, load_image
-from brainuad.manifest import read_manifest
-from brainuad.slices import (
+from brainuad.data.slices import (
     PAPER_SLICES,
     SliceDataset,
     load_subject_slices,
@@ -13,6 +10,9 @@ from brainuad.slices import (
     to_slices,
     to_volume,
 )
+from brainuad.errors import BrainUADError
+from brainuad.io.images import Volume, load_image
+from brainuad.io.manifest import read_manifest
 from conftest import write_nifti
 
 AFFINES = {
@@ -90,7 +90,7 @@ def test_unscaled_image_is_refused(cohort):
 
 
 def test_dataset_over_preprocessed_subjects(tmp_path, cohort):
-    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+    from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 
     manifest = preprocess_manifest(cohort, tmp_path / "prep",
                                    PreprocessConfig(register="never"))
@@ -117,7 +117,7 @@ def test_missing_mask_is_a_clear_error(tmp_path):
 def test_slice_cache_is_memory_mapped_reused_and_invalidated(tmp_path, cohort):
     import os
 
-    from brainuad.preprocess import PreprocessConfig, preprocess_manifest
+    from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 
     manifest = preprocess_manifest(cohort, tmp_path / "prep", PreprocessConfig(register="never"))
     subjects = manifest.select(health="healthy")

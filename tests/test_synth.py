@@ -3,9 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from brainuad.io import load_binary, load_image
-from brainuad.manifest import read_manifest
-from brainuad.synth import CONTRASTS, SynthConfig, make_subject, synth_cohort
+from brainuad.data.synth import CONTRASTS, SynthConfig, make_subject, synth_cohort
+from brainuad.io.images import load_binary, load_image
+from brainuad.io.manifest import read_manifest
 
 
 def _digest(folder):
@@ -72,7 +72,7 @@ def test_lesions_count_size_and_contrast_ranges():
 
 
 def test_contrasts_order_tissues():
-    from brainuad.synth import atlas
+    from brainuad.preprocessing.atlas import atlas
 
     maps = atlas(2)
     # warps are small, so the template's core white and grey matter stay mostly where they were

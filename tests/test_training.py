@@ -5,11 +5,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from brainuad import rundir
-from brainuad.cli import app
+from brainuad.commands.cli import app
 from brainuad.config import TrainConfig
 from brainuad.errors import BrainUADError
-from brainuad.training import train
+from brainuad.models import folder as rundir
+from brainuad.training.train import train
 from conftest import PicklePayload, tiny_config
 
 
@@ -18,16 +18,16 @@ def _weights(run):
 
 
 def test_one_step_changes_both_networks(prepared, tmp_path):
-    from brainuad.training import UADModule
+    from brainuad.models.registry import kind_of
 
     cfg = tiny_config()
-    module = UADModule(cfg.to_dict())
+    module = kind_of(cfg.model.name).module()(cfg.to_dict())
     before_g = {k: v.clone() for k, v in module.model.state_dict().items()}
     before_d = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
     import lightning as L
 
-    from brainuad.manifest import read_manifest
-    from brainuad.slices import SliceDataset
+    from brainuad.data.slices import SliceDataset
+    from brainuad.io.manifest import read_manifest
 
     data = SliceDataset(read_manifest(prepared).select(split="train"), "flair", 32)
     loader = torch.utils.data.DataLoader(data, batch_size=4)
@@ -43,20 +43,20 @@ def test_one_step_changes_both_networks(prepared, tmp_path):
 
 
 def test_run_directory_and_threshold(prepared, tmp_path):
-    run = train(prepared, tmp_path / "run", tiny_config(), progress_bar=False)
-    for name in ("config.yaml", "model.pt", "threshold.json", "provenance.json",
+    run = train(prepared, tmp_path / "run", tiny_config())
+    for name in ("model.json", "config.yaml", "model.pt", "threshold.json", "provenance.json",
                  "checkpoints/last.ckpt", "checkpoints/best.ckpt", "log/metrics.csv"):
         assert (run / name).is_file(), name
-    assert rundir.read_threshold(run) > 0
+    assert rundir.read_threshold_info(run)["threshold"] > 0
     assert rundir.read_config(run).model.image_size == 32
     with pytest.raises(BrainUADError, match="already holds a run"):
-        train(prepared, run, tiny_config(), progress_bar=False)
+        train(prepared, run, tiny_config())
 
 
 def test_resume_gives_the_same_weights(prepared, tmp_path):
-    straight = train(prepared, tmp_path / "straight", tiny_config(epochs=2), progress_bar=False)
-    part = train(prepared, tmp_path / "part", tiny_config(epochs=1), progress_bar=False)
-    train(prepared, part, resume=True, epochs=2, progress_bar=False)
+    straight = train(prepared, tmp_path / "straight", tiny_config(epochs=2))
+    part = train(prepared, tmp_path / "part", tiny_config(epochs=1))
+    train(prepared, part, resume=True, epochs=2)
     a, b = _weights(straight), _weights(part)
     assert a.keys() == b.keys()
     for key in a:
@@ -64,7 +64,7 @@ def test_resume_gives_the_same_weights(prepared, tmp_path):
 
 
 def test_pickled_object_checkpoint_is_refused(prepared, tmp_path):
-    run = train(prepared, tmp_path / "run", tiny_config("svae"), progress_bar=False)
+    run = train(prepared, tmp_path / "run", tiny_config("svae"))
     marker = tmp_path / "pwned"
     with open(run / "model.pt", "wb") as handle:
         pickle.dump({"weights": PicklePayload(str(marker))}, handle)
@@ -99,11 +99,11 @@ def test_cli_end_to_end(prepared, tmp_path):
 def test_threshold_baseline_finds_bright_lesions(prepared, tmp_path):
     import json
 
-    from brainuad.detect import detect_manifest
-    from brainuad.evaluate import evaluate
+    from brainuad.detection.cohort import DetectOptions, detect_manifest
+    from brainuad.evaluation.evaluate import evaluate
 
-    run = train(prepared, tmp_path / "thr", tiny_config("threshold"), progress_bar=False)
-    pred = detect_manifest(run, prepared, split="test")
+    run = train(prepared, tmp_path / "thr", tiny_config("threshold"))
+    pred = detect_manifest(run, prepared, None, DetectOptions(split="test"))
     result = evaluate(pred, prepared)
     # the toy lesions are the brightest thing in the toy brains
     assert result.summary["auroc"]["mean"] > 0.9
@@ -121,19 +121,21 @@ class _Grey(torch.nn.Module):
 def test_residual_sign_option(prepared, residual, dark_flagged):
     import numpy as np
 
-    from brainuad.config import DetectConfig, RunConfig
-    from brainuad.detector import Detector
-    from brainuad.manifest import read_manifest
-    from brainuad.slices import load_subject_slices
+    from brainuad.config import DetectConfig, ModelConfig, RunConfig
+    from brainuad.data.slices import load_subject_slices, to_volume
+    from brainuad.detection.detector import Detector
+    from brainuad.io.images import Volume
+    from brainuad.io.manifest import read_manifest
 
     data = load_subject_slices(read_manifest(prepared).subjects[0], "flair", 32)
     data.images[:] = 0.5 * data.masks
     n, c = len(data.images), 16
     data.images[:, c - 4:c - 1, c - 4:c - 1] = 1.0  # brighter than the reconstruction
     data.images[:, c + 1:c + 4, c + 1:c + 4] = 0.0  # darker than the reconstruction
+    image = Volume(to_volume(data.images, data.geometry), data.volume.affine)
     cfg = DetectConfig(residual=residual, median_size=1, erosion_mm=0)
-    scored = Detector(RunConfig(), _Grey()).score(data, cfg)
-    from brainuad.slices import to_volume
+    scored = Detector(RunConfig(model=ModelConfig(image_size=32)), _Grey()).score(
+        image, data.mask, cfg)
 
     def square(lo):
         return to_volume(np.pad(np.ones((n, 3, 3)), ((0, 0), (lo, 29 - lo), (lo, 29 - lo))),
@@ -146,8 +148,7 @@ def test_residual_sign_option(prepared, residual, dark_flagged):
 
 
 def test_cosine_schedule_anneals_both_rates_and_is_checkpointed(prepared, tmp_path):
-    run = train(prepared, tmp_path / "cos", tiny_config(epochs=2, lr_schedule="cosine"),
-                progress_bar=False)
+    run = train(prepared, tmp_path / "cos", tiny_config(epochs=2, lr_schedule="cosine"))
     state = rundir.safe_torch_load(run / "checkpoints" / "last.ckpt")
     rates = [s["_last_lr"][0] for s in state["lr_schedulers"]]
     assert len(rates) == 2  # generator and discriminator
@@ -162,15 +163,15 @@ def test_registered_subjects_get_maps_on_their_raw_grid(prepared, tmp_path):
     import numpy as np
     import SimpleITK as sitk
 
-    from brainuad.detect import detect_manifest
-    from brainuad.evaluate import evaluate
-    from brainuad.io import load_image
-    from brainuad.manifest import read_manifest, write_manifest
-    from brainuad.register import from_sitk, to_native, to_sitk, write_transform
+    from brainuad.detection.cohort import DetectOptions, detect_manifest
+    from brainuad.evaluation.evaluate import evaluate
+    from brainuad.io.images import load_image
+    from brainuad.io.manifest import read_manifest, write_manifest
+    from brainuad.preprocessing.registration import from_sitk, to_native, to_sitk, write_transform
     from conftest import write_nifti
 
-    run = train(prepared, tmp_path / "thr", tiny_config("threshold"), progress_bar=False)
-    atlas_pred = detect_manifest(run, prepared, out=tmp_path / "atlas", split="test")
+    run = train(prepared, tmp_path / "thr", tiny_config("threshold"))
+    atlas_pred = detect_manifest(run, prepared, tmp_path / "atlas", DetectOptions(split="test"))
     manifest = read_manifest(prepared)
     subject = next(s for s in manifest.subjects if s.split == "test")
     image = load_image(subject.images["flair"])
@@ -188,7 +189,7 @@ def test_registered_subjects_get_maps_on_their_raw_grid(prepared, tmp_path):
         native_affine)
     registered = write_manifest(tmp_path / "registered.csv", manifest.subjects).path
 
-    pred = detect_manifest(run, registered, out=tmp_path / "native", split="test")
+    pred = detect_manifest(run, registered, tmp_path / "native", DetectOptions(split="test"))
     mask = load_image(pred / subject.subject / "mask.nii.gz", allow_blank=True)
     assert mask.shape == native_shape
     np.testing.assert_allclose(mask.affine, native_affine)
@@ -207,12 +208,12 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
     as one process up to float rounding; the run is complete and detects."""
 
 
-    from brainuad.detect import detect_manifest
+    from brainuad.detection.cohort import DetectOptions, detect_manifest
 
-    one = train(prepared, tmp_path / "one", tiny_config("saegan", epochs=2), progress_bar=False)
+    one = train(prepared, tmp_path / "one", tiny_config("saegan", epochs=2))
     two = train(prepared, tmp_path / "two",
                 tiny_config("saegan", epochs=2, batch_size=2, devices=2, strategy="ddp_fork",
-                            accelerator="cpu"), progress_bar=False)
+                            accelerator="cpu"))
     steps = []
     for run in (one, two):
         with open(run / "log" / "metrics.csv") as handle:
@@ -226,17 +227,17 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
     deltas = {k: float((a[k] - b[k]).abs().max()) for k in a
               if k.endswith("weight") and a[k].is_floating_point()}
     assert max(deltas.values()) < 1e-3, max(deltas.items(), key=lambda kv: kv[1])
-    from brainuad.detector import Detector
-    from brainuad.manifest import read_manifest
-    from brainuad.slices import load_subject_slices
+    from brainuad.data.slices import load_subject_slices
+    from brainuad.detection.detector import Detector
+    from brainuad.io.manifest import read_manifest
 
     subject = read_manifest(prepared).select(split="test")[0]
     x = torch.from_numpy(load_subject_slices(subject, "flair", 32).images[:, None])
     with torch.no_grad():
-        outputs = [Detector.load(run, "cpu").model.reconstruct(x) for run in (one, two)]
+        outputs = [Detector.load(run, "cpu").network.reconstruct(x) for run in (one, two)]
     difference = float((outputs[0] - outputs[1]).abs().max())
     assert difference < 1e-3, difference
-    pred = detect_manifest(two, prepared, tmp_path / "pred", split="test")
+    pred = detect_manifest(two, prepared, tmp_path / "pred", DetectOptions(split="test"))
     assert (pred / "detect.json").is_file() and list(pred.glob("*/timing.json"))
 
 
@@ -245,11 +246,11 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
 def test_every_model_takes_a_training_step(prepared, tmp_path, name):
     import lightning as L
 
-    from brainuad.manifest import read_manifest
-    from brainuad.slices import SliceDataset
-    from brainuad.training import UADModule
+    from brainuad.data.slices import SliceDataset
+    from brainuad.io.manifest import read_manifest
+    from brainuad.models.registry import kind_of
 
-    module = UADModule(tiny_config(name).to_dict())
+    module = kind_of(name).module()(tiny_config(name).to_dict())
     before = {k: v.clone() for k, v in module.state_dict().items() if v.is_floating_point()}
     data = SliceDataset(read_manifest(prepared).select(split="train"), "flair", 32)
     L.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -264,11 +265,11 @@ def test_every_model_takes_a_training_step(prepared, tmp_path, name):
 
 @pytest.mark.slow  # two epochs and two latent-search thresholds: about 15 s
 def test_anogan_keeps_every_epoch_and_a_user_picks_one(prepared, tmp_path):
-    from brainuad.training import use_epoch
+    from brainuad.training.train import use_epoch
 
     cfg = tiny_config("anogan", epochs=2)
     cfg.model.search_steps = 5  # the threshold at the end runs the latent search
-    run = train(prepared, tmp_path / "gan", cfg, progress_bar=False)
+    run = train(prepared, tmp_path / "gan", cfg)
     for epoch in (0, 1):
         assert (run / "checkpoints" / f"epoch-{epoch:03d}.ckpt").is_file()
         assert (run / "samples" / f"epoch-{epoch:03d}.png").stat().st_size > 0
@@ -286,11 +287,9 @@ def test_resume_with_more_epochs_follows_the_longer_cosine(prepared, tmp_path):
     (CosineAnnealingLR kept the old length and, past it, raised the rates again)."""
     import math
 
-    straight = train(prepared, tmp_path / "straight", tiny_config(epochs=3, lr_schedule="cosine"),
-                     progress_bar=False)
-    part = train(prepared, tmp_path / "part", tiny_config(epochs=1, lr_schedule="cosine"),
-                 progress_bar=False)
-    train(prepared, part, resume=True, epochs=3, progress_bar=False)
+    straight = train(prepared, tmp_path / "straight", tiny_config(epochs=3, lr_schedule="cosine"))
+    part = train(prepared, tmp_path / "part", tiny_config(epochs=1, lr_schedule="cosine"))
+    train(prepared, part, resume=True, epochs=3)
     with open(part / "log" / "resume-1" / "metrics.csv") as handle:
         rates = [float(row["lr-Adam"]) for row in csv.DictReader(handle) if row.get("lr-Adam")]
     assert rates == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in (1, 2)])

@@ -1,5 +1,5 @@
 """`python -m brainuad ...`: what `torchrun -m brainuad train ...` starts in each process."""
 
-from brainuad.cli import main
+from brainuad.commands.cli import main
 
 main()

@@ -18,13 +18,16 @@ from brainuad.errors import BrainUADError
 
 #: Bumped when a run directory's layout or config changes incompatibly.
 CONFIG_VERSION = 1
+#: Which fields of each section a config file holds (None: every field of that section).
+Fields = dict[str, "tuple[str, ...] | None"]
 
 
 @dataclass
 class ModelConfig:
-    """Which model, and its shape. See `models/registry.py` for the named presets of Table 1."""
+    """Which model, and its shape (networks only). `name` is a preset of a model kind
+    (`models/registry.py`): the names of the paper's Table 1, `threshold`, `normative`."""
 
-    name: str = "anovaegan"
+    name: str = "anovaegan"  # what `brainuad train` trains unless told otherwise
     image_size: int = 256  # slices are S x S; 256 in the paper, 128 or 64 for quick CPU runs
     levels: int = 4  # stride-2 levels: bottleneck side = image_size / 2**levels (16 at 256)
     width: int = 64  # channels of the first level, doubling per level up to max_width
@@ -51,8 +54,7 @@ class ModelConfig:
 
     @property
     def z_description(self) -> str:
-        if self.name == "threshold":
-            return "-"
+        """The bottleneck as Table 1 writes it (a network's)."""
         if self.skip:
             return "U-Net"
         if self.bottleneck == "dense":
@@ -84,7 +86,7 @@ class TrainConfig:
     lr_adversarial: float = 1e-4
     # "constant" as in the paper; "cosine" anneals both rates to zero over `epochs`: with few
     # epochs the adversarial models' detection quality swings from epoch to epoch at a constant
-    # rate (demo cohort, Dice 0.13 to 0.47 between consecutive epochs), annealing settles it.
+    # rate (docs/pipeline.md, the demo), annealing settles it.
     lr_schedule: str = "constant"
     # Loss weights, with mean reductions. w_kl = 0.01 corresponds to a Laplace likelihood with a
     # scale of about 0.04 on [0, 1] images (the noise level) when the latent has a quarter as many
@@ -132,7 +134,9 @@ class TrainConfig:
         return "healthy" if self.subjects == "healthy" else None
 
 
-RESIDUALS = ("abs", "positive", "hyperintense")
+RESIDUALS = ("abs", "positive", "hyperintense", "negative")
+#: Which lesions each residual can see.
+POLARITY = {"abs": "both", "positive": "bright", "hyperintense": "bright", "negative": "dark"}
 #: What is scored: the network's residual (the paper); the normative model's z-score
 #: (`normative.py`); or their product, the residual where the voxel is also unusually bright.
 SCORES = ("residual", "normative", "product")
@@ -150,11 +154,14 @@ class DetectConfig:
     normative_floor: float = 0.05  # lower bound of the normative spread, in [0, 1] units
     # "abs": |x - x_hat| as in the paper; "positive": max(x - x_hat, 0), only what is brighter
     # than the reconstruction (FLAIR lesions are hyperintense); "hyperintense": positive, and 0
-    # where the input is below its `hyper_quantile` brain quantile (Baur et al. 2021's prior).
+    # where the input is below its `hyper_quantile` brain quantile (Baur et al. 2021's prior);
+    # "negative": only what is darker (lesions dark in their contrast).
     residual: str = "abs"
     hyper_quantile: float = 0.9
     erosion_mm: float = 3.0  # "slightly eroded" brain mask
-    percentile: float = 98.0  # threshold = this percentile of healthy training residuals
+    # threshold without an operating point: this percentile of the scores of the held-out
+    # healthy scans (the training manifest's `val` split; `train` where it has none)
+    percentile: float = 98.0
     min_component: int = 6  # 3D components smaller than this many voxels are removed
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
@@ -162,7 +169,7 @@ class DetectConfig:
     # AnoGAN, whose latent search makes every slice cost 100 passes through both networks.
     threshold_subjects: int = 0
     # Reconstruction precision: "32", "bf16" (autocast), or "auto": bf16 where the device has it
-    # natively (2x faster at 256 px on this CPU; Dice on MSLUB changed by 0.0003), else 32.
+    # natively (about 2x faster at 256 px on a CPU with AVX-512 bf16; docs/speed.md), else 32.
     # Thresholds are calibrated for both, so either may run on any machine.
     precision: str = "auto"
 
@@ -199,11 +206,20 @@ class RunConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     version: int = CONFIG_VERSION
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_dict(self, fields: Fields | None = None) -> dict[str, Any]:
+        """Every setting, or with `fields` only those (per section: names, or None for all):
+        what a model kind uses, so a folder's config says nothing that means nothing for it."""
+        data = dataclasses.asdict(self)
+        if fields is None:
+            return data
+        out: dict[str, Any] = {}
+        for section, names in fields.items():
+            out[section] = (data[section] if names is None
+                            else {k: data[section][k] for k in names})
+        return {**out, "version": self.version}
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def to_yaml(self, fields: Fields | None = None) -> str:
+        return yaml.safe_dump(self.to_dict(fields), sort_keys=False)
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

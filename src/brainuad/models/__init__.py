@@ -1,1 +1,2 @@
-"""Networks (pure torch: no Lightning here) and the name -> configuration registry."""
+"""Model kinds (`kind.Kind`, one package each) and what they share (`common/`); the model
+folder (`folder.py`) and the models that ship inside the package (`bundled.py`)."""

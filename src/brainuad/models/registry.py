@@ -1,104 +1,66 @@
-"""The names of Table 1 -> model settings, and `build_model`, the one place models are made.
-
-Names describe the paper's 256 px setting: `sae16` has four stride-2 levels (16 x 16 at 256 px,
-8 x 8 at 128), `sae8` one more (8 x 8 at 256, 4 x 4 at 128). `anogan` is the DCGAN with a dense
-code of 64 whose test-time reconstruction is a latent search (`models/anogan.py`). `threshold` is
-the training-free FLAIR-intensity baseline: its "reconstruction" is zero, so its residual is the
-image itself and it goes through exactly the same detection path as the learned models.
-`denoising` (beyond the paper) is the denoising autoencoder of Kascenas et al. 2022: the shared
-levels as a U-Net, trained to remove coarse noise.
+"""Every model kind, and the preset names `brainuad train --model NAME` takes: the names of the
+paper's Table 1 (described at 256 px: `sae16` has four stride-2 levels, 16 x 16 at 256 px and
+8 x 8 at 128; `sae8` one more), `denoising`, `anogan`, `normative` and `threshold`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
-from brainuad.config import ModelConfig
+from brainuad.config import ModelConfig, RunConfig, from_dict, load_yaml, merge
 from brainuad.errors import BrainUADError
+from brainuad.models import anogan, autoencoder, normative, threshold
+from brainuad.models.kind import Kind
 
-_SPATIAL = {"bottleneck": "spatial", "levels": 4}
-_DENSE = {"bottleneck": "dense", "levels": 4}
-MODELS: dict[str, dict[str, Any]] = {
-    "dae": {**_DENSE, "variational": False, "adversarial": False},
-    "sae8": {**_SPATIAL, "levels": 5, "variational": False, "adversarial": False},
-    "sae16": {**_SPATIAL, "variational": False, "adversarial": False},
-    "saegan": {**_SPATIAL, "variational": False, "adversarial": True},
-    "dvae": {**_DENSE, "variational": True, "adversarial": False},
-    "svae": {**_SPATIAL, "variational": True, "adversarial": False},
-    "anovaegan": {**_SPATIAL, "variational": True, "adversarial": True},
-    "anogan": {**_DENSE, "latent_dim": 64, "variational": False, "adversarial": True},
-    "denoising": {**_SPATIAL, "variational": False, "adversarial": False, "skip": True},
-    "threshold": {"variational": False, "adversarial": False},
-}
+#: Every kind, by name: adding a kind is its package and one entry here.
+KINDS: dict[str, Kind] = {k.name: k for k in (autoencoder.KIND, anogan.KIND, normative.KIND,
+                                              threshold.KIND)}
+#: Preset name -> its kind.
+PRESETS: dict[str, Kind] = {name: k for k in KINDS.values() for name in k.presets}
 
 
-#: Settings other than the model's that a name brings (the rest are RunConfig's defaults, the
-#: paper's): AnoGAN trains as a DCGAN (150 epochs in the paper, Adam 2e-4 for both networks) and
-#: takes its threshold on 5 training subjects (its latent search costs 100 passes per slice).
-OTHER_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "anogan": {"train": {"epochs": 150, "lr": 2e-4, "lr_adversarial": 2e-4},
-               "detect": {"threshold_subjects": 5}},
-    # Kascenas et al. 2022: a U-Net trained with L2 to remove coarse noise (16 x 16, sd 0.2).
-    "denoising": {"train": {"noise": "coarse", "reconstruction": "l2"}},
-}
+def kind_of(name: str) -> Kind:
+    """The kind of a preset name (`ModelConfig.name`)."""
+    if name not in PRESETS:
+        raise BrainUADError(f"model {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def model_defaults(name: str) -> dict[str, Any]:
-    if name not in MODELS:
-        raise BrainUADError(f"model {name!r}: choose one of {', '.join(MODELS)}")
-    return {"name": name, **MODELS[name]}
+    """The model section of a preset name."""
+    return {"name": name, **kind_of(name).presets[name]}
 
 
 def name_defaults(name: str) -> dict[str, dict[str, Any]]:
-    """Every section's defaults for a model name: `--model NAME` alone is the paper's setting
+    """Every section's defaults for a preset name: `--model NAME` alone is the paper's setting
     (configs/paper/NAME.yaml)."""
-    return {"model": model_defaults(name),
-            **{k: dict(v) for k, v in OTHER_DEFAULTS.get(name, {}).items()}}
+    other = kind_of(name).defaults.get(name, {})
+    return {"model": model_defaults(name), **{k: dict(v) for k, v in other.items()}}
 
 
-class IntensityThreshold(nn.Module):
-    """The FLAIR-threshold baseline as a 'model' whose reconstruction is 0 (residual = image)."""
-
-    def forward(self, x: torch.Tensor):
-        return torch.zeros_like(x), None, None, None
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x)
-
-
-def build_model(cfg: ModelConfig) -> nn.Module:
-    from brainuad.models.autoencoders import AutoEncoder
-
-    model_defaults(cfg.name)  # validates the name
+def build_network(cfg: ModelConfig) -> nn.Module | None:
+    """The untrained network of a config (None for a kind without one)."""
+    kind = kind_of(cfg.name)
     cfg.validate()
-    if cfg.name == "threshold":
-        return IntensityThreshold()
-    if cfg.name == "anogan":
-        from brainuad.models.anogan import AnoGAN
-
-        return AnoGAN(cfg)
-    return AutoEncoder(cfg)
+    return kind.network(cfg) if kind.network is not None else None
 
 
-def build_discriminator(cfg: ModelConfig) -> nn.Module | None:
-    from brainuad.models.adversarial import Discriminator
-
-    if cfg.name == "anogan":
-        return None  # AnoGAN's discriminator is part of the model: its latent search uses it
-    return Discriminator(cfg.channels, cfg.image_size) if cfg.adversarial else None
+def check_scoring(cfg: RunConfig, score: str, where: str) -> None:
+    """A score the model's kind cannot compute is a clear error, before any work."""
+    kind = kind_of(cfg.model.name)
+    if score not in kind.scores:
+        raise BrainUADError(f"{where}: a {kind.name} model ({cfg.model.name}) scores "
+                            f"{' or '.join(kind.scores)}, not {score!r}")
 
 
 def run_config(name: str | None = None, config_path: str | None = None,
-               overrides: dict[str, dict[str, Any]] | None = None):
-    """The RunConfig for a model name, a YAML file, or both (the file's values win over the
+               overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    """The RunConfig for a preset name, a YAML file, or both (the file's values win over the
     name's defaults; `overrides`, e.g. from command-line flags, win over both)."""
-    from brainuad.config import from_dict, load_yaml, merge
-
     data: dict[str, Any] = load_yaml(config_path) if config_path else {}
-    chosen = name or (data.get("model") or {}).get("name") or "anovaegan"
+    chosen = name or (data.get("model") or {}).get("name") or ModelConfig.name
     merged = merge(name_defaults(chosen), data)
     if name:
         merged["model"]["name"] = name

@@ -1,0 +1,2 @@
+"""The command line (`cli.py`) and the commands that chain the stages: `segment`,
+`benchmark`, `demo`."""

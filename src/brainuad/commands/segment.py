@@ -1,0 +1,170 @@
+"""`brainuad segment`: a raw scan in, a lesion mask out, with a model that ships inside the
+package (or any run directory): no cohort, no training.
+
+Per scan (a FLAIR as it leaves the scanner: NIfTI, or a folder holding one DICOM series), the
+preprocessing of `preprocess` runs in memory (N4, registration to MNI152 checked for
+plausibility, template brain mask, CurvatureFlow, [0, 1] scaling), the model scores it and its
+threshold cuts the mask, and everything is written on the scan's own grid:
+
+    OUT/<scan>/lesion_mask.nii.gz    0/1
+    OUT/<scan>/anomaly_score.nii.gz  the filtered score
+    OUT/<scan>/brain_mask.nii.gz     the brain that was scored
+    OUT/<scan>/lesions.csv           one row per connected lesion: ml, centroid (scanner mm),
+                                     mean and max score
+    OUT/<scan>/summary.json          counts, volume, model, threshold, registration, seconds
+    OUT/<scan>/report.html           a QC page that opens offline (images embedded)
+    OUT/summary.csv                  one row per scan
+
+Every file is written atomically and `summary.json` last, so a scan whose summary exists is
+complete and is skipped when the command runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from brainuad import __version__
+from brainuad.config import DetectConfig
+from brainuad.detection.detector import Detector
+from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
+from brainuad.io.files import remove_partials, write_csv, write_text
+from brainuad.io.images import check_scan, load_scan, save_volume
+from brainuad.io.scans import find_scans
+from brainuad.io.sitk import to_sitk
+from brainuad.models.bundled import DEFAULT
+from brainuad.preprocessing.pipeline import PreprocessConfig, prepare_scan
+from brainuad.preprocessing.registration import maps_to_native, quality_warnings
+from brainuad.reporting.html import segment_report
+from brainuad.runtime.clock import Stopwatch
+from brainuad.runtime.progress import Stages, track
+from brainuad.scoring.postprocess import lesion_table
+
+SUMMARY = "summary.json"  # written last: a scan's folder with it is complete
+STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
+LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                  "mean_score", "max_score"]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Which model (a bundled model's name or a run directory), where its networks run, the
+    threshold (`fpr`: the one flagging that fraction of its calibration voxels, instead of its
+    validation operating point), and whether a failed scan stops the others."""
+
+    model: str | Path = DEFAULT
+    accelerator: str = "auto"
+    fpr: float | None = None
+    keep_going: bool = False
+    preprocess: PreprocessConfig | None = None  # None: the defaults, on the model's modality
+
+
+@dataclass
+class _Job:
+    """What every scan of one `segment_scans` call shares."""
+
+    detector: Detector
+    detect: DetectConfig
+    threshold: float
+    rule: str
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+def segment_scans(sources: list[str | Path], out: str | Path,
+                  options: SegmentOptions | None = None) -> list[dict]:
+    """Segment every scan of `sources` into `out/<scan>/` and write `out/summary.csv`. Scans
+    already done are skipped; every scan's header is checked before any work."""
+    options = options or SegmentOptions()
+    out = Path(out)
+    detector = Detector.load(options.model, options.accelerator)
+    modality = detector.cfg.train.modality
+    scans = find_scans(sources, modality)
+    if not scans:
+        raise BrainUADError("no scans given")
+    checked = [attempt(options.keep_going, check_scan, path) for _, path in scans]
+    detect = detector.settings()
+    job = _Job(detector, detect, detector.threshold(detect, options.fpr),
+               detector.rule(detect, options.fpr),
+               options.preprocess or PreprocessConfig(reference=modality))
+    results = [check if isinstance(check, Failed) else
+               attempt(options.keep_going, segment_scan, path, out / name, job)
+               for (name, path), check in track(list(zip(scans, checked, strict=True)),
+                                                "segment", unit="scan")]
+    rows = [{"scan": name, "path": str(path), "error": result.reason}
+            if isinstance(result, Failed) else _row(result)
+            for (name, path), result in zip(scans, results, strict=True)]
+    write_csv(out / "summary.csv", rows)
+    raise_failures([name for name, _ in scans], results, "segment")
+    return rows
+
+
+def _row(summary: dict) -> dict:
+    quality = summary.get("registration", {})
+    return {"scan": summary["scan"], "path": summary["input"], "lesions": summary["lesions"],
+            "lesion_volume_ml": summary["lesion_volume_ml"],
+            "brain_volume_ml": summary["brain_volume_ml"], "threshold": summary["threshold"],
+            **{f"registration_{k}": v for k, v in quality.items()},
+            "warnings": "; ".join(summary["warnings"]), "seconds": summary["seconds"]["total"],
+            "error": ""}
+
+
+def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
+    """One scan's outputs in `folder`; its summary (read back if the scan was done before)."""
+    if (folder / SUMMARY).is_file():
+        return json.loads((folder / SUMMARY).read_text())
+    remove_partials(folder)
+    clock, stages = Stopwatch(), Stages(folder.name, len(STAGES))
+    start = time.perf_counter()
+
+    def lap(name: str) -> None:
+        clock.lap(name)
+        stages.done(name)
+
+    detector, detect = job.detector, job.detect
+    raw = load_scan(path)
+    lap("read")
+    modality = detector.cfg.train.modality
+    image, mask, registration = prepare_scan(raw, job.preprocess, modality)
+    lap("preprocess")
+    scored = detector.score(image, mask, detect)
+    lap("score")
+    lesions = detector.segment(scored, job.threshold, detect)
+    lap("lesions")
+    native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data},
+                            image.affine, to_sitk(raw.data, raw.affine), registration.transform)
+    native["lesions"] = native["lesions"] > 0.5
+    native["brain"] = native["brain"] > 0.5
+    lap("to scan grid")
+    table = lesion_table(native["lesions"], native["score"], raw.affine)
+    voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000
+    save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
+    save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
+    save_volume(folder / "lesion_mask.nii.gz", native["lesions"], raw.affine, np.uint8)
+    write_csv(folder / "lesions.csv", table, LESION_COLUMNS)
+    lap("write")
+    model = detector.model_info
+    summary = {
+        "scan": folder.name, "input": str(path), "brainuad": __version__,
+        "model": {"name": model.name, "version": model.version, "kind": model.kind,
+                  "folder": str(detector.folder)},
+        "threshold": job.threshold, "rule": job.rule, "lesions": len(table),
+        "lesion_volume_ml": float(native["lesions"].sum() * voxel_ml),
+        "brain_volume_ml": float(native["brain"].sum() * voxel_ml),
+        "registration": registration.quality,
+        "warnings": quality_warnings(registration.quality, job.preprocess.registration),
+        "grid": {"shape": list(raw.shape), "spacing_mm": raw.spacing.round(4).tolist()},
+        "outputs": ["lesion_mask.nii.gz", "anomaly_score.nii.gz", "brain_mask.nii.gz",
+                    "lesions.csv", "report.html"],
+    }
+    segment_report(folder / "report.html", summary, raw, native,
+                   registration.images[modality])
+    lap("report")
+    summary["seconds"] = {**{k: round(v, 3) for k, v in clock.stages.items()},
+                          "total": round(time.perf_counter() - start, 3)}
+    write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
+    stages.close()
+    return summary

@@ -1,0 +1,1 @@
+"""Detections scored against lesion labels: per-subject and pooled metrics, summary, figures."""

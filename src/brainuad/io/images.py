@@ -1,0 +1,233 @@
+"""Scans in (NIfTI, or a folder with one DICOM series) and out (NIfTI), validated.
+
+Reading returns the voxels together with the affine, so whatever is written later can reuse the
+input's geometry. Every problem with a file is raised as a one-line `BrainUADError` that names the
+file; every NIfTI is written atomically (`files.atomic_path`).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from brainuad.errors import BrainUADError
+from brainuad.io.files import atomic_path
+
+#: Affines that differ by less than this (mm) are taken to be the same geometry.
+AFFINE_TOLERANCE = 1e-3
+#: The most voxels a scan's header may promise (512^3: generous for MRI), checked before any
+#: data is read, so a few-kB file whose header claims billions of voxels is refused instead of
+#: allocating tens of GB. `BRAINUAD_MAX_VOXELS` sets another limit.
+MAX_VOXELS = 512**3
+
+
+def max_voxels() -> int:
+    value = os.environ.get("BRAINUAD_MAX_VOXELS")
+    try:
+        return int(value) if value else MAX_VOXELS
+    except ValueError as err:
+        raise BrainUADError(f"BRAINUAD_MAX_VOXELS={value!r}: expected a whole number") from err
+
+
+def check_header(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse, from the header alone, more than 4 dimensions, a 4th that is not 1, or more
+    voxels than `max_voxels()`."""
+    if len(shape) > 4 or (len(shape) == 4 and shape[3] != 1):
+        raise BrainUADError(f"{path}: expected a 3D image, got shape {tuple(shape)}")
+    count = int(np.prod(np.asarray(shape, dtype=np.float64)))
+    if count > max_voxels():
+        raise BrainUADError(f"{path}: header promises {tuple(shape)} = {count:,} voxels, more "
+                            f"than the limit of {max_voxels():,} (BRAINUAD_MAX_VOXELS)")
+
+
+@dataclass
+class Volume:
+    """A 3D image: voxels `(X, Y, Z)` as float32 and the voxel-to-world affine `(4, 4)`."""
+
+    data: np.ndarray
+    affine: np.ndarray
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+
+def _open(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """A NIfTI file's image object, its header checked (`check_header`); no data read yet."""
+    if not path.exists():
+        raise BrainUADError(f"{path}: file not found")
+    if path.is_dir():
+        raise BrainUADError(f"{path}: is a directory, expected a NIfTI file")
+    if path.stat().st_size == 0:
+        raise BrainUADError(f"{path}: file is empty")
+    try:
+        image = nib.load(str(path))  # the header only
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({_reason(err)})") from err
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise BrainUADError(f"{path}: is a {type(image).__name__}, expected NIfTI")
+    check_header(path, image.shape)
+    return image
+
+
+def _reason(err: Exception) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
+    path = Path(path)
+    image = _open(path)
+    try:
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({_reason(err)})") from err
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory "
+                            f"(shape {tuple(image.shape)})") from err
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise BrainUADError(f"{path}: expected a 3D image, got shape {data.shape}")
+    if min(data.shape) < 1:
+        raise BrainUADError(f"{path}: image has an empty dimension, shape {data.shape}")
+    return data, np.asarray(image.affine, dtype=np.float64), path
+
+
+def load_image(path: str | os.PathLike, allow_blank: bool = False) -> Volume:
+    """Read an intensity image; it must be 3D, finite and (unless `allow_blank`, as for score
+    maps where nothing is anomalous) neither all zero nor constant."""
+    data, affine, path = _read(path)
+    return _intensities(data, affine, path, allow_blank)
+
+
+def _intensities(data: np.ndarray, affine: np.ndarray, path: Path,
+                 allow_blank: bool = False) -> Volume:
+    """The checks every intensity image passes, whatever its format."""
+    try:
+        data = data.astype(np.float32, copy=False)
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory ({data.shape})") from err
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise BrainUADError(f"{path}: {int(bad.sum())} voxels are NaN or infinite")
+    if allow_blank:
+        return Volume(data, affine, path)
+    if not data.any():
+        raise BrainUADError(f"{path}: image is all zero")
+    if data.max() == data.min():
+        raise BrainUADError(f"{path}: image is constant ({float(data.flat[0])})")
+    return Volume(data, affine, path)
+
+
+def check_scan(path: str | os.PathLike) -> None:
+    """What can be checked of a scan without reading its voxels (`load_scan`'s input): a NIfTI
+    header, or a folder's one DICOM series and its size."""
+    path = Path(path)
+    if path.is_dir():
+        _dicom_series(path)
+    else:
+        _open(path)
+
+
+def _dicom_series(path: Path) -> list[str]:
+    """The files of the one DICOM series in `path`, its size checked from the first header."""
+    import SimpleITK as sitk
+
+    from brainuad.io.sitk import itk_reason
+
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise BrainUADError(f"{path}: a folder with no DICOM series (and not a NIfTI file)")
+    if len(series) > 1:
+        raise BrainUADError(f"{path}: holds {len(series)} DICOM series; give the folder of one")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
+    header = sitk.ImageFileReader()
+    header.SetFileName(files[0])
+    try:
+        header.ReadImageInformation()
+    except RuntimeError as err:
+        raise BrainUADError(f"{files[0]}: cannot be read as DICOM ({itk_reason(err)})") from err
+    check_header(path, (*header.GetSize()[:2], len(files)))
+    return list(files)
+
+
+def load_scan(path: str | os.PathLike) -> Volume:
+    """A scan as it leaves the scanner: a NIfTI file, or a folder holding one DICOM series
+    (read with SimpleITK: slice positions and orientation from the DICOM tags)."""
+    path = Path(path)
+    if not path.is_dir():
+        return load_image(path)
+    import SimpleITK as sitk
+
+    from brainuad.io.sitk import from_sitk, itk_reason
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(_dicom_series(path))
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise BrainUADError(f"{path}: cannot be read as a DICOM series ({itk_reason(err)})"
+                            ) from err
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory") from err
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise BrainUADError(f"{path}: expected one 3D grey-level series")
+    data, affine = from_sitk(image)
+    return _intensities(data, affine, path)
+
+
+def load_binary(path: str | os.PathLike, like: Volume, what: str = "mask") -> Volume:
+    """Read a mask or label map that must be binary and share `like`'s grid.
+
+    `what` ("mask" or "label") only changes the wording of errors. The result holds 0/1 as uint8.
+    """
+    data, affine, path = _read(path)
+    if not np.isfinite(data).all():
+        raise BrainUADError(f"{path}: {what} has NaN or infinite values")
+    check_same_grid(path, data.shape, affine, like, what)
+    values = np.unique(data)
+    if not np.isin(values, (0, 1)).all():
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        raise BrainUADError(f"{path}: {what} must hold only 0 and 1, found values {shown}")
+    return Volume(data.astype(np.uint8), affine, path)
+
+
+def check_same_grid(
+    path: Path, shape: tuple[int, ...], affine: np.ndarray, like: Volume, what: str
+) -> None:
+    """Raise if `shape`/`affine` are not those of `like` (the image this file belongs to)."""
+    if tuple(shape) != like.shape:
+        raise BrainUADError(
+            f"{path}: {what} shape {tuple(shape)} differs from its image {like.path} {like.shape}"
+        )
+    diff = float(np.abs(affine - like.affine).max())
+    if diff > AFFINE_TOLERANCE:
+        raise BrainUADError(
+            f"{path}: {what} affine differs from its image {like.path} "
+            f"(largest difference {diff:.3g} mm): they are not on the same grid"
+        )
+
+
+def save_volume(
+    path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, dtype: type | None = None
+) -> Path:
+    """Write `data` with `affine` as NIfTI, atomically. `dtype` defaults to the array's own."""
+    array = np.asarray(data, dtype=dtype) if dtype is not None else np.asarray(data)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    image = nib.Nifti1Image(array, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)

@@ -1,0 +1,303 @@
+"""Raw scans into atlas space: N4 bias correction and rigid-then-affine registration to the
+MNI152 template shipped in nilearn, with SimpleITK only (nothing outside pip).
+
+Every transform here maps points of the *fixed* space to the *moving* one (ITK's convention):
+the atlas-to-scan transform of a subject is what resampling the scan onto the atlas grid needs,
+and its inverse carries detection maps back onto the scan's own grid. Transforms are stored as
+ITK text files (`.tfm`): numbers, never code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from brainuad.errors import BrainUADError
+from brainuad.io.files import atomic_path
+from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
+from brainuad.preprocessing.atlas import template
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels (voxels of the 1 mm template)
+    smoothing_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
+    iterations: int = 100  # per level and stage
+    # Fraction of the template's masked voxels the metric samples, per level (or one for all):
+    # dense where the images are small. A uniform 2 % left the coarse levels with too few samples
+    # (known-transform error 3-5 mm); (1, 0.3, 0.01) gave 0.9-1.0 mm at 16 s per registration,
+    # (0.5, 0.15, 0.01) 11 s (transforms 0.3 mm apart; benchmarks/registration.py for the rest).
+    sampling: float | tuple[float, ...] = (0.5, 0.15, 0.01)
+    bins: int = 32  # Mattes mutual information histogram bins
+    n4_shrink: int = 4
+    n4_iterations: tuple[int, ...] = (50, 40, 30)
+    seed: int = 1  # SimpleITK reads 0 as "seed from the wall clock": not reproducible
+    # Plausibility of a registration (`quality`); below these a scan is refused, not segmented
+    # on a misregistered brain. Set from the real scans of ../shared/data (all pass) and broken
+    # cases (benchmarks/registration.py --parts q): see docs/preprocessing/registration.md.
+    min_brain_dice: float = 0.80
+    min_coverage: float = 0.90
+    scale_range: tuple[float, float] = (0.75, 1.35)
+    max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.49
+    # Above the refusal bounds but below these, a scan is segmented with a QC warning: look at
+    # the registration in the report before trusting the mask.
+    warn_brain_dice: float = 0.88
+    warn_coverage: float = 0.97
+
+
+def head_mask(image: sitk.Image) -> sitk.Image:
+    """Foreground (head) of a raw scan: Otsu threshold, largest component, holes filled."""
+    foreground = sitk.GetArrayFromImage(sitk.OtsuThreshold(image, 0, 1)) > 0
+    labels, count = ndimage.label(foreground)
+    if count:
+        sizes = np.bincount(labels.ravel())[1:]
+        foreground = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    out = sitk.GetImageFromArray(foreground.astype(np.uint8))
+    out.CopyInformation(image)
+    return out
+
+
+def n4(image: sitk.Image, mask: sitk.Image, cfg: RegistrationConfig) -> sitk.Image:
+    """N4 bias-field correction, fitted on a shrunk copy (seconds, not minutes) and applied at
+    full resolution through the fitted log bias field."""
+    small = sitk.Shrink(image, [cfg.n4_shrink] * 3)
+    small_mask = sitk.Shrink(mask, [cfg.n4_shrink] * 3)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations(list(cfg.n4_iterations))
+    corrector.Execute(small, small_mask)
+    log_bias = corrector.GetLogBiasFieldAsImage(image)
+    return image / sitk.Exp(log_bias)
+
+
+def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
+            levels: int | None = None) -> sitk.ImageRegistrationMethod:
+    """Multi-resolution Mattes mutual information: works across contrasts (FLAIR, T2 or T1
+    against the T1 template) because it needs no linear relation between intensities."""
+    levels = levels or len(cfg.shrink)
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg.bins)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    sampling = (cfg.sampling,) * levels if isinstance(cfg.sampling, float) else cfg.sampling
+    if cfg.seed == sitk.sitkWallClock:
+        raise BrainUADError("registration seed 0 means the wall clock in SimpleITK; use >= 1")
+    method.SetMetricSamplingPercentagePerLevel(list(sampling[:levels]), cfg.seed)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    # Regular-step gradient descent: on a moved MNI template it recovered a known affine to
+    # 0.16 mm where plain gradient descent (learning rate estimated once) stopped 2-4 mm short.
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-4, numberOfIterations=cfg.iterations,
+        gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel(list(cfg.shrink[:levels]))
+    method.SetSmoothingSigmasPerLevel(list(cfg.smoothing_mm[:levels]))
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return method
+
+
+def matrix(transform: sitk.Transform) -> np.ndarray:
+    """The 4 x 4 homogeneous matrix (LPS, fixed -> moving) of a rigid or affine transform."""
+    linear = np.array(transform.GetMatrix()).reshape(3, 3)
+    centre = np.array(transform.GetCenter())
+    out = np.eye(4)
+    out[:3, :3] = linear
+    out[:3, 3] = centre + np.array(transform.GetTranslation()) - linear @ centre
+    return out
+
+
+def affine_transform(homogeneous: np.ndarray) -> sitk.AffineTransform:
+    out = sitk.AffineTransform(3)
+    out.SetMatrix(homogeneous[:3, :3].ravel().tolist())
+    out.SetTranslation(homogeneous[:3, 3].tolist())
+    return out
+
+
+def _run(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image,
+         what: str) -> float:
+    """Execute, and return the final metric value; ITK's failures as one-line errors."""
+    try:
+        method.Execute(fixed, moving)
+    except RuntimeError as err:  # e.g. "All samples map outside moving image buffer"
+        raise BrainUADError(f"{what}: registration failed ({itk_reason(err)})") from err
+    return float(method.GetMetricValue())
+
+
+def register(fixed: sitk.Image, moving: sitk.Image, cfg: RegistrationConfig, what: str,
+             fixed_mask: sitk.Image | None = None, affine: bool = True,
+             initial: sitk.AffineTransform | None = None,
+             report: dict | None = None) -> sitk.AffineTransform:
+    """Rigid (centres of mass aligned first), then affine; fixed -> moving points. From an
+    `initial` affine, only the affine stage runs. `report` receives the final metric value."""
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    if initial is None:
+        try:
+            rigid = sitk.CenteredTransformInitializer(
+                fixed, moving, sitk.Euler3DTransform(),
+                sitk.CenteredTransformInitializerFilter.MOMENTS)
+        except RuntimeError as err:  # e.g. "Total Mass of the image was zero"
+            raise BrainUADError(f"{what}: registration failed: no centre of mass to start "
+                                f"from ({itk_reason(err)})") from err
+        method = _method(cfg, fixed_mask)
+        method.SetInitialTransform(rigid, inPlace=True)
+        metric = _run(method, fixed, moving, what)
+        result = sitk.AffineTransform(3)
+        result.SetCenter(rigid.GetCenter())
+        result.SetMatrix(rigid.GetMatrix())
+        result.SetTranslation(rigid.GetTranslation())
+    else:
+        result, metric = sitk.AffineTransform(initial), float("nan")
+    if affine:
+        method = _method(cfg, fixed_mask)
+        method.SetInitialTransform(result, inPlace=True)
+        metric = _run(method, fixed, moving, what)
+    if report is not None:
+        report["metric"] = metric
+    return affine_transform(matrix(result))
+
+
+def _dilate(mask: sitk.Image, mm: float) -> sitk.Image:
+    radius = [max(1, int(round(mm / s))) for s in mask.GetSpacing()]
+    return sitk.BinaryDilate(mask, radius)
+
+
+def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
+    """A rough brain mask that needs no atlas: Otsu foreground opened by `mm` (cuts the brain
+    from the scalp and the neck along the dark skull), largest component, grown back inside the
+    foreground, holes filled. Only a starting point for the registration."""
+    foreground = sitk.OtsuThreshold(image, 0, 1)
+    radius = [max(1, int(round(mm / s))) for s in image.GetSpacing()]
+    opened = sitk.BinaryMorphologicalOpening(foreground, radius)
+    largest = sitk.RelabelComponent(sitk.ConnectedComponent(opened), sortByObjectSize=True) == 1
+    return sitk.BinaryFillhole(sitk.BinaryDilate(largest, radius) & foreground)
+
+
+def to_template(image: sitk.Image, cfg: RegistrationConfig,
+                what: str) -> tuple[sitk.AffineTransform, dict]:
+    """Atlas -> scan transform of a bias-corrected scan, and its plausibility (`quality`). The
+    template is skull stripped and a raw scan is not: matched head to brain, the affine stage
+    inflated the brain onto the skull (IXI T1 brain-mask Dice 0.70-0.80 on half of the scans).
+    So the scan is first stripped roughly (`rough_brain`), and the metric samples the template's
+    brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans."""
+    fixed, brain = template()
+    rough_mask = rough_brain(image)
+    rough = sitk.Cast(image, sitk.sitkFloat32) * sitk.Cast(rough_mask, sitk.sitkFloat32)
+    report: dict = {}
+    transform = register(fixed, rough, cfg, f"{what}: to MNI152", fixed_mask=_dilate(brain, 5),
+                         report=report)
+    return transform, quality(image, rough_mask, transform, report["metric"])
+
+
+def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
+            metric: float) -> dict:
+    """How plausible an atlas -> scan registration is: `brain_dice`, the overlap of the
+    template's brain with the scan's own rough brain mask (on the atlas grid); `coverage`, the
+    part of the template's brain that lands inside the scan's field of view (a head cut off
+    lowers it); `scale`, the template brain's size in the scan (cube root of the determinant:
+    adult brains differ by about 15 %); `metric`, the final Mattes mutual information (lower
+    is better: it is what separates a phantom or a head lying on its side from a brain)."""
+    _, brain = template()
+    template_brain = sitk.GetArrayViewFromImage(brain) > 0
+    own = sitk.GetArrayViewFromImage(resample(rough, brain, transform, nearest=True)) > 0
+    field = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
+    field.CopyInformation(image)
+    inside = sitk.GetArrayViewFromImage(resample(field, brain, transform, nearest=True)) > 0
+    total = template_brain.sum()
+    return {"brain_dice": float(2 * (template_brain & own).sum() / (total + own.sum())),
+            "coverage": float((template_brain & inside).sum() / total),
+            "scale": float(abs(np.linalg.det(matrix(transform)[:3, :3])) ** (1 / 3)),
+            "metric": float(metric)}
+
+
+def check_quality(figures: dict, cfg: RegistrationConfig, what: str) -> None:
+    """A one-line error naming the scan and every figure outside its bound."""
+    low, high = cfg.scale_range
+    problems = [f"brain overlap {figures['brain_dice']:.2f} (needs >= {cfg.min_brain_dice})"
+                if figures["brain_dice"] < cfg.min_brain_dice else "",
+                f"brain inside the field of view {figures['coverage']:.2f} (needs >= "
+                f"{cfg.min_coverage})" if figures["coverage"] < cfg.min_coverage else "",
+                f"brain scaled by {figures['scale']:.2f} (needs {low}-{high})"
+                if not low <= figures["scale"] <= high else "",
+                f"similarity to the template {figures['metric']:.2f} (needs <= "
+                f"{cfg.max_metric})" if figures["metric"] > cfg.max_metric else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        raise BrainUADError(f"{what}: registration to MNI152 implausible: "
+                            f"{'; '.join(problems)}: not a whole brain scan, or its header's "
+                            "orientation is wrong")
+
+
+def quality_warnings(figures: dict, cfg: RegistrationConfig) -> list[str]:
+    """What a person should check before trusting a registration that passed."""
+    warnings = []
+    if figures["brain_dice"] < cfg.warn_brain_dice:
+        warnings.append(f"registration: brain overlap {figures['brain_dice']:.2f} is low "
+                        f"(below {cfg.warn_brain_dice}); check the outline in report.html")
+    if figures["coverage"] < cfg.warn_coverage:
+        warnings.append(f"registration: {100 * (1 - figures['coverage']):.0f} % of the brain "
+                        "lies outside the scan's field of view; lesions there are not found")
+    return warnings
+
+
+def resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform,
+             nearest: bool = False) -> sitk.Image:
+    """`image` on `grid`'s voxels, through `transform` (grid points -> image points)."""
+    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
+    return sitk.Resample(image, grid, transform, interpolator, 0.0, image.GetPixelID())
+
+
+def write_transform(path: Path, transform: sitk.Transform) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        sitk.WriteTransform(transform, str(tmp))  # tmp keeps the .tfm suffix ITK needs
+    return Path(path)
+
+
+def read_transform(path: Path) -> sitk.AffineTransform:
+    """An atlas -> scan transform file: ITK text (`.tfm`) only, never HDF5 or MATLAB files
+    (binary formats whose readers are more attack surface); anything else is a clear error."""
+    if Path(path).suffix != ".tfm":
+        raise BrainUADError(f"{path}: transforms are read only as ITK text files (.tfm)")
+    try:
+        head = Path(path).read_bytes()[:64]
+    except OSError as err:
+        raise BrainUADError(f"{path}: cannot be read ({err.strerror})") from err
+    if not head.startswith(b"#Insight Transform File"):
+        raise BrainUADError(f"{path}: not a readable ITK text transform file")
+    try:
+        transform = sitk.ReadTransform(str(path))
+        homogeneous = matrix(transform)
+    except (RuntimeError, AttributeError) as err:  # unreadable, or not a linear transform
+        raise BrainUADError(f"{path}: not a readable ITK affine transform file") from err
+    if not np.isfinite(homogeneous).all() or abs(np.linalg.det(homogeneous[:3, :3])) < 1e-6:
+        raise BrainUADError(f"{path}: transform is degenerate")
+    return affine_transform(homogeneous)
+
+
+def to_atlas(data: np.ndarray, affine: np.ndarray, atlas_shape: tuple[int, ...],
+             atlas_affine: np.ndarray, transform: sitk.Transform,
+             nearest: bool = False) -> np.ndarray:
+    """A map on a scan's own grid (e.g. its lesion label) resampled onto the atlas grid, given
+    the subject's atlas -> scan transform."""
+    grid = to_sitk(np.zeros(atlas_shape, np.float32), atlas_affine)
+    return from_sitk(resample(to_sitk(data, affine), grid, transform, nearest))[0]
+
+
+def to_native(data: np.ndarray, affine: np.ndarray, native: sitk.Image,
+              transform: sitk.Transform, nearest: bool = False) -> np.ndarray:
+    """An atlas-space map `(X, Y, Z)` resampled onto a scan's own grid, given the subject's
+    atlas -> scan transform (its inverse takes scan voxels to the atlas)."""
+    image = to_sitk(data, affine)
+    return from_sitk(resample(image, native, transform.GetInverse(), nearest))[0]
+
+
+def maps_to_native(maps: dict[str, np.ndarray], affine: np.ndarray, native: sitk.Image,
+                   transform: sitk.Transform) -> dict[str, np.ndarray]:
+    """A subject's atlas-space maps on its scan's own grid: the `score` linearly, every other
+    map (masks) by nearest neighbour."""
+    return {name: to_native(np.asarray(value, np.float32), affine, native, transform,
+                            nearest=name != "score") for name, value in maps.items()}

@@ -1,0 +1,135 @@
+"""The QC page of a segmented scan: one HTML file with its images embedded, readable offline."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from brainuad.io.files import write_text
+from brainuad.io.sitk import from_sitk
+from brainuad.preprocessing.atlas import template
+
+
+def _png(fig) -> str:
+    """A figure as a base64 PNG for an <img> that needs no other file."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, facecolor="black")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _registration_figure(registered: np.ndarray) -> str:
+    """The scan as registered to the atlas (before skull stripping), three views, with the
+    template's brain outline: a failed registration shows at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    brain = from_sitk(template()[1])[0] > 0
+    centre = [int(c) for c in np.round(np.argwhere(brain).mean(0))]
+    top = float(np.percentile(registered[brain], 99.5)) or 1.0
+    views = [(registered[centre[0]], brain[centre[0]], "sagittal"),
+             (registered[:, centre[1]], brain[:, centre[1]], "coronal"),
+             (registered[:, :, centre[2]], brain[:, :, centre[2]], "axial")]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for ax, (image, outline, title) in zip(axes, views, strict=True):
+        ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=top)
+        ax.contour(np.rot90(outline), levels=[0.5], colors="#00e5ff", linewidths=1.2)
+        ax.set_title(title, color="white", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _lesion_figure(raw, lesions: np.ndarray, brain: np.ndarray, count: int = 12) -> str:
+    """Axial slices of the scan as acquired (shown in radiological RAS order), the lesion
+    outline in red and the scored brain's in blue."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(raw.affine)
+    image, lesion, scored = (nib.orientations.apply_orientation(v, ornt)
+                             for v in (raw.data, lesions, brain))
+    with_brain = np.flatnonzero(scored.any(axis=(0, 1)))
+    if len(with_brain) == 0:
+        with_brain = np.arange(image.shape[2])
+    chosen = np.unique(np.linspace(with_brain[0], with_brain[-1], count).round().astype(int))
+    top = float(np.percentile(image[scored], 99.5)) if scored.any() else float(image.max())
+    # zoomed onto the brain (its bounding box in the slice plane, a little margin)
+    inplane = np.argwhere(scored.any(axis=2)) if scored.any() else np.argwhere(
+        np.ones(image.shape[:2]))
+    lo = np.maximum(inplane.min(0) - 5, 0)
+    hi = np.minimum(inplane.max(0) + 6, image.shape[:2])
+    crop = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+    cols = 3
+    rows = math.ceil(len(chosen) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(10, 3.6 * rows), squeeze=False)
+    for ax, z in zip(axes.ravel(), chosen, strict=False):
+        ax.imshow(np.rot90(image[crop][:, :, z]), cmap="gray", vmin=0, vmax=top or 1.0)
+        if scored[crop][:, :, z].any():
+            ax.contour(np.rot90(scored[crop][:, :, z]), levels=[0.5], colors="#3d7bff",
+                       linewidths=0.6)
+        if lesion[crop][:, :, z].any():
+            ax.contour(np.rot90(lesion[crop][:, :, z]), levels=[0.5], colors="#ff2020",
+                       linewidths=1.0)
+        ax.set_title(f"slice {z}", color="white", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray],
+                   registered: np.ndarray) -> None:
+    """report.html of one segmented scan: its figures, what was found, the registration's
+    figures and warnings; one file with its images embedded, readable offline."""
+    import html
+
+    quality = summary["registration"]
+    rows = [("lesions", summary["lesions"]),
+            ("total lesion volume", f"{summary['lesion_volume_ml']:.2f} ml"),
+            ("brain scored", f"{summary['brain_volume_ml']:.0f} ml"),
+            ("model", f"{summary['model']['name']} (version {summary['model']['version']})"),
+            ("threshold", f"{summary['threshold']:.4g} ({summary['rule']})"),
+            ("registration: brain overlap", f"{quality['brain_dice']:.3f}"),
+            ("registration: brain in field of view", f"{quality['coverage']:.3f}"),
+            ("registration: scale", f"{quality['scale']:.3f}"),
+            ("registration: similarity to the template (Mattes MI)", f"{quality['metric']:.3f}"),
+            ("scan grid", " x ".join(map(str, summary["grid"]["shape"])) + " voxels of "
+             + " x ".join(f"{s:g}" for s in summary["grid"]["spacing_mm"]) + " mm")]
+    table = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                      for k, v in rows)
+    warnings = "".join(f"<p class=warn>&#9888; {html.escape(w)}</p>"
+                       for w in summary["warnings"])
+    page = f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>brainuad: {html.escape(summary['scan'])}</title>
+<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:2em;max-width:1100px}}
+th{{text-align:left;padding-right:2em;color:#aaa;font-weight:normal}} img{{width:100%}}
+.warn{{background:#5a3b00;padding:.5em}} .note{{color:#999;font-size:.9em}}</style></head>
+<body><h1>{html.escape(summary['scan'])}</h1>
+<p class=note>{html.escape(summary['input'])}: brainuad {html.escape(summary['brainuad'])}.
+For research; not a clinical device.</p>
+{warnings}<table>{table}</table>
+<h2>Lesions (red) over the scan as acquired</h2>
+<p class=note>Blue: the brain mask (the template's brain carried onto the scan's grid); a band
+of a few millimetres inside its edge is not scored.</p>
+<img alt="lesion outlines" src="data:image/png;base64,{_lesion_figure(raw, native['lesions'],
+                                                                      native['brain'])}">
+<h2>Registration check</h2>
+<p class=note>The scan registered to MNI152, with the template's brain outline (cyan): the
+outline should follow the scan's brain. If it does not, the mask above is not to be trusted.</p>
+<img alt="registration" src="data:image/png;base64,{_registration_figure(registered)}">
+</body></html>
+"""
+    write_text(path, page)

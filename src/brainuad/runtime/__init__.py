@@ -1,0 +1,1 @@
+"""Where and how brainuad runs: devices and precision, several processes, progress, timings."""

@@ -1,0 +1,147 @@
+"""The paper's post-processing of residuals: median filter, eroded brain mask, threshold, and
+removal of small 3D components. Each number comes from `DetectConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from brainuad.config import DetectConfig
+
+#: 26-connectivity: voxels touching by a corner belong to the same 3D component.
+CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
+
+
+@dataclass
+class Scored:
+    """A scan's anomaly score, what every model kind's scorer returns."""
+
+    score: np.ndarray  # (X, Y, Z) filtered score x eroded mask, on the scan's grid
+    region: np.ndarray  # (X, Y, Z) bool: brain voxels of the scored slices
+    scored: np.ndarray  # (X, Y, Z) bool: the region inside the eroded brain mask
+    seconds: float  # scoring + post-processing (without the threshold)
+    n_slices: int
+
+
+def masked(value: np.ndarray, brain: np.ndarray, region: np.ndarray, spacing: np.ndarray,
+           detect: DetectConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A filtered score map on the scan's grid, zero outside the eroded brain of the scored
+    slices, and that scored region."""
+    scored = eroded_mask(brain, spacing, detect.erosion_mm) & region
+    return (value * scored).astype(np.float32), scored
+
+
+def hyper_floor(image: np.ndarray, mask: np.ndarray, detect: DetectConfig) -> float | None:
+    """The input's brain quantile below which the `hyperintense` residual is zero."""
+    if detect.residual != "hyperintense":
+        return None
+    return float(np.quantile(image[mask > 0], detect.hyper_quantile))
+
+
+def residual_map(images: np.ndarray, reconstructions: np.ndarray, masks: np.ndarray,
+                 kind: str = "abs", hyper_floor: float | None = None) -> np.ndarray:
+    """The residual the detector scores, zero outside the brain (a network's output there is not
+    evidence of anything). `abs`: |x - x_hat| (the paper); `positive`: max(x - x_hat, 0);
+    `hyperintense`: positive, and zero where the input is below `hyper_floor` (the input's 0.9
+    brain quantile in Baur et al. 2021: MS lesions on FLAIR are bright, so a residual on dark
+    tissue is a reconstruction error, not a lesion); `negative`: max(x_hat - x, 0), only what is
+    darker than expected (lesions that are dark in their contrast, e.g. on T1)."""
+    return shape_residual(images - reconstructions, images, masks, kind, hyper_floor)
+
+
+def shape_residual(difference: np.ndarray, images: np.ndarray, masks: np.ndarray,
+                   kind: str = "abs", hyper_floor: float | None = None) -> np.ndarray:
+    """`residual_map`'s `kind` applied to a signed `difference` (image minus what was
+    expected: a reconstruction, or a normative z-score), zero outside `masks`."""
+    if kind == "abs":
+        residual = np.abs(difference)
+    elif kind == "negative":
+        residual = np.maximum(-difference, 0)
+    else:
+        residual = np.maximum(difference, 0)
+    if kind == "hyperintense":
+        if hyper_floor is None:
+            raise ValueError("the hyperintense residual needs the input's brain quantile")
+        residual = np.where(images >= hyper_floor, residual, 0)
+    return residual * masks
+
+
+def median_filter(stack: np.ndarray, size: int = 5, where: np.ndarray | None = None,
+                  chunk: int = 65_536) -> np.ndarray:
+    """Median over a size^3 window of residual slices stacked as a sub-volume `(N, S, S)`.
+
+    Done on the stack, as the paper did, so the `paper` block of 20 slices is filtered as a
+    sub-volume of its own (edges reflect, as scipy's `mode="reflect"`) instead of mixing in
+    unprocessed slices. With `where`, only those voxels are computed (the rest are 0): the same
+    values as `scipy.ndimage.median_filter` there, about 6x faster on a brain, because only the
+    brain's voxels are ever scored and `np.partition` selects the median without a full sort.
+    """
+    if size <= 1:
+        return stack
+    if where is None:
+        return ndimage.median_filter(stack, size=size, mode="reflect")
+    half = size // 2
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(stack, half, mode="symmetric"), (size,) * 3)
+    index = np.nonzero(where)
+    values = np.empty(len(index[0]), stack.dtype)
+    middle = size**3 // 2
+    for start in range(0, len(values), chunk):
+        part = tuple(i[start:start + chunk] for i in index)
+        block = windows[part].reshape(-1, size**3)
+        values[start:start + chunk] = np.partition(block, middle, axis=1)[:, middle]
+    out = np.zeros_like(stack)
+    out[index] = values
+    return out
+
+
+def eroded_mask(mask: np.ndarray, spacing: np.ndarray, erosion_mm: float) -> np.ndarray:
+    """Erode the brain mask by about `erosion_mm` (at least one voxel when erosion_mm > 0), so
+    the bright rim of the brain, which no model reconstructs well, does not become lesions."""
+    iterations = int(round(erosion_mm / float(np.min(spacing)))) if erosion_mm > 0 else 0
+    if iterations == 0 and erosion_mm > 0:
+        iterations = 1
+    if iterations == 0:
+        return mask > 0
+    return ndimage.binary_erosion(mask > 0, iterations=iterations)
+
+
+def remove_small_components(binary: np.ndarray, min_size: int) -> np.ndarray:
+    """Drop 3D connected components with fewer than `min_size` voxels."""
+    labels, count = ndimage.label(binary, structure=CONNECTIVITY)
+    if count == 0 or min_size <= 1:
+        return binary.astype(bool)
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= min_size
+    keep[0] = False
+    return keep[labels]
+
+
+def segment(score: np.ndarray, threshold: float, min_component: int) -> np.ndarray:
+    """Binary lesion mask: score above threshold, without components under `min_component`."""
+    return remove_small_components(score > threshold, min_component)
+
+
+def lesion_table(lesions: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:
+    """One row per 26-connected lesion: volume (ml), centroid in scanner (RAS) millimetres,
+    mean and max score."""
+    labels, count = ndimage.label(lesions, structure=CONNECTIVITY)
+    if count == 0:
+        return []
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(np.ones_like(score), labels, index)
+    centres = np.array(ndimage.center_of_mass(np.ones_like(score), labels, index))
+    world = (affine[:3, :3] @ centres.T).T + affine[:3, 3]
+    means = ndimage.mean(score, labels, index)
+    maxima = ndimage.maximum(score, labels, index)
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
+    order = np.argsort(-sizes)
+    return [{"lesion": rank + 1, "volume_ml": round(float(sizes[i] * voxel_ml), 4),
+             "centroid_x_mm": round(float(world[i, 0]), 2),
+             "centroid_y_mm": round(float(world[i, 1]), 2),
+             "centroid_z_mm": round(float(world[i, 2]), 2),
+             "mean_score": round(float(means[i]), 4), "max_score": round(float(maxima[i]), 4)}
+            for rank, i in enumerate(order)]
