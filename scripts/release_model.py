@@ -1,17 +1,20 @@
-"""Retrain the bundled model `flair-ms`, reproduce its figures, and put it into the package.
+"""Remake the bundled model `flair-ms`, reproduce its validation figures, and put it into the
+package.
 
     python scripts/release_model.py [--out release-flair-ms]
 
-1. `brainuad benchmark configs/models/flair-ms.yaml OUT --split val`: preprocesses the raw
-   scans and a synthetic healthy cohort, trains (fits the normative maps on the 9 training
-   FLAIRs and 8 of the 10 synthetic ones), takes the label-free percentiles on the held-out scans
-   (the 2 other raw FLAIRs, the 2 other synthetic ones)
-   and chooses the operating point on the labelled validation set; scores that set (with the
-   healthy synthetic scans' flagged volume).
-2. The same with `--split test`: MSLUB patient07 and patient19, scored once.
-3. Copies the files the run's model.json lists (config, normative maps, thresholds) into
+1. `brainuad benchmark configs/models/flair-ms.yaml OUT --split val`: preprocesses the raw and
+   the MSLUB scans, makes the labelled validation set (MSLUB patient07 and patient19 with their
+   real lesions, 3D FLAIRs of another protocol; the held-out raw 2D FLAIRs with synthetic
+   lesions drawn in; a synthetic 1 mm cohort), "trains" the recipe (a tissue-referenced model
+   learns nothing: it takes its label-free quantiles on the unlabelled held-out scans), chooses
+   its operating point on the validation set and scores it there.
+2. Copies the files the run's model.json lists (config, thresholds) into
    src/brainuad/weights/flair-ms/ (local paths removed), writes its model.json (what it is, its
-   data, licence and card), and the model card's tables to docs/models/flair-ms_results{,-val}.md.
+   data, licence and card), and the validation table to docs/models/flair-ms_results-val.md.
+
+Its test figures are leave-one-patient-out (`python scripts/cross_protocol.py`); the independent
+test scans are held outside the project.
 """
 
 from __future__ import annotations
@@ -22,17 +25,20 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
+
 import brainuad
 from brainuad.commands.benchmark import BenchmarkOptions, run_benchmark
 from brainuad.models.folder import ModelInfo, read_info
 
 REPO = Path(__file__).resolve().parents[1]
-NAME, VERSION = "flair-ms", "1"
+NAME, VERSION, VARIANT = "flair-ms", "2", "model"
 CONFIG = REPO / "configs" / "models" / f"{NAME}.yaml"
 TARGET = REPO / "src" / "brainuad" / "weights" / NAME
-DESCRIPTION = ("MS lesions on FLAIR: a voxel-wise normative model (z-score) of 9 raw MS FLAIRs "
-               "and 8 synthetic healthy ones, operating point chosen on held-out scans with "
-               "synthetic lesions; research use, not a clinical device")
+DESCRIPTION = ("MS lesions on FLAIR: each voxel against the scan's own grey matter (a z-score; "
+               "no training, so no other protocol's intensities), operating point chosen on "
+               "3D and 2D FLAIRs with real and synthetic lesions; research use, not a "
+               "clinical device")
 
 
 def _without_paths(info: dict) -> dict:
@@ -42,9 +48,14 @@ def _without_paths(info: dict) -> dict:
     return {**info, "operating_points": points}
 
 
+def _point_subjects(path: Path) -> list[str]:
+    """The validation scans the shipped operating points were chosen on."""
+    points = json.loads(path.read_text()).get("operating_points", {})
+    return sorted({name for point in points.values() for name in point.get("subjects", [])})
+
+
 def release(out: Path) -> None:
-    for split in ("val", "test"):
-        run_benchmark(CONFIG, out, BenchmarkOptions(split=split))
+    run_benchmark(CONFIG, out, BenchmarkOptions(split="val"))
     run = out / "runs" / NAME
     made = read_info(run)
     if TARGET.exists():
@@ -54,24 +65,32 @@ def release(out: Path) -> None:
         if name == "threshold.json":
             info = _without_paths(json.loads((run / name).read_text()))
             (TARGET / name).write_text(json.dumps(info, indent=2) + "\n")
+        elif name == "config.yaml":  # with the detection settings of the variant it was chosen in
+            config = yaml.safe_load((run / name).read_text())
+            variant = yaml.safe_load(CONFIG.read_text())["variants"][VARIANT]
+            config["detect"].update({k: v for k, v in variant.items() if k != "precision"})
+            (TARGET / name).write_text(yaml.safe_dump(config, sort_keys=False))
         else:
             shutil.copyfile(run / name, TARGET / name)
     provenance = json.loads((run / "provenance.json").read_text())
     ModelInfo(
         name=NAME, version=VERSION, kind=made.kind, modality=made.modality,
         polarity=made.polarity, description=DESCRIPTION, files=made.files,
-        training_data="MSLUB longitudinal (Lesjak et al. 2016, Neuroinformatics): 9 raw FLAIRs; "
-                      "and 8 synthetic healthy FLAIRs of brainuad synth",
-        trained_on=provenance["training_subjects"],
+        training_data="nothing learnt from other scans; operating point chosen on MSLUB "
+                      "patient07 and patient19 (Lesjak et al. 2018) and the MSLUB longitudinal "
+                      "set (Lesjak et al. 2016) with synthetic lesions, and synthetic scans",
+        # a kind that fits nothing (no weights, no maps) learnt from no scan
+        trained_on=provenance["training_subjects"] if {"model.pt", "normative.pt"}
+        & set(made.files) else [],
         licence="CC BY 4.0 (the MSLUB data it was derived from; attribution in the card)",
         card=f"docs/models/{NAME}.md",
-        extra={"recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
+        extra={"operating_point_on": _point_subjects(TARGET / "threshold.json"),
+               "recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
                "git_commit": provenance.get("git_commit"),
                "released": datetime.date.today().isoformat()}).write(TARGET)
     docs = REPO / "docs" / "models"
     docs.mkdir(parents=True, exist_ok=True)
-    for tag in ("", "-val"):
-        shutil.copyfile(out / f"results{tag}.md", docs / f"{NAME}_results{tag}.md")
+    shutil.copyfile(out / "results-val.md", docs / f"{NAME}_results-val.md")
     size = sum(p.stat().st_size for p in TARGET.iterdir()) / 1e6
     print(f"{NAME} version {VERSION}: {TARGET} ({size:.1f} MB)")
 

@@ -6,8 +6,8 @@ from brainuad.io.manifest import read_manifest
 runner = CliRunner()
 
 
-COMMANDS = ("segment", "models", "synth", "preprocess", "train", "calibrate", "use-epoch",
-            "detect", "evaluate", "benchmark", "demo")
+COMMANDS = ("segment", "compare", "models", "synth", "preprocess", "train", "calibrate",
+            "use-epoch", "detect", "evaluate", "benchmark", "demo")
 
 
 def test_help_lists_every_command_the_users_first_one_line_each():

@@ -238,3 +238,25 @@ def test_unet_skips_carry_fine_detail():
         model.from_latent[0].bias.zero_()
         change = (model.reconstruct(y) - model.reconstruct(x)).abs()[0, 0]
     assert change[26:35, 26:35].sum() > 0.5 * change.sum() > 0
+
+
+def test_the_shipped_model_detects_with_the_settings_it_was_chosen_with():
+    """The bundled flair-ms's detection settings are those of the variant its recipe chose its
+    operating point in (configs/models/flair-ms.yaml), and that operating point is shipped."""
+    import json
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    recipe = yaml.safe_load((repo / "configs" / "models" / "flair-ms.yaml").read_text())
+    shipped = repo / "src" / "brainuad" / "weights" / "flair-ms"
+    detect = yaml.safe_load((shipped / "config.yaml").read_text())["detect"]
+    for key, value in recipe["variants"]["model"].items():
+        assert detect[key] == value, key
+    from brainuad.detection.detector import Detector
+
+    detector = Detector.load("flair-ms", accelerator="cpu")
+    point = detector.operating_point(detector.settings())
+    assert point is not None and detector.threshold(detector.settings()) == point["threshold"]
+    assert json.loads((shipped / "threshold.json").read_text())["operating_points"]

@@ -14,15 +14,23 @@ from conftest import write_nifti
 ATLAS = PreprocessConfig(register="never")  # the toy volumes are atlas-space stand-ins
 
 
-def test_outputs_are_unit_range_and_masked(tmp_path, cohort):
+def test_outputs_are_brain_percentiles_to_unit_range_and_masked(tmp_path, cohort):
+    """The brain's 0.5th and 99.5th percentiles go to 0 and 1; the voxels brighter than that
+    (a small lesion load lies all above it) keep their brightness above 1 unless clipped."""
     out = preprocess_manifest(cohort, tmp_path / "prep", ATLAS)
-    for subject in out.subjects:
+    clipped = preprocess_manifest(cohort, tmp_path / "clipped",
+                                  PreprocessConfig(register="never", keep_bright=False))
+    for subject, other in zip(out.subjects, clipped.subjects, strict=True):
         image = load_image(subject.images["flair"])
         mask = load_binary(subject.mask, image).data
-        assert image.data.min() >= 0 and image.data.max() <= 1
+        brain = image.data[mask > 0]
+        assert image.data.min() >= 0 and np.percentile(brain, 99.5) == pytest.approx(1.0)
+        assert brain.max() > 1  # the brightest 0.5 % stay above 1
         assert not image.data[mask == 0].any()
-        assert image.data[mask > 0].max() == pytest.approx(1.0)
         assert subject.label is not None and subject.label.is_file()
+        unit = load_image(other.images["flair"]).data
+        assert unit.min() >= 0 and unit.max() == pytest.approx(1.0)
+        np.testing.assert_allclose(unit, np.minimum(image.data, 1), atol=1e-6)
     assert read_manifest(out.path).subjects[0].subject == "sub-h00"
 
 

@@ -122,3 +122,17 @@ def test_atlas_grid_scans_are_not_registered(tmp_path):
     assert on_template_grid(load_image(path))
     other = write_nifti(tmp_path / "b.nii.gz", grid["wm"][:-1] * 100, grid["affine"])
     assert not on_template_grid(load_image(other))
+
+
+def test_the_rough_brain_of_a_noisy_scan_is_the_head_not_nothing():
+    """Noise at a quarter of the head's level pits the foreground everywhere; the rough brain
+    (the registration's start) must still be the head, not empty (which ended a low-SNR
+    FLAIR's preprocessing with "no centre of mass")."""
+    from brainuad.preprocessing.registration import rough_brain
+
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, 64)] * 3, indexing="ij"))
+    head = (grid ** 2).sum(0) < 0.6
+    rng = np.random.default_rng(0)
+    data = np.abs(100.0 * head + rng.normal(0, 25, head.shape)).astype(np.float32)
+    found = from_sitk(rough_brain(to_sitk(data, np.diag([1.0, 1.0, 1.0, 1.0]))))[0] > 0
+    assert dice(found, head) > 0.9

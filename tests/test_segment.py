@@ -76,7 +76,8 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["lesions"] == len(lesions) == rows[0]["lesions"]
     assert summary["lesion_volume_ml"] == pytest.approx(mask.sum() * voxel_ml)
-    assert set(summary["registration"]) == {"brain_dice", "coverage", "scale", "metric"}
+    assert set(summary["registration"]) == {"brain_dice", "coverage", "scale", "rotation",
+                                            "metric"}
     assert {"read", "preprocess", "score", "write", "report", "total"} <= set(
         summary["seconds"])
     assert summary["model"]["folder"] == str(model)
@@ -139,15 +140,15 @@ def test_files_of_the_same_name_are_named_by_their_folders(tmp_path):
 def test_the_bundled_model_on_the_example_an_in_distribution_self_check(scan, tmp_path):
     """`flair-ms` ships inside the package: listed with its kind, modality and polarity,
     loadable by name, read-only, and on the example it outlines the lesions. The example comes
-    from the generator whose healthy scans helped fit the model: a check that the shipped
-    folder works end to end, not an accuracy figure (real scans: test_realdata)."""
+    from the generator whose scans helped choose the model's operating point: a check that the
+    shipped folder works end to end, not an accuracy figure (real scans: test_realdata)."""
     from brainuad.evaluation.metrics import dice
     from brainuad.models.bundled import DEFAULT, available
 
     assert DEFAULT in [m.info.name for m in available()]
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0 and "flair-ms (default)" in result.output
-    assert "normative model of FLAIR, bright lesions" in result.output
+    assert "tissue model of FLAIR, bright lesions" in result.output
     raw, truth = scan
     rows = segment_scans([raw], tmp_path, SegmentOptions(accelerator="cpu", preprocess=QUICK))
     found = np.asarray(nib.load(tmp_path / "example_flair" / "lesion_mask.nii.gz").dataobj)

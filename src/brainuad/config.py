@@ -137,9 +137,10 @@ class TrainConfig:
 RESIDUALS = ("abs", "positive", "hyperintense", "negative")
 #: Which lesions each residual can see.
 POLARITY = {"abs": "both", "positive": "bright", "hyperintense": "bright", "negative": "dark"}
-#: What is scored: the network's residual (the paper); the normative model's z-score
-#: (`normative.py`); or their product, the residual where the voxel is also unusually bright.
-SCORES = ("residual", "normative", "product")
+#: What is scored: the network's residual (the paper); the normative model's z-score; their
+#: product, the residual where the voxel is also unusually bright; or the z-score against the
+#: scan's own grey matter (`tissue`).
+SCORES = ("residual", "normative", "product", "tissue")
 
 
 @dataclass
@@ -163,6 +164,10 @@ class DetectConfig:
     # healthy scans (the training manifest's `val` split; `train` where it has none)
     percentile: float = 98.0
     min_component: int = 6  # 3D components smaller than this many voxels are removed
+    # Seeded components: a component above the threshold is kept only where some voxel of it
+    # scores at least `seed_margin` above the threshold (0: every component), so a lesion's dim
+    # rim is outlined with it while dim specks alone are not.
+    seed_margin: float = 0.0
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
     # Calibration subjects the threshold is taken on (0: all; else that many, evenly spread): for
@@ -194,8 +199,10 @@ class DetectConfig:
         key = f"slices={self.slices},residual={self.residual},median={self.median_size}," \
               f"erosion_mm={self.erosion_mm}"
         key += f",q={self.hyper_quantile}" if self.residual == "hyperintense" else ""
-        if self.score != "residual":
+        if self.score in ("normative", "product"):
             key = f"score={self.score},floor={self.normative_floor}," + key
+        elif self.score != "residual":
+            key = f"score={self.score}," + key
         return key + (f",precision={precision}" if precision != "32" else "")
 
 

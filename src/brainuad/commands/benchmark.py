@@ -10,7 +10,7 @@ and writes `results.md`, `results.csv`, `subjects.csv`, `results.json` and, per 
 combined Fig. 5 and Fig. 6.
 
     manifest: cohort.csv
-    preprocess: {register: auto}
+    preprocess: {register: auto}     # or `prepared: true`: the manifest is preprocessed already
     models: [anovaegan, svae, threshold]
     run: {model: {image_size: 128}, train: {epochs: 20}}
     variants: {brain: {slices: brain}, paper: {slices: paper}}
@@ -44,7 +44,7 @@ from brainuad.detection.cohort import DetectOptions, detect_manifest
 from brainuad.errors import BrainUADError
 from brainuad.evaluation.evaluate import evaluate
 from brainuad.io.files import write_csv, write_text
-from brainuad.io.manifest import Manifest, Subject, write_manifest
+from brainuad.io.manifest import Manifest, Subject, read_manifest, write_manifest
 from brainuad.models.registry import model_defaults, name_defaults
 from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 from brainuad.reporting import figures, tables
@@ -52,7 +52,8 @@ from brainuad.training.reuse import train_or_reuse
 
 #: Settings of `--quick`: a smoke check of the whole path in minutes.
 QUICK = {"model": {"image_size": 64}, "train": {"epochs": 2}}
-VARIANT_KEYS = ("slices", "residual", "score", "precision")
+VARIANT_KEYS = ("slices", "residual", "score", "precision", "median_size", "seed_margin",
+                "min_component")
 RECIPE_KEYS = ("name", "model", "run", "variants")
 
 
@@ -74,6 +75,7 @@ class BenchmarkConfig:
     run: dict[str, Any] = field(default_factory=dict)
     variants: dict[str, dict[str, str]] = field(default_factory=lambda: {"brain": {}})
     preprocess: dict[str, Any] = field(default_factory=dict)
+    prepared: bool = False  # the manifest is a `brainuad preprocess` output: used as it is
     split: str = "test"
     synth: dict[str, Any] | None = None  # SynthConfig values
     validation: dict[str, Any] | None = None  # {copies: n, synth: SynthConfig values}
@@ -110,7 +112,7 @@ def _synth_values(values: Any, path: Path, what: str) -> dict[str, Any]:
 def read_benchmark(path: str | Path) -> BenchmarkConfig:
     path = Path(path)
     data = load_yaml(path)
-    known = {"manifest", "synth", "models", "run", "variants", "preprocess", "split",
+    known = {"manifest", "synth", "models", "run", "variants", "preprocess", "prepared", "split",
              "validation"}
     unknown = sorted(set(data) - known)
     if unknown or not ("manifest" in data or "synth" in data) or not data.get("models"):
@@ -143,7 +145,8 @@ def read_benchmark(path: str | Path) -> BenchmarkConfig:
         manifest = path.parent / manifest
     return BenchmarkConfig(manifest, recipes, data.get("run") or {},
                            {k: v or {} for k, v in variants.items()},
-                           data.get("preprocess") or {}, split, synth, validation)
+                           data.get("preprocess") or {}, bool(data.get("prepared", False)), split,
+                           synth, validation)
 
 
 def _synthetic(folder: Path, cfg: SynthConfig, workers: int) -> Path:
@@ -162,12 +165,14 @@ def _synthetic(folder: Path, cfg: SynthConfig, workers: int) -> Path:
 
 def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
                     preprocess: PreprocessConfig, workers: int, say: Callable) -> Path:
-    """The labelled validation set: lesioned copies of the manifest's `val` scans, and the
-    subjects of a synthetic cohort, every one in split `val`; its manifest."""
+    """The labelled validation set, every subject in split `val`: the manifest's labelled `val`
+    scans as they are (real lesions), lesioned copies of its unlabelled ones, and the subjects
+    of a synthetic cohort; its manifest."""
     folder = out / "validation"
     say(f"validation set -> {folder}")
-    subjects: list[Subject] = []
-    if prep.select(split="val"):
+    val = prep.select(split="val")
+    subjects: list[Subject] = [s for s in val if s.label is not None]
+    if any(s.label is None for s in val):
         subjects += lesioned_copies(prep.path, folder / "real", "val",
                                     bench.validation["copies"]).subjects
     if bench.validation["synth"]:
@@ -227,9 +232,12 @@ def run_benchmark(config_path: str | Path, out: str | Path,
         synthetic = preprocess_manifest(cohort, folder, preprocess, workers=workers)
         prepared = synthetic
     if bench.manifest is not None:
-        say(f"preprocess {bench.manifest} -> {out / 'prep'}")
-        prepared = preprocess_manifest(bench.manifest, out / "prep", preprocess,
-                                       workers=workers)
+        if bench.prepared:
+            prepared = read_manifest(bench.manifest)
+        else:
+            say(f"preprocess {bench.manifest} -> {out / 'prep'}")
+            prepared = preprocess_manifest(bench.manifest, out / "prep", preprocess,
+                                           workers=workers)
     prep = prepared.path
     if synthetic is not None and bench.manifest is not None:
         # synthetic plus real: the healthy synthetic subjects train too

@@ -38,7 +38,11 @@ from brainuad.io.scans import find_scans
 from brainuad.io.sitk import to_sitk
 from brainuad.models.bundled import DEFAULT
 from brainuad.preprocessing.pipeline import PreprocessConfig, prepare_scan
-from brainuad.preprocessing.registration import maps_to_native, quality_warnings
+from brainuad.preprocessing.registration import (
+    RegistrationConfig,
+    maps_to_native,
+    quality_warnings,
+)
 from brainuad.reporting.html import segment_report
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.progress import Stages, track
@@ -60,6 +64,9 @@ class SegmentOptions:
     accelerator: str = "auto"
     fpr: float | None = None
     keep_going: bool = False
+    #: "refuse" a scan whose registration is broken (two figures out of bound, or one far
+    #: out), warn for a doubtful one; "warn": go on with both, the figures in the outputs
+    qc: str = "refuse"
     preprocess: PreprocessConfig | None = None  # None: the defaults, on the model's modality
 
 
@@ -80,16 +87,11 @@ def segment_scans(sources: list[str | Path], out: str | Path,
     already done are skipped; every scan's header is checked before any work."""
     options = options or SegmentOptions()
     out = Path(out)
-    detector = Detector.load(options.model, options.accelerator)
-    modality = detector.cfg.train.modality
-    scans = find_scans(sources, modality)
+    job = make_job(options)
+    scans = find_scans(sources, job.detector.cfg.train.modality)
     if not scans:
         raise BrainUADError("no scans given")
     checked = [attempt(options.keep_going, check_scan, path) for _, path in scans]
-    detect = detector.settings()
-    job = _Job(detector, detect, detector.threshold(detect, options.fpr),
-               detector.rule(detect, options.fpr),
-               options.preprocess or PreprocessConfig(reference=modality))
     results = [check if isinstance(check, Failed) else
                attempt(options.keep_going, segment_scan, path, out / name, job)
                for (name, path), check in track(list(zip(scans, checked, strict=True)),
@@ -100,6 +102,17 @@ def segment_scans(sources: list[str | Path], out: str | Path,
     write_csv(out / "summary.csv", rows)
     raise_failures([name for name, _ in scans], results, "segment")
     return rows
+
+
+def make_job(options: SegmentOptions) -> _Job:
+    """The model loaded once, its settings and threshold: what every scan of a call shares."""
+    detector = Detector.load(options.model, options.accelerator)
+    modality = detector.cfg.train.modality
+    detect = detector.settings()
+    return _Job(detector, detect, detector.threshold(detect, options.fpr),
+                detector.rule(detect, options.fpr),
+                options.preprocess or PreprocessConfig(
+                    reference=modality, registration=RegistrationConfig(qc=options.qc)))
 
 
 def _row(summary: dict) -> dict:

@@ -46,18 +46,20 @@ def insert_lesions(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, seed
     target = wm * (gm / wm + level * (STRONG_LESION - gm / wm))
     texture = image - ndimage.gaussian_filter(image, 1.5 / resolution)
     out = (1 - probability) * image + probability * (target + texture)
-    return scale_to_unit(out, mask), ((probability > 0.5) & brain).astype(np.uint8)
+    return (scale_to_unit(out, mask, keep_bright=True),
+            ((probability > 0.5) & brain).astype(np.uint8))
 
 
 def lesioned_copies(manifest_path: str | Path, out: str | Path, split: str = "val",
                     copies: int = 2, seed: int = 0) -> Manifest:
-    """A labelled validation set from real scans: `copies` lesioned versions of every subject
-    of `split` in a preprocessed manifest (loads alternating as `LOADS`), each with its exact
-    lesion mask, written under `out` with their `manifest.csv` (split `val`, health patient)."""
+    """A labelled validation set from real scans: `copies` lesioned versions of every
+    unlabelled subject of `split` in a preprocessed manifest (loads alternating as `LOADS`),
+    each with its exact lesion mask, written under `out` with their `manifest.csv` (split
+    `val`, health patient)."""
     manifest = read_manifest(manifest_path)
-    chosen = manifest.select(split=split)
+    chosen = [s for s in manifest.select(split=split) if s.label is None]
     if not chosen:
-        raise BrainUADError(f"{manifest.path}: no subjects in split {split!r}")
+        raise BrainUADError(f"{manifest.path}: no unlabelled subjects in split {split!r}")
     out = Path(out)
     written = []
     for index, subject in enumerate(track(chosen, "synth")):
@@ -68,7 +70,7 @@ def lesioned_copies(manifest_path: str | Path, out: str | Path, split: str = "va
                                 "mask; run `brainuad preprocess` first")
         mask = load_binary(subject.mask, volume, "mask").data
         for copy in range(copies):
-            image, label = insert_lesions(np.clip(volume.data, 0, 1) * mask, mask,
+            image, label = insert_lesions(np.clip(volume.data, 0, None) * mask, mask,
                                           volume.affine, seed * 100_003 + index * 101 + copy,
                                           heavy=copy % 2 == 1, where=str(subject.images[modality]))
             name = f"{subject.subject}-les{copy}"

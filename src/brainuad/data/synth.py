@@ -35,6 +35,9 @@ from brainuad.runtime.progress import track
 #: end sits at grey-matter level so that a plain intensity threshold also flags cortex.
 CONTRASTS: dict[str, dict[str, tuple[float, ...]]] = {
     "flair": {"tissue": (0.08, 0.62, 0.45), "lesion": (0.62, 1.0)},
+    # a 3D FLAIR's: CSF brighter and half the grey-white contrast, as MSLUB patient07 and
+    # patient19 (3D) against the 2D FLAIRs of the longitudinal set, in atlas space
+    "flair3d": {"tissue": (0.25, 0.55, 0.50), "lesion": (0.55, 1.0)},
     "t2": {"tissue": (1.0, 0.62, 0.48), "lesion": (0.62, 0.92)},
     "t1": {"tissue": (0.15, 0.52, 0.78), "lesion": (0.50, 0.30)},
 }
@@ -54,6 +57,11 @@ class SynthConfig:
     max_displacement_mm: float = 4.0
     bias_coefficients: float = 0.3
     noise_std: tuple[float, float] = (0.01, 0.03)
+
+    @property
+    def modality(self) -> str:
+        """The manifest column of its images (a 3D FLAIR's contrast is a FLAIR)."""
+        return "flair" if self.contrast.startswith("flair") else self.contrast
 
     def __post_init__(self) -> None:
         if self.contrast not in CONTRASTS:
@@ -210,12 +218,13 @@ def _write_one(args: tuple[SynthConfig, int, bool, str, Path]) -> Subject:
     volumes = make_subject(cfg, index, lesioned)
     affine = atlas(cfg.resolution)["affine"]
     folder = out / name
+    modality = cfg.modality
     paths = {}
-    for key, filename in (("image", f"{cfg.contrast}.nii.gz"), ("mask", "mask.nii.gz"),
+    for key, filename in (("image", f"{modality}.nii.gz"), ("mask", "mask.nii.gz"),
                           ("label", "label.nii.gz")):
         paths[key] = save_volume(folder / filename, volumes[key], affine)
     return Subject(name, split, "patient" if lesioned else "healthy",
-                   {cfg.contrast: paths["image"]}, paths["mask"], paths["label"])
+                   {modality: paths["image"]}, paths["mask"], paths["label"])
 
 
 def synth_cohort(out: str | Path, cfg: SynthConfig, workers: int = 1) -> Manifest:

@@ -123,7 +123,8 @@ def _write_settings(out: Path, detector: Detector, detect: DetectConfig, thresho
         **settings, "model": cfg.model.name, "kind": detector.kind.name,
         "z": detector.kind.bottleneck(cfg.model), "modality": cfg.train.modality,
         "slices": detect.slices, "residual": detect.residual, "score": detect.score,
-        "min_component": detect.min_component, "rule": detector.rule(detect, fpr),
+        "min_component": detect.min_component, "seed_margin": detect.seed_margin,
+        "rule": detector.rule(detect, fpr),
         "fpr_thresholds": {str(f): quantiles.at_fpr(f) for f in REPORTED_FPRS},
     }, indent=2) + "\n")
 

@@ -149,7 +149,7 @@ class Detector:
                                  clock or Stopwatch())
 
     def segment(self, scored: Scored, threshold: float, detect: DetectConfig) -> np.ndarray:
-        return segment(scored.score, threshold, detect.min_component)
+        return segment(scored.score, threshold, detect.min_component, detect.seed_margin)
 
     def histograms(self, subjects: list, settings: list[DetectConfig],
                    manifest: Path | None = None, shard: tuple[int, int] = (0, 1),

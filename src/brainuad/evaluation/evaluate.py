@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from brainuad.data.slices import to_ras
 from brainuad.detection.cohort import SETTINGS, read_timing
@@ -22,7 +23,10 @@ from brainuad.runtime.progress import track
 from brainuad.scoring import thresholds
 from brainuad.scoring.postprocess import segment
 
-SUMMARY_METRICS = ("dice", "auroc", "auprc", "best_dice", "lesion_recall", "lesion_precision")
+SUMMARY_METRICS = ("dice", "auroc", "auprc", "best_dice", "lesion_recall", "lesion_precision",
+                   "flagged_outside_ml")
+#: Flagged voxels farther than this from every lesion count as flagged outside the lesions.
+OUTSIDE_MM = 2.0
 #: Normal-voxel scores kept per subject for the residual histogram (lesion voxels: all).
 HISTOGRAM_SAMPLES = 20_000
 
@@ -131,7 +135,9 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
                       "dataset_best_threshold": dataset_threshold,
                       "lesion_outside_fraction": outside / max(
                           outside + sum(r["lesion_voxels"] for r in lesioned), 1),
-                      "healthy_subjects": len(healthy)}
+                      "healthy_subjects": len(healthy),
+                      "flagged_outside_ml_max": max(r["flagged_outside_ml"]
+                                                    for r in result.rows)}
     if healthy:  # scans without lesions: what a detector flags there is all false positive
         result.summary["healthy_flagged_ml"] = {"mean": float(np.mean(healthy)),
                                                 "max": float(np.max(healthy))}
@@ -155,12 +161,16 @@ def _evaluate_subject(subject: Subject, folder: Path, detect_info: dict, manifes
     # post-processing applied to the score map as written.
     inside = region > 0
     for fpr, threshold in detect_info.get("fpr_thresholds", {}).items():
-        flagged = segment(score.data, threshold, detect_info.get("min_component", 1))
+        flagged = segment(score.data, threshold, detect_info.get("min_component", 1),
+                          detect_info.get("seed_margin", 0.0))
         metrics[fpr_key(fpr)] = dice(flagged[inside], truth[inside] > 0)
     # lesion voxels no score could reach: outside the scored brain slices or the brain mask
     metrics["lesion_voxels_outside"] = float(((truth > 0) & ~inside).sum())
     voxel_ml = abs(np.linalg.det(score.affine[:3, :3])) / 1000
     metrics["flagged_ml"] = float(prediction.sum() * voxel_ml)
+    # what a detector flags away from every lesion (the lesions dilated by 2 mm): false alarms
+    near = _dilated(truth > 0, score.spacing, OUTSIDE_MM)
+    metrics["flagged_outside_ml"] = float(((prediction > 0) & ~near).sum() * voxel_ml)
     row = {"subject": subject.subject, "health": subject.health, **metrics}
     lesion = (truth > 0) & inside
     pooled[0].add(score.data[lesion])
@@ -177,6 +187,14 @@ def _evaluate_subject(subject: Subject, folder: Path, detect_info: dict, manifes
         z = int(np.argmax(volumes[3].sum(axis=(0, 1))))  # the slice with the most lesion
         example = figures.Example(subject.subject, *(v[:, :, z] for v in volumes))
     return row, normal, score.data[lesion], example
+
+
+def _dilated(mask: np.ndarray, spacing: np.ndarray, mm: float) -> np.ndarray:
+    """`mask` grown by `mm` (an ellipsoid of that radius in millimetres)."""
+    radius = np.maximum(np.round(mm / np.asarray(spacing)), 1).astype(int)
+    grid = np.ogrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g * s / mm) ** 2 for g, s in zip(grid, spacing, strict=True)) <= 1
+    return ndimage.binary_dilation(mask, structure=ball) if mask.any() else mask
 
 
 def _training_subjects(detect_info: dict) -> set[str]:

@@ -11,12 +11,12 @@ from torch import nn
 
 from brainuad.config import ModelConfig, RunConfig, from_dict, load_yaml, merge
 from brainuad.errors import BrainUADError
-from brainuad.models import anogan, autoencoder, normative, threshold
+from brainuad.models import anogan, autoencoder, normative, threshold, tissue
 from brainuad.models.kind import Kind
 
 #: Every kind, by name: adding a kind is its package and one entry here.
 KINDS: dict[str, Kind] = {k.name: k for k in (autoencoder.KIND, anogan.KIND, normative.KIND,
-                                              threshold.KIND)}
+                                              threshold.KIND, tissue.KIND)}
 #: Preset name -> its kind.
 PRESETS: dict[str, Kind] = {name: k for k in KINDS.values() for name in k.presets}
 

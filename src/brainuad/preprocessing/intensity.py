@@ -35,12 +35,16 @@ def denoise(data: np.ndarray, time_step: float, iterations: int) -> np.ndarray:
 
 
 def scale_to_unit(data: np.ndarray, mask: np.ndarray, lower: float = 0.5,
-                  upper: float = 99.5) -> np.ndarray:
-    """Map the brain's `lower`..`upper` percentiles to 0..1, clip, and zero outside the mask."""
+                  upper: float = 99.5, keep_bright: bool = False) -> np.ndarray:
+    """Map the brain's `lower`..`upper` percentiles to 0..1, clip, and zero outside the mask.
+    With `keep_bright` nothing is clipped above: the brightest voxels (a small lesion load is
+    all above the 99.5th percentile) keep their brightness above 1, for scorers that compare
+    them with the scan's own tissues; the networks and the normative maps clip to [0, 1]."""
     inside = data[mask > 0]
     lo, hi = np.percentile(inside, [lower, upper])
     if hi <= lo:
         raise ValueError("the brain's intensities are constant")
-    return (np.clip((data - lo) / (hi - lo), 0, 1) * (mask > 0)).astype(np.float32)
+    scaled = np.clip((data - lo) / (hi - lo), 0, None if keep_bright else 1)
+    return (scaled * (mask > 0)).astype(np.float32)
 
 

@@ -64,6 +64,7 @@ class PreprocessConfig:
     curvature_iterations: int = 5
     lower_percentile: float = 0.5  # maps to 0 inside the brain
     upper_percentile: float = 99.5  # maps to 1 inside the brain
+    keep_bright: bool = True  # voxels above it keep their brightness (> 1): not clipped
     register: str = "auto"  # auto: every scan not already on the template's grid
     reference: str = "flair"  # the modality N4 and the atlas registration use, if present
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
@@ -77,7 +78,8 @@ def _scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> 
     """CurvatureFlow denoising, then the brain's percentiles mapped to [0, 1]."""
     try:
         smoothed = denoise(data, cfg.curvature_time_step, cfg.curvature_iterations)
-        return scale_to_unit(smoothed, mask, cfg.lower_percentile, cfg.upper_percentile)
+        return scale_to_unit(smoothed, mask, cfg.lower_percentile, cfg.upper_percentile,
+                             cfg.keep_bright)
     except ValueError as err:
         raise BrainUADError(f"{path}: {err}") from err
 

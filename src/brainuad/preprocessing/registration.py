@@ -43,6 +43,15 @@ class RegistrationConfig:
     min_coverage: float = 0.90
     scale_range: tuple[float, float] = (0.75, 1.35)
     max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.49
+    max_rotation: float = 45.0  # degrees: real heads lie within a few tens of them
+    min_symmetry: float = 0.6  # left-right correlation in atlas space
+    # "refuse": a broken registration (two figures out of bound) stops the scan, a doubtful one
+    # (one figure) is a warning; "warn": both are warnings, the figures in the outputs.
+    qc: str = "refuse"
+
+    def __post_init__(self) -> None:
+        if self.qc not in ("refuse", "warn"):
+            raise BrainUADError(f"--qc {self.qc!r}: choose refuse or warn")
     # Above the refusal bounds but below these, a scan is segmented with a QC warning: look at
     # the registration in the report before trusting the mask.
     warn_brain_dice: float = 0.88
@@ -167,10 +176,13 @@ def _dilate(mask: sitk.Image, mm: float) -> sitk.Image:
 
 
 def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
-    """A rough brain mask that needs no atlas: Otsu foreground opened by `mm` (cuts the brain
-    from the scalp and the neck along the dark skull), largest component, grown back inside the
-    foreground, holes filled. Only a starting point for the registration."""
-    foreground = sitk.OtsuThreshold(image, 0, 1)
+    """A rough brain mask that needs no atlas: Otsu foreground of the scan smoothed by 2 mm (on
+    a noisy scan the unsmoothed foreground is pitted, and the opening would leave nothing),
+    opened by `mm` (cuts the brain from the scalp and the neck along the dark skull), largest
+    component, grown back inside the foreground, holes filled. Only a starting point for the
+    registration."""
+    smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 2.0)
+    foreground = sitk.OtsuThreshold(smooth, 0, 1)
     radius = [max(1, int(round(mm / s))) for s in image.GetSpacing()]
     opened = sitk.BinaryMorphologicalOpening(foreground, radius)
     largest = sitk.RelabelComponent(sitk.ConnectedComponent(opened), sortByObjectSize=True) == 1
@@ -196,49 +208,92 @@ def to_template(image: sitk.Image, cfg: RegistrationConfig,
 def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
             metric: float) -> dict:
     """How plausible an atlas -> scan registration is: `brain_dice`, the overlap of the
-    template's brain with the scan's own rough brain mask (on the atlas grid); `coverage`, the
-    part of the template's brain that lands inside the scan's field of view (a head cut off
-    lowers it); `scale`, the template brain's size in the scan (cube root of the determinant:
-    adult brains differ by about 15 %); `metric`, the final Mattes mutual information (lower
-    is better: it is what separates a phantom or a head lying on its side from a brain)."""
+    template's brain with the scan's own rough brain mask (on the atlas grid, inside the scan's
+    field of view: a scan that misses part of the head is not also penalised here);
+    `coverage`, the part of the template's brain that lands inside the scan's field of view (a
+    head cut off lowers it); `scale`, the template brain's size in the scan (cube root of the
+    determinant: adult brains differ by about 15 %); `rotation`, the degrees the head is turned
+    from the template (heads lie within a few tens of degrees; a mislabelled axis is 90);
+    `symmetry`, the correlation of the registered scan with its left-right mirror inside the
+    template's brain (a brain is nearly symmetric about the template's midline; a head lying
+    on its side is not); `metric`, the final Mattes mutual information (lower is better)."""
     _, brain = template()
     template_brain = sitk.GetArrayViewFromImage(brain) > 0
     own = sitk.GetArrayViewFromImage(resample(rough, brain, transform, nearest=True)) > 0
     field = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
     field.CopyInformation(image)
     inside = sitk.GetArrayViewFromImage(resample(field, brain, transform, nearest=True)) > 0
-    total = template_brain.sum()
-    return {"brain_dice": float(2 * (template_brain & own).sum() / (total + own.sum())),
-            "coverage": float((template_brain & inside).sum() / total),
-            "scale": float(abs(np.linalg.det(matrix(transform)[:3, :3])) ** (1 / 3)),
-            "metric": float(metric)}
+    seen = template_brain & inside
+    registered = sitk.GetArrayFromImage(resample(sitk.Cast(image, sitk.sitkFloat32), brain,
+                                                     transform))
+    mirrored = seen & seen[:, :, ::-1]  # (z, y, x) arrays: x is the last axis
+    symmetry = (float(np.corrcoef(registered[mirrored], registered[:, :, ::-1][mirrored])[0, 1])
+                if mirrored.sum() > 100 else 0.0)
+    linear = matrix(transform)[:3, :3]
+    u, _, vt = np.linalg.svd(linear)  # the rotation nearest the affine's linear part
+    cosine = (np.trace(u @ vt) - 1) / 2
+    return {"brain_dice": float(2 * (seen & own).sum() / max(seen.sum() + (own & inside).sum(),
+                                                             1)),
+            "coverage": float(seen.sum() / template_brain.sum()),
+            "scale": float(abs(np.linalg.det(linear)) ** (1 / 3)),
+            "rotation": float(np.degrees(np.arccos(np.clip(cosine, -1, 1)))),
+            "symmetry": symmetry, "metric": float(metric)}
+
+
+def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
+    """Every figure outside its bound, in words, and whether the registration is broken: two
+    independent figures out of bound (pathology, thick slices or a cut field of view move one
+    figure, not two), or one far out of it (`FAR`: most of the brain outside the field of
+    view, a similarity no head reaches)."""
+    low, high = cfg.scale_range
+    value = {"rotation": 0.0, "symmetry": 1.0, **figures}
+    checks = [
+        ("brain_dice", value["brain_dice"] < cfg.min_brain_dice,
+         f"brain overlap {value['brain_dice']:.2f} (needs >= {cfg.min_brain_dice})"),
+        ("coverage", value["coverage"] < cfg.min_coverage,
+         f"brain inside the field of view {value['coverage']:.2f} (needs >= "
+         f"{cfg.min_coverage})"),
+        ("scale", not low <= value["scale"] <= high,
+         f"brain scaled by {value['scale']:.2f} (needs {low}-{high})"),
+        ("rotation", value["rotation"] > cfg.max_rotation,
+         f"head turned {value['rotation']:.0f} degrees from the template (needs <= "
+         f"{cfg.max_rotation:g})"),
+        ("symmetry", value["symmetry"] < cfg.min_symmetry,
+         f"left-right symmetry {value['symmetry']:.2f} (needs >= {cfg.min_symmetry})"),
+        ("metric", value["metric"] > cfg.max_metric,
+         f"similarity to the template {value['metric']:.2f} (needs <= {cfg.max_metric})")]
+    problems = [text for _, failed, text in checks if failed]
+    far = any(FAR[name](value[name]) for name, failed, _ in checks if failed)
+    return problems, len(problems) >= 2 or far
+
+
+#: Beyond these a figure alone says the registration is broken.
+FAR = {"brain_dice": lambda v: v < 0.6, "coverage": lambda v: v < 0.5,
+       "scale": lambda v: not 0.6 <= v <= 1.6, "rotation": lambda v: v > 60,
+       "symmetry": lambda v: v < 0.3,
+       "metric": lambda v: v > -0.20}
 
 
 def check_quality(figures: dict, cfg: RegistrationConfig, what: str) -> None:
-    """A one-line error naming the scan and every figure outside its bound."""
-    low, high = cfg.scale_range
-    problems = [f"brain overlap {figures['brain_dice']:.2f} (needs >= {cfg.min_brain_dice})"
-                if figures["brain_dice"] < cfg.min_brain_dice else "",
-                f"brain inside the field of view {figures['coverage']:.2f} (needs >= "
-                f"{cfg.min_coverage})" if figures["coverage"] < cfg.min_coverage else "",
-                f"brain scaled by {figures['scale']:.2f} (needs {low}-{high})"
-                if not low <= figures["scale"] <= high else "",
-                f"similarity to the template {figures['metric']:.2f} (needs <= "
-                f"{cfg.max_metric})" if figures["metric"] > cfg.max_metric else ""]
-    problems = [p for p in problems if p]
-    if problems:
+    """A one-line error naming the scan and every figure outside its bound, where the
+    registration is broken and `cfg.qc` is `refuse` (a doubtful one is a warning)."""
+    problems, broken = judge(figures, cfg)
+    if broken and cfg.qc == "refuse":
         raise BrainUADError(f"{what}: registration to MNI152 implausible: "
                             f"{'; '.join(problems)}: not a whole brain scan, or its header's "
-                            "orientation is wrong")
+                            "orientation is wrong (--qc warn goes on with it)")
 
 
 def quality_warnings(figures: dict, cfg: RegistrationConfig) -> list[str]:
-    """What a person should check before trusting a registration that passed."""
-    warnings = []
-    if figures["brain_dice"] < cfg.warn_brain_dice:
+    """What a person should check before trusting a registration that passed (or that
+    `--qc warn` let pass)."""
+    problems, broken = judge(figures, cfg)
+    warnings = [f"registration {'implausible' if broken else 'doubtful'}: {p} (check the "
+                "outline in report.html)" for p in problems]
+    if cfg.min_brain_dice <= figures["brain_dice"] < cfg.warn_brain_dice:
         warnings.append(f"registration: brain overlap {figures['brain_dice']:.2f} is low "
-                        f"(below {cfg.warn_brain_dice}); check the outline in report.html")
-    if figures["coverage"] < cfg.warn_coverage:
+                        f"(below {cfg.warn_brain_dice}: check the outline in report.html)")
+    if cfg.min_coverage <= figures["coverage"] < cfg.warn_coverage:
         warnings.append(f"registration: {100 * (1 - figures['coverage']):.0f} % of the brain "
                         "lies outside the scan's field of view; lesions there are not found")
     return warnings
@@ -270,6 +325,12 @@ def read_transform(path: Path) -> sitk.AffineTransform:
         raise BrainUADError(f"{path}: not a readable ITK text transform file")
     try:
         transform = sitk.ReadTransform(str(path))
+        if not hasattr(transform, "GetMatrix") and len(transform.GetParameters()) == 12:
+            # a matrix-and-offset transform of another tool (as MatrixOffsetTransformBase)
+            affine = sitk.AffineTransform(3)
+            affine.SetFixedParameters(transform.GetFixedParameters())
+            affine.SetParameters(transform.GetParameters())
+            transform = affine
         homogeneous = matrix(transform)
     except (RuntimeError, AttributeError) as err:  # unreadable, or not a linear transform
         raise BrainUADError(f"{path}: not a readable ITK affine transform file") from err

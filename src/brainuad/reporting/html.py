@@ -105,6 +105,8 @@ def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray]
             ("registration: brain overlap", f"{quality['brain_dice']:.3f}"),
             ("registration: brain in field of view", f"{quality['coverage']:.3f}"),
             ("registration: scale", f"{quality['scale']:.3f}"),
+            ("registration: head turned from the template",
+             f"{quality.get('rotation', float('nan')):.1f} degrees"),
             ("registration: similarity to the template (Mattes MI)", f"{quality['metric']:.3f}"),
             ("scan grid", " x ".join(map(str, summary["grid"]["shape"])) + " voxels of "
              + " x ".join(f"{s:g}" for s in summary["grid"]["spacing_mm"]) + " mm")]
@@ -133,3 +135,82 @@ outline should follow the scan's brain. If it does not, the mask above is not to
 </body></html>
 """
     write_text(path, page)
+
+
+def _change_figure(images: dict[str, np.ndarray], change, count: int = 6) -> str:
+    """Per change (the largest `count`), its axial slice: baseline | follow-up | difference,
+    the change outlined (red: new or enlarging, blue: shrinking or resolving)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import ndimage
+
+    chosen = sorted(change.components, key=lambda c: -c["voxels"])[:count]
+    if not chosen:
+        return ""
+    b, f = images["baseline"], images["followup"]
+    top = float(np.percentile(f[f > 0], 99.5)) if (f > 0).any() else 1.0
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3.1 * len(chosen)), squeeze=False)
+    for row, component in zip(axes, chosen, strict=True):
+        part = change.labels == component["label"]
+        z = int(round(ndimage.center_of_mass(part)[2]))
+        colour = "#3d7bff" if component["type"].startswith("shrinking") else "#ff2020"
+        for ax, data, title in zip(row, (b, f, change.score), ("baseline", "follow-up",
+                                                             "difference (spreads)"),
+                                   strict=True):
+            limits = {"vmin": -6, "vmax": 6, "cmap": "coolwarm"} if data is change.score \
+                else {"vmin": 0, "vmax": top, "cmap": "gray"}
+            ax.imshow(np.rot90(data[:, :, z]), **limits)
+            ax.contour(np.rot90(part[:, :, z]), levels=[0.5], colors=colour, linewidths=1.0)
+            ax.set_title(f"{title}: {component['type']}", color="white", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def compare_report(path: Path, summary: dict, table: list[dict],
+                   images: dict[str, np.ndarray], change, affine: np.ndarray) -> None:
+    """report.html of one compared pair: the changes found, baseline | follow-up | difference
+    at each, the registration and noise figures; one file, images embedded."""
+    import html
+
+    quality = summary["registration"]
+    rows = [*((f"{kind} lesions", f"{v['count']} ({v['ml']:.2f} ml)")
+              for kind, v in summary["changes"].items()),
+            ("noise of the difference (white matter)", f"{summary['noise']:.4f}"),
+            ("settings", ", ".join(f"{k} {v}" for k, v in summary["settings"].items()
+                                   if k != "rule")),
+            ("visits' correlation in the brain", f"{quality['visit_correlation']:.3f}"),
+            ("follow-up to MNI152: brain overlap, coverage",
+             f"{quality['brain_dice']:.3f}, {quality['coverage']:.3f}")]
+    cells = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                      for k, v in rows)
+    changes = "\n".join(f"<tr><td>{r['change']}</td><td>{html.escape(r['type'])}</td>"
+                        f"<td>{r['volume_ml']:.3f}</td><td>{r['max_abs_score']:.1f}</td></tr>"
+                        for r in table[:50])
+    warnings = "".join(f"<p class=warn>&#9888; {html.escape(w)}</p>"
+                       for w in summary["warnings"])
+    figure = _change_figure(images, change)
+    image = (f'<img alt="changes" src="data:image/png;base64,{figure}">' if figure
+             else "<p>No change found.</p>")
+    page = f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>brainuad: {html.escape(summary['pair'])}</title>
+<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:2em;max-width:1000px}}
+th{{text-align:left;padding-right:2em;color:#aaa;font-weight:normal}} img{{width:100%}}
+td{{padding-right:1.5em}} .warn{{background:#5a3b00;padding:.5em}}
+.note{{color:#999;font-size:.9em}}</style></head>
+<body><h1>{html.escape(summary['pair'])}</h1>
+<p class=note>{html.escape(summary['baseline'])} &rarr; {html.escape(summary['followup'])}:
+brainuad {html.escape(summary['brainuad'])}. For research; not a clinical device.</p>
+{warnings}<table>{cells}</table>
+<h2>Changes</h2><table><tr><th>#</th><th>type</th><th>ml</th><th>max |score|</th></tr>
+{changes}</table>
+<h2>Baseline, follow-up and their difference at each change</h2>
+<p class=note>On the atlas grid both visits were resampled onto; red: new or enlarging, blue:
+shrinking or resolving.</p>
+{image}
+</body></html>
+"""
+    write_text(path, page)
+

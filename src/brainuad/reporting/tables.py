@@ -22,6 +22,12 @@ def _flagged(stat: dict | None) -> str:
     return f"{stat['mean']:.2f} ({stat['max']:.2f})" if stat else "-"
 
 
+def _outside(r: dict) -> str:
+    if "flagged_outside_ml" not in r:
+        return "-"
+    return f"{r['flagged_outside_ml']['mean']:.2f} ({r.get('flagged_outside_ml_max', 0):.2f})"
+
+
 def benchmark_table(rows: list[dict]) -> str:
     """Markdown table of evaluate summaries, one row each (with `model`, optional `variant`); the
     Dice at calibration false-positive rates and the dataset-level best Dice (one threshold for
@@ -30,8 +36,10 @@ def benchmark_table(rows: list[dict]) -> str:
     fprs, fpr_names = _fpr_columns(rows)
     pooled = any("dataset_best_dice" in r for r in rows)
     healthy = any("healthy_flagged_ml" in r for r in rows)
+    outside = any("flagged_outside_ml" in r for r in rows)
     head = ["model", "z", *(["variant"] if variants else []), "Dice", *fpr_names, "AUROC",
             "AUPRC", "best Dice", *(["dataset best Dice"] if pooled else []), "lesion recall",
+            *(["flagged outside lesions: ml (max)"] if outside else []),
             *(["healthy: flagged ml (max)"] if healthy else []), "s / slice"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
@@ -42,6 +50,7 @@ def benchmark_table(rows: list[dict]) -> str:
                  *([f"{r['dataset_best_dice']:.3f}" if "dataset_best_dice" in r else "-"]
                    if pooled else []),
                  _pm(r["lesion_recall"]),
+                 *([_outside(r)] if outside else []),
                  *([_flagged(r.get("healthy_flagged_ml"))] if healthy else []),
                  f"{seconds:.4f}" if seconds is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -51,8 +60,9 @@ def benchmark_table(rows: list[dict]) -> str:
 def subject_table(rows: list[dict]) -> str:
     """Markdown table of evaluate's per-subject rows (with `model` and `variant`)."""
     fprs, fpr_names = _fpr_columns(rows)
-    keys = ["dice", *fprs, "best_dice", "auroc", "auprc", "lesion_recall"]
-    names = ["Dice", *fpr_names, "best Dice", "AUROC", "AUPRC", "lesion recall"]
+    keys = ["dice", *fprs, "best_dice", "auroc", "auprc", "lesion_recall", "flagged_outside_ml"]
+    names = ["Dice", *fpr_names, "best Dice", "AUROC", "AUPRC", "lesion recall",
+             "flagged outside lesions (ml)"]
     lines = ["| model | variant | subject | " + " | ".join(names) + " |",
              "|" + " --- |" * (3 + len(names))]
     for r in rows:

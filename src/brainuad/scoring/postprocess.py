@@ -120,9 +120,17 @@ def remove_small_components(binary: np.ndarray, min_size: int) -> np.ndarray:
     return keep[labels]
 
 
-def segment(score: np.ndarray, threshold: float, min_component: int) -> np.ndarray:
-    """Binary lesion mask: score above threshold, without components under `min_component`."""
-    return remove_small_components(score > threshold, min_component)
+def segment(score: np.ndarray, threshold: float, min_component: int,
+            seed_margin: float = 0.0) -> np.ndarray:
+    """Binary lesion mask: score above threshold, without components under `min_component`
+    voxels, and with `seed_margin` > 0 only the components that reach `threshold +
+    seed_margin` somewhere (hysteresis)."""
+    flagged = remove_small_components(score > threshold, min_component)
+    if seed_margin <= 0:
+        return flagged
+    labels, _ = ndimage.label(flagged, structure=CONNECTIVITY)
+    seeded = np.unique(labels[score > threshold + seed_margin])
+    return np.isin(labels, seeded[seeded > 0])
 
 
 def lesion_table(lesions: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:

@@ -35,7 +35,8 @@ VERSION = 2
 #: Where scores lie, for the histograms: residuals in [0, 1] (images are in [0, 1],
 #: reconstructions end in a sigmoid); z-scores above 50 are counted at 50 (and the exact maximum
 #: kept), far beyond any threshold.
-SCORE_RANGES = {"residual": (0.0, 1.0), "normative": (0.0, 50.0), "product": (0.0, 50.0)}
+SCORE_RANGES = {"residual": (0.0, 1.0), "normative": (0.0, 50.0), "product": (0.0, 50.0),
+                "tissue": (0.0, 50.0)}
 
 
 class ScoreHistogram:

@@ -14,7 +14,7 @@ from brainuad.models.kind import Kind
 from brainuad.models.normative.maps import Normative
 
 _MAPS_FREE = ("median_size", "score", "residual", "hyper_quantile", "erosion_mm", "percentile",
-              "min_component", "slices")
+              "min_component", "seed_margin", "slices")
 
 
 class ThresholdScorer(ResidualScorer):

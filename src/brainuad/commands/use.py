@@ -1,0 +1,135 @@
+"""The commands a user runs: `segment`, `compare`, `models`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from brainuad.commands.app import USE, KeepGoing, _command, _drop_none
+
+
+@_command(USE)
+def segment(
+    scans: Annotated[list[Path] | None, typer.Argument(
+        help="Scans as acquired: NIfTI files, folders holding one DICOM series, folders of such "
+             "scans, or a manifest CSV.", show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: one subfolder per scan.")] = Path(
+        "brainuad-segment"),
+    model: Annotated[str | None, typer.Option(
+        help="A bundled model (`brainuad models`; default flair-ms) or a run directory.")]
+    = None,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    fpr: Annotated[float | None, typer.Option(
+        help="Threshold flagging this fraction of the model's calibration voxels instead of "
+             "its validation operating point.")] = None,
+    example: Annotated[bool, typer.Option(
+        "--example", help="Make an example scan (a synthetic lesioned FLAIR on a tilted, "
+                          "anisotropic grid) in OUT and segment it.")] = False,
+    qc: Annotated[str | None, typer.Option(
+        help="refuse (default): a scan whose registration is broken is refused, a doubtful "
+             "one warned; warn: go on with both (the figures in summary.json and the report)."
+    )] = None,
+    keep_going: KeepGoing = False,
+) -> None:
+    """Raw scans in: lesion mask, score, lesion table and QC report per scan.
+
+    Everything is written on the scan's own grid, with a model that ships inside brainuad (no
+    training needed) or one you trained.
+    """
+    from brainuad.commands.segment import SegmentOptions, segment_scans
+    from brainuad.errors import BrainUADError
+
+    if example == bool(scans):
+        raise BrainUADError("give scans to segment, or --example (not both)")
+    if example:
+        from brainuad.data.example import example_scan
+
+        typer.echo(f"making an example scan in {out} ...")
+        scan, truth = example_scan(out)
+        scans = [scan]
+    options = SegmentOptions(**_drop_none(model=model, accelerator=accelerator, fpr=fpr,
+                                          keep_going=keep_going, qc=qc))
+    rows = segment_scans(scans, out, options)
+    for row in rows:
+        if row.get("error"):
+            continue
+        typer.echo(f"{row['scan']}: {row['lesions']} lesions, {row['lesion_volume_ml']:.2f} ml"
+                   f" ({row['seconds']:.1f} s); report: {out / row['scan'] / 'report.html'}")
+        for warning in filter(None, row["warnings"].split("; ")):
+            typer.echo(f"warning: {row['scan']}: {warning}", err=True)
+    if example:
+        from brainuad.data.example import load_truth
+        from brainuad.evaluation.metrics import dice
+        from brainuad.io.images import load_image
+
+        found = load_image(out / rows[0]["scan"] / "lesion_mask.nii.gz", allow_blank=True)
+        known = load_truth(truth, found)
+        typer.echo(f"Dice against the example's known lesions: "
+                   f"{dice(found.data > 0, known):.3f} ({int(known.sum())} lesion voxels)")
+    typer.echo(f"summary: {out / 'summary.csv'}")
+
+
+@_command(USE)
+def compare(
+    scans: Annotated[list[Path] | None, typer.Argument(
+        help="BASELINE FOLLOWUP (each a NIfTI or a folder with one DICOM series), or one CSV "
+             "with columns subject, visit, flair (every consecutive pair of each subject).",
+        show_default=False)] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: one subfolder per pair.")] = Path(
+        "brainuad-compare"),
+    example: Annotated[bool, typer.Option(
+        "--example", help="Make an example pair (two visits of a synthetic person, new "
+                          "lesions at the second) in OUT and compare it.")] = False,
+    qc: Annotated[str | None, typer.Option(
+        help="refuse (default) a pair whose follow-up registration is broken; warn: go on.")]
+    = None,
+    keep_going: KeepGoing = False,
+) -> None:
+    """Two visits in: new, enlarging and shrinking lesions between them.
+
+    Change mask, change score, a table of changes and a report, on the follow-up's own grid.
+    """
+    from brainuad.commands.compare import CompareOptions, compare_scans
+    from brainuad.errors import BrainUADError
+    from brainuad.preprocessing.pipeline import PreprocessConfig
+    from brainuad.preprocessing.registration import RegistrationConfig
+
+    if example == bool(scans):
+        raise BrainUADError("give BASELINE FOLLOWUP (or a visits CSV), or --example")
+    if example:
+        from brainuad.data.example import example_pair
+
+        typer.echo(f"making an example pair in {out} ...")
+        made = example_pair(out)
+        scans = [made["baseline"], made["followup"]]
+    options = CompareOptions(preprocess=PreprocessConfig(
+        registration=RegistrationConfig(**_drop_none(qc=qc))), keep_going=keep_going)
+    for row in compare_scans(scans, out, options):
+        if row.get("error"):
+            continue
+        typer.echo(f"{row['pair']}: {row['new_count']} new ({row['new_ml']:.2f} ml), "
+                   f"{row['enlarging_count']} enlarging ({row['enlarging_ml']:.2f} ml), "
+                   f"{row['shrinking or resolving_count']} shrinking or resolving "
+                   f"({row['shrinking or resolving_ml']:.2f} ml); report: "
+                   f"{out / row['pair'] / 'report.html'}")
+        for warning in filter(None, row["warnings"].split("; ")):
+            typer.echo(f"warning: {row['pair']}: {warning}", err=True)
+    typer.echo(f"summary: {out / 'summary.csv'}")
+
+
+@_command(USE)
+def models() -> None:
+    """The models that ship inside brainuad: kind, modality, lesion polarity."""
+    from brainuad.models.bundled import DEFAULT, available
+
+    found = available()
+    if not found:
+        typer.echo("no bundled models in this installation")
+    for model in found:
+        info = model.info
+        default = " (default)" if info.name == DEFAULT else ""
+        typer.echo(f"{info.name}{default}  version {info.version}: {info.kind} model of "
+                   f"{info.modality.upper()}, {info.polarity} lesions, {model.megabytes:.1f} MB"
+                   f"\n  {info.description}\n  card: {info.card}")

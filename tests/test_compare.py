@@ -1,0 +1,107 @@
+"""`brainuad compare`: two visits of one person in, new and enlarging lesions out."""
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from brainuad.commands.cli import app
+from brainuad.commands.compare import CompareOptions, compare_scans, read_visits
+from brainuad.data.example import example_pair
+from brainuad.errors import BrainUADError
+from brainuad.preprocessing.pipeline import PreprocessConfig
+from brainuad.preprocessing.registration import RegistrationConfig
+from brainuad.scoring.change import ChangeConfig, detect_change
+
+QUICK = PreprocessConfig(registration=RegistrationConfig(
+    shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
+
+
+def test_change_types_on_a_hand_built_pair():
+    """A lesion only at the follow-up is new, one grown around a baseline lesion enlarging, one
+    gone at the follow-up shrinking; noise alone is nothing."""
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 40)
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    baseline = 0.5 + rng.normal(0, 0.01, shape)
+    followup = 0.5 + rng.normal(0, 0.01, shape)
+    for image, box in ((followup, (slice(5, 10),) * 3),  # new
+                       (baseline, (slice(20, 23), slice(5, 8), slice(5, 8))),  # enlarging
+                       (followup, (slice(19, 25), slice(4, 10), slice(4, 10))),
+                       (baseline, (slice(30, 35),) * 3)):  # resolved
+        image[box] = 1.0
+    lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
+    change = detect_change(baseline, followup, lesion["b"], lesion["f"], brain, brain,
+                           ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1))
+    kinds = sorted(c["type"] for c in change.components)
+    assert kinds == ["enlarging", "new", "shrinking or resolving"]
+    assert change.mask[7, 7, 7] == 1 and change.mask[32, 32, 32] == 2
+    assert change.mask[21, 6, 6] == 0  # the baseline lesion itself did not change
+    assert 0.005 < change.noise < 0.03
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return example_pair(tmp_path_factory.mktemp("pair"), resolution=2)
+
+
+def test_compare_finds_the_new_lesions_of_a_synthetic_pair(pair, tmp_path):
+    rows = compare_scans([pair["baseline"], pair["followup"]], tmp_path,
+                         CompareOptions(preprocess=QUICK))
+    folder = tmp_path / rows[0]["pair"]
+    source = nib.load(pair["followup"])
+    mask = np.asarray(nib.load(folder / "change_mask.nii.gz").dataobj)
+    assert mask.shape == source.shape
+    np.testing.assert_allclose(nib.load(folder / "change_mask.nii.gz").affine, source.affine,
+                               atol=1e-5)
+    truth = np.asarray(nib.load(pair["new"]).dataobj) > 0
+    grown = mask == 1
+    voxel_ml = abs(np.linalg.det(source.affine[:3, :3])) / 1000
+    assert 2 * (grown & truth).sum() / (grown.sum() + truth.sum()) > 0.5
+    # every new lesion of at least 0.2 ml is found, and not much else
+    labels, count = ndimage.label(truth, ndimage.generate_binary_structure(3, 3))
+    sizes = np.bincount(labels.ravel())[1:] * voxel_ml
+    found = set(np.unique(labels[grown])) - {0}
+    assert all(i + 1 in found for i in np.flatnonzero(sizes >= 0.2))
+    summary = json.loads((folder / "summary.json").read_text())
+    grown_ml = summary["changes"]["new"]["ml"] + summary["changes"]["enlarging"]["ml"]
+    assert grown_ml == pytest.approx(truth.sum() * voxel_ml, rel=0.5)
+    assert summary["changes"]["shrinking or resolving"]["ml"] < 0.5  # nothing shrank
+    with open(folder / "changes.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert sum(float(r["volume_ml"]) for r in table) == pytest.approx(
+        (mask > 0).sum() * voxel_ml, abs=0.05)
+    page = (folder / "report.html").read_text()
+    assert 'src="data:image/png;base64,' in page and "http" not in page
+
+
+def test_visits_csv_pairs_consecutive_visits(tmp_path):
+    for name in ("a1", "a2", "a10", "b1"):
+        (tmp_path / f"{name}.nii.gz").write_bytes(b"x")
+    table = tmp_path / "visits.csv"
+    table.write_text("subject,visit,flair\nA,10,a10.nii.gz\nA,1,a1.nii.gz\nA,2,a2.nii.gz\n"
+                     "B,1,b1.nii.gz\n")
+    pairs = read_visits(table)
+    assert [(name, b.name, f.name) for name, b, f in pairs] == [
+        ("A_1-2", "a1.nii.gz", "a2.nii.gz"), ("A_2-10", "a2.nii.gz", "a10.nii.gz")]
+    table.write_text("subject,flair\nA,a1.nii.gz\n")
+    with pytest.raises(BrainUADError, match="needs the columns subject, visit and flair"):
+        read_visits(table)
+
+
+def test_compare_wants_two_scans_and_checks_them_first(tmp_path):
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "one.nii.gz"), "--out",
+                                      str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "give BASELINE and FOLLOWUP" in result.output
+    empty = tmp_path / "empty.nii.gz"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(app, ["compare", str(empty), str(empty), "--out",
+                                      str(tmp_path / "o")])
+    assert result.exit_code == 1 and "file is empty" in result.output
+    assert not (tmp_path / "o").exists()
