@@ -6,7 +6,7 @@ from brainuad.io.manifest import read_manifest
 runner = CliRunner()
 
 
-COMMANDS = ("segment", "compare", "models", "synth", "preprocess", "train", "calibrate",
+COMMANDS = ("segment", "compare", "bids", "models", "synth", "preprocess", "train", "calibrate",
             "use-epoch", "detect", "evaluate", "benchmark", "demo")
 
 

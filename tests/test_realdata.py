@@ -220,3 +220,42 @@ def test_the_shipped_model_on_the_cross_protocol_validation_patients(tmp_path):
     assert dice19 > BOUNDS["p19_dice"] and outside19 < BOUNDS["outside_ml"], figures
 
 
+
+@pytest.mark.slow  # three raw scans and one pair through the whole path
+def test_bids_app_on_a_bids_layout_of_the_raw_longitudinal_flairs(tmp_path):
+    """`brainuad bids` on real raw FLAIRs laid out as BIDS (links in a temporary folder, never
+    written into shared/): patient01's two studies as two sessions, patient09's one; then
+    `group`, and the BIDS validator on the output."""
+    import csv
+    import json
+    import shutil
+    import subprocess
+
+    from brainuad.commands.bids_app import BidsOptions, group, participant
+    from brainuad.commands.segment import SegmentOptions
+
+    root = tmp_path / "bids"
+    for patient, study in (("01", 1), ("01", 2), ("09", 2)):
+        source = shared_data("mslub_longitudinal_raw", f"patient{patient}_study{study}",
+                             "FLAIR.nii.gz")
+        anat = root / f"sub-{patient}" / f"ses-{study}" / "anat"
+        anat.mkdir(parents=True)
+        (anat / f"sub-{patient}_ses-{study}_FLAIR.nii.gz").symlink_to(source)
+    (root / "dataset_description.json").write_text(json.dumps(
+        {"Name": "MSLUB longitudinal (Lesjak et al. 2016, CC BY)", "BIDSVersion": "1.10.0"}))
+    out = tmp_path / "derivatives"
+    done = participant(root, out, BidsOptions(segment=SegmentOptions(accelerator="cpu")))
+    assert len(done) == 4
+    rows = group(out)
+    table = list(csv.DictReader((out / "lesions.tsv").read_text().splitlines(),
+                                delimiter="\t"))
+    assert [(r["subject"], r["session"]) for r in table] == [("01", "1"), ("01", "2"),
+                                                            ("09", "2")]
+    assert all(float(r["lesion_volume_ml"]) > 0 for r in table) and len(rows) == 3
+    assert table[1]["baseline_session"] == "1" and table[1]["new_count"] != "n/a"
+    validator = shutil.which("bids-validator-deno")
+    assert validator, "bids-validator-deno is not installed (pip install -e '.[test]')"
+    result = subprocess.run([validator, str(out), "--json"], capture_output=True, text=True,
+                            timeout=300)
+    issues = json.loads(result.stdout)["issues"]["issues"]
+    assert [i["code"] for i in issues if i["severity"] == "error"] == []

@@ -1,4 +1,4 @@
-"""The commands a user runs: `segment`, `compare`, `models`."""
+"""The commands a user runs: `segment`, `compare`, `bids`, `models`."""
 
 from __future__ import annotations
 
@@ -117,6 +117,57 @@ def compare(
         for warning in filter(None, row["warnings"].split("; ")):
             typer.echo(f"warning: {row['pair']}: {warning}", err=True)
     typer.echo(f"summary: {out / 'summary.csv'}")
+
+
+@_command(USE)
+def bids(
+    bids_dir: Annotated[Path, typer.Argument(help="A BIDS dataset (raw).", show_default=False)],
+    out_dir: Annotated[Path, typer.Argument(help="Where the BIDS derivatives go.",
+                                            show_default=False)],
+    level: Annotated[str, typer.Argument(
+        help="participant: segment every scan, compare consecutive sessions; group: the "
+             "study's table and index.html.", show_default=False)],
+    participant_label: Annotated[list[str] | None, typer.Option(
+        help="Only these participants (without sub-); repeat the option for more.")] = None,
+    session_label: Annotated[list[str] | None, typer.Option(
+        help="Only these sessions (without ses-).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="A bundled model (`brainuad models`; default flair-ms) or a run directory.")]
+    = None,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    qc: Annotated[str | None, typer.Option(
+        help="refuse (default) a scan whose registration is broken; warn: go on.")] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="i/n: only every n-th subject from the i-th (a job array covers the study).")]
+    = None,
+    keep_going: KeepGoing = False,
+) -> None:
+    """A BIDS study in: BIDS derivatives (masks, scores, changes) and a cohort table out.
+
+    `participant` segments every FLAIR and compares each subject's consecutive sessions
+    (done scans are skipped on a rerun); `group` writes OUT_DIR/lesions.tsv and index.html.
+    """
+    from brainuad.commands.bids_app import BidsOptions, group, participant
+    from brainuad.commands.compare import CompareOptions
+    from brainuad.commands.segment import SegmentOptions
+    from brainuad.errors import BrainUADError
+    from brainuad.preprocessing.pipeline import PreprocessConfig
+    from brainuad.preprocessing.registration import RegistrationConfig
+
+    if level == "group":
+        rows = group(out_dir)
+        typer.echo(f"{len(rows)} scans: {out_dir / 'lesions.tsv'}, {out_dir / 'index.html'}")
+        return
+    if level != "participant":
+        raise BrainUADError(f"analysis level {level!r}: choose participant or group")
+    options = BidsOptions(
+        participants=participant_label, sessions=session_label, shard=shard,
+        segment=SegmentOptions(**_drop_none(model=model, accelerator=accelerator, qc=qc,
+                                            keep_going=keep_going)),
+        compare=CompareOptions(preprocess=PreprocessConfig(
+            registration=RegistrationConfig(**_drop_none(qc=qc)))))
+    done = participant(bids_dir, out_dir, options)
+    typer.echo(f"{len(done)} scans and pairs done: {out_dir}")
 
 
 @_command(USE)

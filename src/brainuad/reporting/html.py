@@ -214,3 +214,61 @@ shrinking or resolving.</p>
 """
     write_text(path, page)
 
+
+def _volume_figure(rows: list[dict]) -> str:
+    """Lesion volume per subject over its sessions (one line each)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), facecolor="black")
+    ax.set_facecolor("black")
+    subjects: dict[str, list[tuple[str, float]]] = {}
+    for row in rows:
+        subjects.setdefault(row["subject"], []).append((row["session"], row["lesion_volume_ml"]))
+    sessions = sorted({row["session"] for row in rows})
+    for subject, points in sorted(subjects.items()):
+        points.sort()
+        ax.plot([sessions.index(s) for s, _ in points], [v for _, v in points], "o-",
+                label=f"sub-{subject}")
+    ax.set_xticks(range(len(sessions)), [f"ses-{s}" if s != "n/a" else "-" for s in sessions])
+    ax.set_ylabel("lesion volume (ml)", color="white")
+    ax.tick_params(colors="white")
+    if len(subjects) <= 20:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def cohort_index(path: Path, rows: list[dict]) -> None:
+    """index.html of a BIDS study: a row per scan with its figures and its reports linked, and
+    lesion volume per subject over sessions."""
+    import html
+
+    def link(target: str, text: str) -> str:
+        return "-" if target == "n/a" else f'<a href="{html.escape(target)}">{text}</a>'
+
+    body = "\n".join(
+        f"<tr><td>sub-{html.escape(r['subject'])}</td><td>{html.escape(r['session'])}</td>"
+        f"<td>{r['lesions']}</td><td>{r['lesion_volume_ml']:.2f}</td>"
+        f"<td>{r['new_count']} / {r['enlarging_count']} / {r['shrinking_count']}</td>"
+        f"<td>{link(r['report'], 'scan')} {link(r['change_report'], 'change')}</td>"
+        f"<td class=warn>{html.escape(r['warnings'] if r['warnings'] != 'n/a' else '')}</td>"
+        f"</tr>" for r in rows)
+    page = f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>brainuad: cohort</title>
+<style>body{{font-family:sans-serif;background:#111;color:#eee;margin:2em;max-width:1100px}}
+th{{text-align:left;color:#aaa;font-weight:normal;padding-right:1.5em}} td{{padding-right:1.5em}}
+a{{color:#8cf}} img{{width:100%}} .warn{{color:#fc6;font-size:.9em}}</style></head>
+<body><h1>Lesions per scan</h1>
+<p>{len(rows)} scans of {len({r['subject'] for r in rows})} subjects. For research; not a
+clinical device.</p>
+<img alt="lesion volume per subject over sessions"
+ src="data:image/png;base64,{_volume_figure(rows)}">
+<table><tr><th>subject</th><th>session</th><th>lesions</th><th>ml</th>
+<th>new / enlarging / shrinking since the previous session</th><th>reports</th>
+<th>warnings</th></tr>
+{body}</table></body></html>
+"""
+    write_text(path, page)
