@@ -36,6 +36,7 @@ from brainuad.commands.segment import SegmentOptions, make_job, segment_scan
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io.files import write_text
 from brainuad.io.images import check_scan
+from brainuad.io.manifest import shard
 from brainuad.reporting.html import cohort_index
 from brainuad.runtime.progress import track
 
@@ -123,16 +124,7 @@ def _shard(scans: list[Scan], spec: str | None) -> list[Scan]:
     can be compared)."""
     if spec is None:
         return scans
-    subjects = sorted({s.subject for s in scans})
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        i = n = 0
-    if not 1 <= i <= n:
-        raise BrainUADError(f"--shard {spec!r}: expected i/n with 1 <= i <= n, e.g. 1/4")
-    chosen = set(subjects[i - 1::n])
-    if not chosen:
-        raise BrainUADError(f"shard {spec} has no subjects ({len(subjects)} in all)")
+    chosen = set(shard(sorted({s.subject for s in scans}), spec, "the BIDS study"))
     return [s for s in scans if s.subject in chosen]
 
 

@@ -198,8 +198,7 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     }
     compare_report(folder / "report.html", summary, table, registered.images, change, affine)
     lap("report")
-    summary["seconds"] = {**{k: round(v, 3) for k, v in clock.stages.items()},
-                          "total": round(time.perf_counter() - start, 3)}
+    summary["seconds"] = clock.seconds(start)
     write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
     stages.close()
     return summary

@@ -176,8 +176,7 @@ def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
     segment_report(folder / "report.html", summary, raw, native,
                    registration.images[modality])
     lap("report")
-    summary["seconds"] = {**{k: round(v, 3) for k, v in clock.stages.items()},
-                          "total": round(time.perf_counter() - start, 3)}
+    summary["seconds"] = clock.seconds(start)
     write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
     stages.close()
     return summary

@@ -15,6 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from brainuad.errors import BrainUADError
 from brainuad.io.files import write_csv
@@ -27,6 +28,8 @@ SPLITS = ("train", "val", "test")
 HEALTH = ("healthy", "patient")
 #: A subject name is a folder name under every stage's output: never a path that leaves it.
 SAFE_NAME = re.compile(r"^[^/\\\x00-\x1f]+$")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -159,9 +162,9 @@ def write_manifest(path: str | os.PathLike, subjects: list[Subject]) -> Manifest
     return Manifest(path, subjects)
 
 
-def shard(subjects: list[Subject], spec: str | None, where: Path | str = "") -> list[Subject]:
-    """The subjects of shard `"i/n"` (1 <= i <= n): every n-th one starting at the i-th, so the
-    n shards are disjoint and together the whole manifest. None means all of them."""
+def shard(subjects: list[T], spec: str | None, where: Path | str = "") -> list[T]:
+    """The subjects (or any items) of shard `"i/n"` (1 <= i <= n): every n-th one starting at
+    the i-th, so the n shards are disjoint and together the whole list. None means all."""
     if spec is None:
         return subjects
     try:

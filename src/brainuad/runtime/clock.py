@@ -16,3 +16,8 @@ class Stopwatch:
         now = time.perf_counter()
         self.stages[name] = self.stages.get(name, 0.0) + now - self._last
         self._last = now
+
+    def seconds(self, start: float) -> dict[str, float]:
+        """Each stage's seconds, and the total since `start` (a `time.perf_counter()`)."""
+        return {**{k: round(v, 3) for k, v in self.stages.items()},
+                "total": round(time.perf_counter() - start, 3)}
