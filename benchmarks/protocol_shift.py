@@ -1,7 +1,7 @@
 """Healthy tissue flagged under simulated protocol shifts (issue 22): each shift of
 `brainuad.data.shifts` applied to raw scans, segmented with a model; flagged ml per scan.
 
-    python benchmarks/protocol_shift.py [--model flair-ms] [--work /tmp/bench-shift]
+    python benchmarks/protocol_shift.py [--model flair-ms] [--work /tmp/bench-shift] [--fresh]
 
 Scans: 2 healthy synthetic 1 mm FLAIRs of the default contrast and 2 of the 3D-FLAIR-like one
 (`brainuad synth --contrast flair3d`; a seed no model was made with), which have no lesion, so
@@ -23,6 +23,7 @@ import numpy as np
 from brainuad.commands.segment import SegmentOptions, segment_scans
 from brainuad.data.shifts import SHIFTS, shifted
 from brainuad.data.synth import SynthConfig, make_subject
+from brainuad.errors import BrainUADError
 from brainuad.io.images import load_scan, save_volume
 from brainuad.preprocessing.atlas import atlas
 
@@ -47,8 +48,11 @@ def main() -> None:
     parser.add_argument("--model", default="flair-ms")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-shift"))
     parser.add_argument("--shifts", default=",".join(SHIFTS))
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over (by default, scans segmented before are reused)")
     args = parser.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
+    if args.fresh:
+        shutil.rmtree(args.work, ignore_errors=True)
     scans = healthy(args.work)
     if DATA.is_dir():
         scans += [DATA / name / "FLAIR.nii.gz" for name in REAL]
@@ -63,8 +67,12 @@ def main() -> None:
                                shifted(load_scan(scan), shift, seed=1).data,
                                load_scan(scan).affine)
             out = args.work / "seg" / shift
-            row = segment_scans([path], out, SegmentOptions(model=args.model))[0]
-            rows.append({"shift": shift, "scan": name, "flagged_ml": row["lesion_volume_ml"]})
+            try:
+                row = segment_scans([path], out, SegmentOptions(model=args.model))[0]
+                rows.append({"shift": shift, "scan": name, "flagged_ml": row["lesion_volume_ml"]})
+            except BrainUADError as err:  # refused (e.g. by the registration check): a row too
+                rows.append({"shift": shift, "scan": name, "flagged_ml": None,
+                             "error": str(err)})
             print(json.dumps(rows[-1]), flush=True)
     groups = {"synthetic 2D-like": "synth2d", "synthetic 3D-like": "synth3d", "real 2D": "patient"}
     print("\n| shift | " + " | ".join(f"{g}: ml mean (max)" for g in groups) + " |")
@@ -72,9 +80,11 @@ def main() -> None:
     for shift in args.shifts.split(","):
         cells = []
         for prefix in groups.values():
-            values = [r["flagged_ml"] for r in rows if r["shift"] == shift
-                      and r["scan"].startswith(prefix)]
-            cells.append(f"{np.mean(values):.2f} ({np.max(values):.2f})" if values else "-")
+            group = [r for r in rows if r["shift"] == shift and r["scan"].startswith(prefix)]
+            values = [r["flagged_ml"] for r in group if r["flagged_ml"] is not None]
+            refused = len(group) - len(values)
+            cells.append((f"{np.mean(values):.2f} ({np.max(values):.2f})" if values else "-")
+                         + (f", {refused} refused" if refused else ""))
         print(f"| {shift} | " + " | ".join(cells) + " |")
     print(json.dumps({"benchmark": "protocol_shift", "model": args.model, "rows": rows}))
 

@@ -331,17 +331,16 @@ def part_q() -> dict:
             problems, broken = judge(f, cfg)
             verdict = "REFUSED" if broken else ("warned" if problems else "pass")
         verdicts[kind].append(verdict)
-        table.append([kind, name] + ([f.get("error", "")] + [float("nan")] * 6
+        table.append([kind, name] + ([f.get("error", "")] + [float("nan")] * 5
                                      if "error" in f else
                                      ["", f["brain_dice"], f["coverage"], f["scale"],
-                                      f["rotation"], f["symmetry"], f["metric"]]) + [verdict])
+                                      f["rotation"], f["metric"]]) + [verdict])
     low, high = cfg.scale_range
     _table(f"(q) registration gate (bounds: brain overlap >= {cfg.min_brain_dice}, coverage >= "
-           f"{cfg.min_coverage}, scale {low}-{high}, rotation <= {cfg.max_rotation:g}, symmetry >= "
-           f"{cfg.min_symmetry}, metric <= "
+           f"{cfg.min_coverage}, scale {low}-{high}, rotation <= {cfg.max_rotation:g}, metric <= "
            f"{cfg.max_metric}; refused when two are out, or one far out)",
-           ["kind", "scan", "error", "brain overlap", "coverage", "scale", "rotation", "symmetry",
-            "metric", "verdict"], table)
+           ["kind", "scan", "error", "brain overlap", "coverage", "scale", "rotation", "metric",
+            "verdict"], table)
     return {f"q_{kind}_{verdict}": values.count(verdict) for kind, values in verdicts.items()
             for verdict in ("pass", "warned", "REFUSED")}
 

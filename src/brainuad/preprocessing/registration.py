@@ -44,7 +44,6 @@ class RegistrationConfig:
     scale_range: tuple[float, float] = (0.75, 1.35)
     max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.49
     max_rotation: float = 45.0  # degrees: real heads lie within a few tens of them
-    min_symmetry: float = 0.6  # left-right correlation in atlas space
     # "refuse": a broken registration (two figures out of bound) stops the scan, a doubtful one
     # (one figure) is a warning; "warn": both are warnings, the figures in the outputs.
     qc: str = "refuse"
@@ -214,9 +213,7 @@ def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
     head cut off lowers it); `scale`, the template brain's size in the scan (cube root of the
     determinant: adult brains differ by about 15 %); `rotation`, the degrees the head is turned
     from the template (heads lie within a few tens of degrees; a mislabelled axis is 90);
-    `symmetry`, the correlation of the registered scan with its left-right mirror inside the
-    template's brain (a brain is nearly symmetric about the template's midline; a head lying
-    on its side is not); `metric`, the final Mattes mutual information (lower is better)."""
+    `metric`, the final Mattes mutual information (lower is better)."""
     _, brain = template()
     template_brain = sitk.GetArrayViewFromImage(brain) > 0
     own = sitk.GetArrayViewFromImage(resample(rough, brain, transform, nearest=True)) > 0
@@ -224,11 +221,6 @@ def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
     field.CopyInformation(image)
     inside = sitk.GetArrayViewFromImage(resample(field, brain, transform, nearest=True)) > 0
     seen = template_brain & inside
-    registered = sitk.GetArrayFromImage(resample(sitk.Cast(image, sitk.sitkFloat32), brain,
-                                                     transform))
-    mirrored = seen & seen[:, :, ::-1]  # (z, y, x) arrays: x is the last axis
-    symmetry = (float(np.corrcoef(registered[mirrored], registered[:, :, ::-1][mirrored])[0, 1])
-                if mirrored.sum() > 100 else 0.0)
     linear = matrix(transform)[:3, :3]
     u, _, vt = np.linalg.svd(linear)  # the rotation nearest the affine's linear part
     cosine = (np.trace(u @ vt) - 1) / 2
@@ -237,7 +229,7 @@ def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
             "coverage": float(seen.sum() / template_brain.sum()),
             "scale": float(abs(np.linalg.det(linear)) ** (1 / 3)),
             "rotation": float(np.degrees(np.arccos(np.clip(cosine, -1, 1)))),
-            "symmetry": symmetry, "metric": float(metric)}
+            "metric": float(metric)}
 
 
 def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
@@ -246,7 +238,7 @@ def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
     figure, not two), or one far out of it (`FAR`: most of the brain outside the field of
     view, a similarity no head reaches)."""
     low, high = cfg.scale_range
-    value = {"rotation": 0.0, "symmetry": 1.0, **figures}
+    value = {"rotation": 0.0, **figures}
     checks = [
         ("brain_dice", value["brain_dice"] < cfg.min_brain_dice,
          f"brain overlap {value['brain_dice']:.2f} (needs >= {cfg.min_brain_dice})"),
@@ -258,8 +250,6 @@ def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
         ("rotation", value["rotation"] > cfg.max_rotation,
          f"head turned {value['rotation']:.0f} degrees from the template (needs <= "
          f"{cfg.max_rotation:g})"),
-        ("symmetry", value["symmetry"] < cfg.min_symmetry,
-         f"left-right symmetry {value['symmetry']:.2f} (needs >= {cfg.min_symmetry})"),
         ("metric", value["metric"] > cfg.max_metric,
          f"similarity to the template {value['metric']:.2f} (needs <= {cfg.max_metric})")]
     problems = [text for _, failed, text in checks if failed]
@@ -270,7 +260,6 @@ def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
 #: Beyond these a figure alone says the registration is broken.
 FAR = {"brain_dice": lambda v: v < 0.6, "coverage": lambda v: v < 0.5,
        "scale": lambda v: not 0.6 <= v <= 1.6, "rotation": lambda v: v > 60,
-       "symmetry": lambda v: v < 0.3,
        "metric": lambda v: v > -0.20}
 
 
