@@ -97,3 +97,18 @@ def shared_data(*parts: str) -> Path:
         pytest.skip(f"real data not available: {path} is absent (needs ../shared/data beside "
                     "the repository)")
     return path
+
+
+def bids_validator() -> str:
+    """The BIDS validator's command (bids-validator-deno, a test extra): next to this Python
+    (an environment that is not activated) or on PATH; a failure, not a skip, if absent."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = shutil.which("bids-validator-deno", path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.fail("bids-validator-deno is not installed (pip install -e '.[test]')")
+    return found

@@ -18,6 +18,7 @@ from brainuad.data.example import example_pair, example_scan
 from brainuad.errors import BrainUADError
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
+from conftest import bids_validator
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
     shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
@@ -98,9 +99,7 @@ def test_a_rerun_skips_what_is_done(study, derivatives):
 
 
 def test_the_output_passes_the_bids_validator(derivatives):
-    validator = shutil.which("bids-validator-deno")
-    if validator is None:
-        pytest.fail("bids-validator-deno is not installed (pip install -e '.[test]')")
+    validator = bids_validator()
     out, _ = derivatives
     result = subprocess.run([validator, str(out), "--json"], capture_output=True, text=True,
                             timeout=120)

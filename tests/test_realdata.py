@@ -7,7 +7,7 @@ from brainuad.data.slices import PAPER_SLICES, load_subject_slices, to_volume
 from brainuad.io.images import load_binary, load_image
 from brainuad.io.manifest import Subject
 from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
-from conftest import shared_data
+from conftest import bids_validator, shared_data
 
 pytestmark = pytest.mark.realdata
 
@@ -228,7 +228,6 @@ def test_bids_app_on_a_bids_layout_of_the_raw_longitudinal_flairs(tmp_path):
     `group`, and the BIDS validator on the output."""
     import csv
     import json
-    import shutil
     import subprocess
 
     from brainuad.commands.bids_app import BidsOptions, group, participant
@@ -253,8 +252,7 @@ def test_bids_app_on_a_bids_layout_of_the_raw_longitudinal_flairs(tmp_path):
                                                             ("09", "2")]
     assert all(float(r["lesion_volume_ml"]) > 0 for r in table) and len(rows) == 3
     assert table[1]["baseline_session"] == "1" and table[1]["new_count"] != "n/a"
-    validator = shutil.which("bids-validator-deno")
-    assert validator, "bids-validator-deno is not installed (pip install -e '.[test]')"
+    validator = bids_validator()
     result = subprocess.run([validator, str(out), "--json"], capture_output=True, text=True,
                             timeout=300)
     issues = json.loads(result.stdout)["issues"]["issues"]
