@@ -175,15 +175,19 @@ def _dilate(mask: sitk.Image, mm: float) -> sitk.Image:
 
 
 def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
-    """A rough brain mask that needs no atlas: Otsu foreground of the scan smoothed by 2 mm (on
-    a noisy scan the unsmoothed foreground is pitted, and the opening would leave nothing),
-    opened by `mm` (cuts the brain from the scalp and the neck along the dark skull), largest
-    component, grown back inside the foreground, holes filled. Only a starting point for the
-    registration."""
-    smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 2.0)
-    foreground = sitk.OtsuThreshold(smooth, 0, 1)
+    """A rough brain mask that needs no atlas: Otsu foreground opened by `mm` (cuts the brain
+    from the scalp and the neck along the dark skull), largest component, grown back inside the
+    foreground, holes filled. Only a starting point for the registration. On a noisy scan the
+    foreground is pitted and the opening leaves nothing: then the scan smoothed by 2 mm is
+    thresholded instead (not always: smoothing bridges the thin skull, and the T1 brain masks
+    of the registration benchmark lost 0.05-0.1 Dice with it)."""
     radius = [max(1, int(round(mm / s))) for s in image.GetSpacing()]
+    foreground = sitk.OtsuThreshold(image, 0, 1)
     opened = sitk.BinaryMorphologicalOpening(foreground, radius)
+    if not sitk.GetArrayViewFromImage(opened).any():
+        smooth = sitk.SmoothingRecursiveGaussian(sitk.Cast(image, sitk.sitkFloat32), 2.0)
+        foreground = sitk.OtsuThreshold(smooth, 0, 1)
+        opened = sitk.BinaryMorphologicalOpening(foreground, radius)
     largest = sitk.RelabelComponent(sitk.ConnectedComponent(opened), sortByObjectSize=True) == 1
     return sitk.BinaryFillhole(sitk.BinaryDilate(largest, radius) & foreground)
 
