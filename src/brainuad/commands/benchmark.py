@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from brainuad.config import from_dict, load_yaml, merge
-from brainuad.data.lesions import lesioned_copies
+from brainuad.data.lesions import has_real_lesions, lesioned_copies
 from brainuad.data.synth import SynthConfig, synth_cohort
 from brainuad.detection.calibration import calibrate, choose_operating_point
 from brainuad.detection.cohort import DetectOptions, detect_manifest
@@ -165,14 +165,14 @@ def _synthetic(folder: Path, cfg: SynthConfig, workers: int) -> Path:
 
 def _validation_set(bench: BenchmarkConfig, prep: Manifest, out: Path,
                     preprocess: PreprocessConfig, workers: int, say: Callable) -> Path:
-    """The labelled validation set, every subject in split `val`: the manifest's labelled `val`
-    scans as they are (real lesions), lesioned copies of its unlabelled ones, and the subjects
-    of a synthetic cohort; its manifest."""
+    """The labelled validation set, every subject in split `val`: the manifest's `val` patients
+    with labelled lesions as they are, lesioned copies of its other `val` scans, and the
+    subjects of a synthetic cohort; its manifest."""
     folder = out / "validation"
     say(f"validation set -> {folder}")
     val = prep.select(split="val")
-    subjects: list[Subject] = [s for s in val if s.label is not None]
-    if any(s.label is None for s in val):
+    subjects: list[Subject] = [s for s in val if has_real_lesions(s)]
+    if len(subjects) < len(val):
         subjects += lesioned_copies(prep.path, folder / "real", "val",
                                     bench.validation["copies"]).subjects
     if bench.validation["synth"]:

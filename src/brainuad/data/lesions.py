@@ -50,16 +50,23 @@ def insert_lesions(image: np.ndarray, mask: np.ndarray, affine: np.ndarray, seed
             ((probability > 0.5) & brain).astype(np.uint8))
 
 
+def has_real_lesions(subject) -> bool:
+    """A patient whose lesions are labelled: a validation scan as it is. Every other scan (an
+    unlabelled patient, a healthy one) gets lesions drawn in for validation."""
+    return subject.label is not None and subject.health == "patient"
+
+
 def lesioned_copies(manifest_path: str | Path, out: str | Path, split: str = "val",
                     copies: int = 2, seed: int = 0) -> Manifest:
-    """A labelled validation set from real scans: `copies` lesioned versions of every
-    unlabelled subject of `split` in a preprocessed manifest (loads alternating as `LOADS`),
-    each with its exact lesion mask, written under `out` with their `manifest.csv` (split
-    `val`, health patient)."""
+    """A labelled validation set from real scans: `copies` lesioned versions of every subject
+    of `split` in a preprocessed manifest without labelled lesions (`has_real_lesions`; loads
+    alternating as `LOADS`), each with its exact lesion mask, written under `out` with their
+    `manifest.csv` (split `val`, health patient)."""
     manifest = read_manifest(manifest_path)
-    chosen = [s for s in manifest.select(split=split) if s.label is None]
+    chosen = [s for s in manifest.select(split=split) if not has_real_lesions(s)]
     if not chosen:
-        raise BrainUADError(f"{manifest.path}: no unlabelled subjects in split {split!r}")
+        raise BrainUADError(f"{manifest.path}: no subjects without labelled lesions in split "
+                            f"{split!r}")
     out = Path(out)
     written = []
     for index, subject in enumerate(track(chosen, "synth")):
