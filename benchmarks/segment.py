@@ -1,10 +1,12 @@
 """`brainuad segment` on the 11 raw longitudinal MS FLAIRs of ../shared/data (issue 16): the
 seconds of every stage, the process's wall time from start-up to exit, and its peak memory,
-each scan in a fresh process (as a user runs it).
+each scan in a fresh process (as a user runs it). The CPU differs between sessions, so the run
+also measures its fp32 matmul speed (2 threads, 2048^2) before and after the scans: compare
+runs through it.
 
-    python benchmarks/segment.py [--model flair-ms] [--work /tmp/bench-segment]
+    python benchmarks/segment.py [--model flair-ms] [--work /tmp/bench-segment] [--scans N]
 
-Prints a table and one JSON line.
+Prints a table per scan, one per stage (mean and range) and one JSON line.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from inference import matmul_gflops  # benchmarks/inference.py
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mslub_longitudinal_raw"
 
 
@@ -24,12 +29,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="bundled model or run directory")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-segment"))
+    parser.add_argument("--scans", type=int, default=0, help="only the first N scans (0: all)")
     args = parser.parse_args()
+    torch.set_num_threads(2)
+    matmul = [matmul_gflops(torch.float32)]
     if not DATA.is_dir():
         sys.exit(f"{DATA}: the shared data is not there; nothing to measure")
     shutil.rmtree(args.work, ignore_errors=True)
     rows = []
-    for folder in sorted(DATA.glob("patient*")):
+    for folder in sorted(DATA.glob("patient*"))[:args.scans or None]:
         scan = folder / "FLAIR.nii.gz"
         out = args.work / folder.name
         command = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "brainuad", "segment",
@@ -53,11 +61,19 @@ def main() -> None:
         print(f"| {r['scan']} | " + " | ".join(f"{r['stages'][k]:.2f}" for k in stages)
               + f" | {r['stages']['total']:.1f} | {r['wall_s']:.1f} | {r['peak_mb']} | "
               f"{r['lesions']} | {r['lesion_ml']} |")
+    matmul.append(matmul_gflops(torch.float32))
     walls = [r["wall_s"] for r in rows]
+    print("\n| stage | mean (s) | range (s) |\n| --- | --- | --- |")
+    for name, values in [(k, [r["stages"][k] for r in rows]) for k in stages] + [
+            ("**process wall time, start-up included**", walls)]:
+        print(f"| {name} | {sum(values) / len(values):.2f} | {min(values):.2f}-{max(values):.2f} |")
+    print(f"| peak resident memory (MB) | {sum(r['peak_mb'] for r in rows) / len(rows):.0f} | "
+          f"{min(r['peak_mb'] for r in rows)}-{max(r['peak_mb'] for r in rows)} |")
     print(f"\nwall: mean {sum(walls) / len(walls):.1f} s, max {max(walls):.1f} s; peak memory "
-          f"max {max(r['peak_mb'] for r in rows)} MB")
+          f"max {max(r['peak_mb'] for r in rows)} MB; fp32 matmul 2048^2 on 2 threads "
+          f"{matmul[0]:.0f} GFLOP/s before the scans, {matmul[1]:.0f} after")
     print(json.dumps({"benchmark": "segment", "rows": rows, "wall_max_s": max(walls),
-                      "wall_mean_s": sum(walls) / len(walls)}))
+                      "wall_mean_s": sum(walls) / len(walls), "matmul_fp32_gflops": matmul}))
 
 
 if __name__ == "__main__":

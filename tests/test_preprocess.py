@@ -106,3 +106,17 @@ def test_a_subject_done_with_other_settings_or_inputs_is_done_again(cohort, tmp_
     preprocess_manifest(cohort, out, PreprocessConfig(register="never",
                                                       upper_percentile=99.0))
     assert mask.stat().st_mtime_ns > second  # a changed input file: done again
+
+
+def test_denoising_only_the_brains_box_gives_the_whole_images_result_inside_it():
+    from brainuad.preprocessing.intensity import denoise
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(1.0, 0.2, (40, 44, 36)).astype(np.float32)
+    mask = np.zeros(data.shape, bool)
+    mask[12:30, 10:28, 8:24] = True
+    whole = denoise(data, 0.0625, 5)
+    boxed = denoise(data, 0.0625, 5, mask)
+    assert np.array_equal(boxed[mask], whole[mask])
+    assert not np.allclose(whole[mask], data[mask])  # it did smooth
+    assert np.array_equal(boxed[0], data[0])  # far outside the box: untouched

@@ -136,3 +136,34 @@ def test_the_rough_brain_of_a_noisy_scan_is_the_head_not_nothing():
     data = np.abs(100.0 * head + rng.normal(0, 25, head.shape)).astype(np.float32)
     found = from_sitk(rough_brain(to_sitk(data, np.diag([1.0, 1.0, 1.0, 1.0]))))[0] > 0
     assert dice(found, head) > 0.9
+
+
+def test_a_fine_scan_is_binned_to_about_1_mm_and_a_1_mm_scan_is_left_alone():
+    from brainuad.preprocessing.registration import coarse
+
+    fine = _grid((300, 380, 40), (0.57, 0.57, 3.3), (-80, -100, -60))
+    binned = coarse(fine)
+    assert binned.GetSize() == (150, 190, 40)
+    assert np.allclose(binned.GetSpacing(), (1.14, 1.14, 3.3))
+    one_mm = _grid((180, 210, 180), (1.0, 1.0, 1.0), (0, 0, 0))
+    assert coarse(one_mm) is one_mm
+
+
+def test_the_atlas_is_nilearns_without_importing_its_datasets_module():
+    """The MNI152 maps are read as nilearn's loaders read them, without the 3 s import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from brainuad.preprocessing.atlas import atlas, template; "
+            "template(); atlas(1); assert 'nilearn.datasets' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from nilearn import datasets
+
+    from brainuad.preprocessing.atlas import atlas, template
+
+    maps = atlas(1)
+    assert np.array_equal(maps["gm"], np.clip(datasets.load_mni152_gm_template(
+        resolution=1).get_fdata(dtype=np.float32), 0, 1))
+    mask = datasets.load_mni152_brain_mask(resolution=1)
+    assert np.array_equal(from_sitk(template()[1])[0] > 0, mask.get_fdata() > 0.5)
+    assert np.allclose(maps["affine"], mask.affine)

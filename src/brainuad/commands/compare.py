@@ -149,7 +149,7 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     affine = template_affine()
     cfg = options.preprocess
     f, b = (scale_to_unit(denoise(registered.images[k], cfg.curvature_time_step,
-                                  cfg.curvature_iterations), registered.mask,
+                                  cfg.curvature_iterations, brain), registered.mask,
                           cfg.lower_percentile, cfg.upper_percentile, keep_bright=True)
             for k in ("followup", "baseline"))
     inner = eroded_mask(brain, np.ones(3), 3.0)

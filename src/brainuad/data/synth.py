@@ -27,7 +27,7 @@ from scipy import ndimage
 from brainuad.errors import BrainUADError
 from brainuad.io.images import save_volume
 from brainuad.io.manifest import Manifest, Subject, write_manifest
-from brainuad.preprocessing.atlas import atlas
+from brainuad.preprocessing.atlas import atlas, ventricle_distance
 from brainuad.runtime.progress import track
 
 #: Mean tissue intensities per contrast, relative (CSF, GM, WM), and the lesion range
@@ -101,15 +101,16 @@ def draw_lesions(cfg: SynthConfig, rng: np.random.Generator,
     prob = np.zeros(shape, np.float32)
     level = np.zeros(shape, np.float32)
     wm_core = maps["wm"] > 0.85
+    ventricles = ventricle_distance(cfg.resolution)
     count = int(rng.integers(cfg.lesions[0], cfg.lesions[1] + 1))
     lo, hi = np.log(cfg.lesion_diameter_mm[0]), np.log(cfg.lesion_diameter_mm[1])
     for _ in range(count):
         diameter = float(np.exp(rng.uniform(lo, hi)))  # log-uniform: small lesions are common
         radius_vox = diameter / 2 / cfg.resolution
         if rng.random() < cfg.periventricular_fraction:
-            zone = wm_core & (maps["dist_ventricle"] <= diameter / 2 + 4)
+            zone = wm_core & (ventricles <= diameter / 2 + 4)
         else:
-            zone = wm_core & (maps["dist_ventricle"] > diameter / 2 + 4)
+            zone = wm_core & (ventricles > diameter / 2 + 4)
         candidates = np.flatnonzero(zone) if zone.any() else np.flatnonzero(wm_core)
         centre = np.array(np.unravel_index(rng.choice(candidates), shape))
         box, blob = _blob(shape, centre, radius_vox, rng)

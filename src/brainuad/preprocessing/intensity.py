@@ -27,11 +27,22 @@ def mask_from_skull_stripped(volume: Volume) -> np.ndarray:
     return ndimage.binary_fill_holes(filled).astype(np.uint8)
 
 
-def denoise(data: np.ndarray, time_step: float, iterations: int) -> np.ndarray:
-    """SimpleITK CurvatureFlow: smooths noise while keeping edges, as the paper did."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data, dtype=np.float32))
+def denoise(data: np.ndarray, time_step: float, iterations: int,
+            mask: np.ndarray | None = None) -> np.ndarray:
+    """SimpleITK CurvatureFlow: smooths noise while keeping edges, as the paper did. With a
+    `mask`, only its bounding box is smoothed (with a margin of one voxel per iteration, so
+    the voxels inside come out exactly as from the whole image): half of the template grid
+    is outside the brain. Voxels outside the box are returned as they were."""
+    box = (slice(None),) * data.ndim
+    if mask is not None and mask.any():
+        nonzero = np.nonzero(mask)
+        box = tuple(slice(max(int(i.min()) - iterations - 1, 0), int(i.max()) + iterations + 2)
+                    for i in nonzero)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data[box], dtype=np.float32))
     smoothed = sitk.CurvatureFlow(image, timeStep=time_step, numberOfIterations=iterations)
-    return sitk.GetArrayFromImage(smoothed)
+    out = np.array(data, dtype=np.float32)
+    out[box] = sitk.GetArrayFromImage(smoothed)
+    return out
 
 
 def scale_to_unit(data: np.ndarray, mask: np.ndarray, lower: float = 0.5,

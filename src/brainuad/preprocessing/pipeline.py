@@ -77,7 +77,7 @@ class PreprocessConfig:
 def _scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> np.ndarray:
     """CurvatureFlow denoising, then the brain's percentiles mapped to [0, 1]."""
     try:
-        smoothed = denoise(data, cfg.curvature_time_step, cfg.curvature_iterations)
+        smoothed = denoise(data, cfg.curvature_time_step, cfg.curvature_iterations, mask)
         return scale_to_unit(smoothed, mask, cfg.lower_percentile, cfg.upper_percentile,
                              cfg.keep_bright)
     except ValueError as err:

@@ -27,11 +27,22 @@ class RegistrationConfig:
     shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels (voxels of the 1 mm template)
     smoothing_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
     iterations: int = 100  # per level and stage
+    # The optimizer stops when its step falls below this (mm of shift, the parameters being
+    # scaled by physical shift). 1e-4 ran most levels to their 100 iterations. With the
+    # sampling below, 1e-2 doubled the known-transform error of the heavy-lesion 3D FLAIR
+    # (1.2 -> 2.2 mm); 1e-3 kept it (1.37 mm at most) and the transforms within 0.05-0.35 mm
+    # of the slower settings' (benchmarks/registration.py, docs/speed.md).
+    min_step: float = 1e-3
+    # Levels (of `shrink`) the rigid stage runs before the affine stage takes over: the rigid
+    # stage only starts the affine one (at the coarsest level alone it lost one scan by 58 mm).
+    rigid_levels: int = 2
     # Fraction of the template's masked voxels the metric samples, per level (or one for all):
     # dense where the images are small. A uniform 2 % left the coarse levels with too few samples
     # (known-transform error 3-5 mm); (1, 0.3, 0.01) gave 0.9-1.0 mm at 16 s per registration,
-    # (0.5, 0.15, 0.01) 11 s (transforms 0.3 mm apart; benchmarks/registration.py for the rest).
-    sampling: float | tuple[float, ...] = (0.5, 0.15, 0.01)
+    # (0.5, 0.15, 0.01) 11 s (transforms 0.3 mm apart; benchmarks/registration.py for the rest);
+    # (0.25, 0.05, 0.01) with `min_step` and `rigid_levels` above and the scan binned to about
+    # 1 mm (`coarse`): the same quality in about half the time (docs/speed.md).
+    sampling: float | tuple[float, ...] = (0.25, 0.05, 0.01)
     bins: int = 32  # Mattes mutual information histogram bins
     n4_shrink: int = 4
     n4_iterations: tuple[int, ...] = (50, 40, 30)
@@ -99,7 +110,7 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
     # Regular-step gradient descent: on a moved MNI template it recovered a known affine to
     # 0.16 mm where plain gradient descent (learning rate estimated once) stopped 2-4 mm short.
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-4, numberOfIterations=cfg.iterations,
+        learningRate=2.0, minStep=cfg.min_step, numberOfIterations=cfg.iterations,
         gradientMagnitudeTolerance=1e-8)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(list(cfg.shrink[:levels]))
@@ -151,7 +162,7 @@ def register(fixed: sitk.Image, moving: sitk.Image, cfg: RegistrationConfig, wha
         except RuntimeError as err:  # e.g. "Total Mass of the image was zero"
             raise BrainUADError(f"{what}: registration failed: no centre of mass to start "
                                 f"from ({itk_reason(err)})") from err
-        method = _method(cfg, fixed_mask)
+        method = _method(cfg, fixed_mask, cfg.rigid_levels if affine else None)
         method.SetInitialTransform(rigid, inPlace=True)
         metric = _run(method, fixed, moving, what)
         result = sitk.AffineTransform(3)
@@ -192,14 +203,24 @@ def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
     return sitk.BinaryFillhole(sitk.BinaryDilate(largest, radius) & foreground)
 
 
+def coarse(image: sitk.Image, mm: float = 1.0) -> sitk.Image:
+    """The scan averaged down to voxels of about `mm` (whole voxels binned): the template's 1 mm is
+    the finest level the registration sees, and ITK's pyramid of a 0.5 mm in-plane scan took
+    half of its time."""
+    factors = [max(1, round(mm / s)) for s in image.GetSpacing()]
+    return sitk.BinShrink(image, factors) if max(factors) > 1 else image
+
+
 def to_template(image: sitk.Image, cfg: RegistrationConfig,
                 what: str) -> tuple[sitk.AffineTransform, dict]:
     """Atlas -> scan transform of a bias-corrected scan, and its plausibility (`quality`). The
     template is skull stripped and a raw scan is not: matched head to brain, the affine stage
     inflated the brain onto the skull (IXI T1 brain-mask Dice 0.70-0.80 on half of the scans).
     So the scan is first stripped roughly (`rough_brain`), and the metric samples the template's
-    brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans."""
+    brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans. Both run on the scan averaged
+    to about 1 mm (`coarse`)."""
     fixed, brain = template()
+    image = coarse(image)
     rough_mask = rough_brain(image)
     rough = sitk.Cast(image, sitk.sitkFloat32) * sitk.Cast(rough_mask, sitk.sitkFloat32)
     report: dict = {}
