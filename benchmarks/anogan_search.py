@@ -79,9 +79,10 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=32)
     parser.add_argument("--precision", nargs="+", default=["32", "bf16"], choices=["32", "bf16"])
     args = parser.parse_args()
-    peaks = {"32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    print(f"AnoGAN latent search, {torch.get_num_threads()} threads; matmul 2048^2: fp32 "
-          f"{peaks['32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s\n")
+    peaks = {p: matmul_gflops(torch.float32 if p == "32" else torch.bfloat16)
+             for p in args.precision}
+    print(f"AnoGAN latent search, {torch.get_num_threads()} threads; matmul 2048^2: "
+          + ", ".join(f"{p} {g:.0f} GFLOP/s" for p, g in peaks.items()) + "\n")
     print("| size | precision | channels | batch | steps | GFLOP / slice | s / slice | GFLOP/s | "
           "floor at matmul speed (s / slice) | search loss first -> last |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from collections.abc import Callable
 
@@ -29,6 +30,11 @@ PAPER_GPU_S = 0.0154  # the paper's AnoVAEGAN, per slice, on a GPU
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
+    """GFLOP/s of an n x n matmul on this CPU: the ceiling the benchmarks report ratios to."""
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # Without AVX-512 bf16 or AMX, bf16 is emulated: 20 matmuls took over 10 minutes.
+        sys.exit("this CPU computes bf16 only by emulation (no AVX-512 bf16, no AMX): its bf16 "
+                 "figures would mean nothing here (anogan_search.py: --precision 32)")
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
