@@ -31,10 +31,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-segment"))
     parser.add_argument("--scans", type=int, default=0, help="only the first N scans (0: all)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    matmul = [matmul_gflops(torch.float32)]
     if not DATA.is_dir():
         sys.exit(f"{DATA}: the shared data is not there; nothing to measure")
+    torch.set_num_threads(2)
+    matmul = [matmul_gflops(torch.float32)]
     shutil.rmtree(args.work, ignore_errors=True)
     rows = []
     for folder in sorted(DATA.glob("patient*"))[:args.scans or None]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,7 @@ from brainuad.io.scans import scan_name
 from brainuad.io.sitk import to_sitk
 from brainuad.models.tissue.scorer import priors, tissue_levels
 from brainuad.preprocessing.atlas import template_affine
-from brainuad.preprocessing.intensity import denoise, scale_to_unit
-from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
+from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes, scaled
 from brainuad.preprocessing.registration import maps_to_native, quality_warnings
 from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
@@ -148,10 +147,9 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     brain = registered.mask > 0
     affine = template_affine()
     cfg = options.preprocess
-    f, b = (scale_to_unit(denoise(registered.images[k], cfg.curvature_time_step,
-                                  cfg.curvature_iterations, brain), registered.mask,
-                          cfg.lower_percentile, cfg.upper_percentile, keep_bright=True)
-            for k in ("followup", "baseline"))
+    bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
+    f, b = (scaled(registered.images[k], registered.mask, bright, path)
+            for k, path in (("followup", followup_path), ("baseline", baseline_path)))
     inner = eroded_mask(brain, np.ones(3), 3.0)
     b = match(b, f, inner)
     tissue = priors(Volume(f, affine))

@@ -74,8 +74,9 @@ class PreprocessConfig:
             raise BrainUADError(f"--register {self.register!r}: choose one of {REGISTER}")
 
 
-def _scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> np.ndarray:
-    """CurvatureFlow denoising, then the brain's percentiles mapped to [0, 1]."""
+def scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> np.ndarray:
+    """CurvatureFlow denoising, then the brain's percentiles mapped to [0, 1] (a bad image is
+    an error naming `path`)."""
     try:
         smoothed = denoise(data, cfg.curvature_time_step, cfg.curvature_iterations, mask)
         return scale_to_unit(smoothed, mask, cfg.lower_percentile, cfg.upper_percentile,
@@ -87,7 +88,7 @@ def _scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> 
 def _finish(volumes: dict[str, np.ndarray], mask: np.ndarray, affine: np.ndarray,
             paths: dict[str, Path], targets: dict[str, Path], cfg: PreprocessConfig) -> None:
     for modality, data in volumes.items():
-        save_volume(targets[modality], _scaled(data, mask, cfg, paths[modality]), affine,
+        save_volume(targets[modality], scaled(data, mask, cfg, paths[modality]), affine,
                     np.float32)
 
 
@@ -98,7 +99,7 @@ def prepare_scan(volume: Volume, cfg: PreprocessConfig,
     [0, 1] scaling. The preprocessed image and mask (template grid) and the registration."""
     result = register_volumes({modality: volume}, modality, cfg)
     affine = template_affine()
-    image = _scaled(result.images[modality], result.mask, cfg, volume.path)
+    image = scaled(result.images[modality], result.mask, cfg, volume.path)
     return Volume(image, affine, volume.path), Volume(result.mask, affine, volume.path), result
 
 
