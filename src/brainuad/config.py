@@ -168,6 +168,9 @@ class DetectConfig:
     # scores at least `seed_margin` above the threshold (0: every component), so a lesion's dim
     # rim is outlined with it while dim specks alone are not.
     seed_margin: float = 0.0
+    # The tissue score's grey-matter reference: 0 one level for the whole brain; > 0 a level that
+    # varies over the brain, the grey matter's Gaussian-weighted mean with this sigma in mm.
+    reference_mm: float = 0.0
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
     # Calibration subjects the threshold is taken on (0: all; else that many, evenly spread): for
@@ -203,6 +206,7 @@ class DetectConfig:
             key = f"score={self.score},floor={self.normative_floor}," + key
         elif self.score != "residual":
             key = f"score={self.score}," + key
+        key += f",reference_mm={self.reference_mm}" if self.reference_mm else ""
         return key + (f",precision={precision}" if precision != "32" else "")
 
 
