@@ -112,3 +112,24 @@ def bids_validator() -> str:
     if found is None:
         pytest.fail("bids-validator-deno is not installed (pip install -e '.[test]')")
     return found
+
+
+def foreground(volume) -> np.ndarray:
+    """A toy scan's brain: its filled foreground (the toy scans have no skull)."""
+    from scipy import ndimage
+
+    data = np.asarray(volume.data)
+    level = 0.1 * np.percentile(data[data > 0], 99) if (data > 0).any() else 0.0
+    return ndimage.binary_fill_holes(data > level)
+
+
+@pytest.fixture(autouse=True)
+def quick_brain_extraction(request, monkeypatch):
+    """Fast tests outline their toy brains by the foreground instead of running deepbet's
+    networks (5-10 s a scan, and the toy scans are not heads); tests marked slow or realdata
+    run deepbet itself."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("realdata"):
+        return
+    from brainuad.preprocessing import pipeline
+
+    monkeypatch.setattr(pipeline, "scan_brain", foreground)

@@ -167,3 +167,22 @@ def test_the_atlas_is_nilearns_without_importing_its_datasets_module():
     mask = datasets.load_mni152_brain_mask(resolution=1)
     assert np.array_equal(from_sitk(template()[1])[0] > 0, mask.get_fdata() > 0.5)
     assert np.allclose(maps["affine"], mask.affine)
+
+
+def test_the_field_of_view_is_where_the_scan_holds_data():
+    """Slices left empty (a field of view that missed the lowest part of the head) are outside
+    it; a scan with noise everywhere, or nothing at all, is its whole grid."""
+    from brainuad.preprocessing.registration import field_of_view
+
+    rng = np.random.default_rng(0)
+    data = np.abs(rng.normal(0, 1, (20, 24, 30))).astype(np.float32) + 0.1
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    whole = from_sitk(field_of_view(to_sitk(data, affine)))[0]
+    assert whole.all()
+    data[:, :, :9] = 0  # the lowest 30 % of the slices
+    data[:3] = 0  # and a border of empty columns
+    cut = from_sitk(field_of_view(to_sitk(data, affine)))[0] > 0
+    expected = np.zeros(data.shape, bool)
+    expected[3:, :, 9:] = True
+    np.testing.assert_array_equal(cut, expected)
+    assert from_sitk(field_of_view(to_sitk(np.zeros((4, 4, 4)), affine)))[0].all()

@@ -81,7 +81,9 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     assert {"read", "preprocess", "score", "write", "report", "total"} <= set(
         summary["seconds"])
     assert summary["model"]["folder"] == str(model)
+    assert summary["brain_mask"]["source"] == "scan (deepbet)"  # the scan's own outline
     page = (folder / "report.html").read_text()
+    assert "scan (deepbet)" in page
     assert page.count('src="data:image/png;base64,') == 2 and "<img" in page
     assert "http" not in page.replace("http-equiv", "")  # opens offline: nothing to fetch
     assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 2

@@ -66,6 +66,9 @@ def preprocess(
     qc: Annotated[str | None, typer.Option(
         help="refuse (default) a subject whose registration is broken; warn: keep it.")]
     = None,
+    brain_mask: Annotated[str | None, typer.Option(
+        help="scan (default): the brain outlined in each scan (deepbet), the template's mask "
+             "where the two disagree; template: the MNI152 mask carried over.")] = None,
     keep_going: KeepGoing = False,
 ) -> None:
     """Scans into atlas space: N4, registration, brain mask, denoising, [0, 1] scaling.
@@ -75,7 +78,8 @@ def preprocess(
     from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
     from brainuad.preprocessing.registration import RegistrationConfig
 
-    cfg = PreprocessConfig(**_drop_none(register=register, reference=reference),
+    cfg = PreprocessConfig(**_drop_none(register=register, reference=reference,
+                                        brain_mask=brain_mask),
                            registration=RegistrationConfig(**_drop_none(qc=qc)))
     result = preprocess_manifest(manifest, out, cfg, overwrite=overwrite, workers=workers,
                                  shard_spec=shard, keep_going=keep_going)

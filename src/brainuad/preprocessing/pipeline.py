@@ -7,8 +7,9 @@ intensities scaled to [0, 1] by robust percentiles inside the brain.
 Any other scan (raw, in scanner space, or in another atlas space such as FSL's MNI152) is first
 bias corrected (N4) and registered rigid-then-affine to nilearn's MNI152 1 mm template (see
 `register`); the other modalities of the subject are registered rigidly to the reference one and
-resampled in one step; the brain mask is the template's, or the user's mask carried along. The
-atlas -> scan transform is saved so `detect` can write its maps on the scan's own grid.
+resampled in one step; the brain mask is the scan's own (deepbet, `brain_mask.py`; the
+template's where the two disagree), or the user's mask carried along. The atlas -> scan
+transform is saved so `detect` can write its maps on the scan's own grid.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ from brainuad.io.images import Volume, load_binary, load_image, save_volume
 from brainuad.io.manifest import Manifest, Subject, read_manifest, shard, write_manifest
 from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
 from brainuad.preprocessing.atlas import on_template_grid, template, template_affine
+from brainuad.preprocessing.brain_mask import (
+    MIN_AGREEMENT,
+    SOURCES,
+    BrainMask,
+    agreement,
+    scan_brain,
+)
 from brainuad.preprocessing.intensity import denoise, mask_from_skull_stripped, scale_to_unit
 from brainuad.preprocessing.registration import (
     RegistrationConfig,
@@ -68,10 +76,16 @@ class PreprocessConfig:
     register: str = "auto"  # auto: every scan not already on the template's grid
     reference: str = "flair"  # the modality N4 and the atlas registration use, if present
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    # The brain mask of a registered scan without a user's mask: "scan" (deepbet's, from the
+    # scan itself; the template's where the two disagree) or "template" (the MNI152 mask
+    # carried over by the registration). See preprocessing/brain_mask.py.
+    brain_mask: str = "scan"
 
     def __post_init__(self) -> None:
         if self.register not in REGISTER:
             raise BrainUADError(f"--register {self.register!r}: choose one of {REGISTER}")
+        if self.brain_mask not in SOURCES:
+            raise BrainUADError(f"--brain-mask {self.brain_mask!r}: choose one of {SOURCES}")
 
 
 def scaled(data: np.ndarray, mask: np.ndarray, cfg: PreprocessConfig, path) -> np.ndarray:
@@ -116,6 +130,7 @@ class Registered:
     mask: np.ndarray  # (X, Y, Z) uint8 brain mask on the template grid
     transform: sitk.AffineTransform  # atlas -> reference scan
     quality: dict  # `register.quality` of the atlas registration
+    brain: BrainMask = BrainMask("template")  # which outline `mask` is
 
 
 @contextlib.contextmanager
@@ -138,7 +153,7 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     fixed, brain = template()
     with _stage(what, "N4 bias correction"):
         ref = to_sitk(reference.data, reference.affine)
-        ref = n4(ref, head_mask(ref), reg)
+        ref = n4(ref, head_mask(ref), reg.n4_shrink, reg.n4_iterations)
     to_ref, figures = to_template(ref, reg, what)
     check_quality(figures, reg, what)
     with _stage(what, "resampling to MNI152"):
@@ -148,7 +163,7 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
             continue
         with _stage(str(volume.path), "N4 bias correction"):
             moving = to_sitk(volume.data, volume.affine)
-            moving = n4(moving, head_mask(moving), reg)
+            moving = n4(moving, head_mask(moving), reg.n4_shrink, reg.n4_iterations)
         ref_to_moving = register(ref, moving, SAME_HEAD, f"{volume.path} to {reference.path}",
                                  affine=False)
         total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
@@ -157,15 +172,34 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     if user_mask is not None:
         carried = resample(to_sitk(user_mask.data, user_mask.affine), fixed, to_ref,
                            nearest=True)
-        mask = from_sitk(carried)[0] > 0.5
+        mask, source = from_sitk(carried)[0] > 0.5, BrainMask("user")
     else:
         mask = from_sitk(brain)[0] > 0
         # A scan that is already skull stripped (zero outside its brain) trims the template's mask.
         if (reference.data <= 0).mean() > 0.3:
             mask &= ndimage.binary_fill_holes(images[reference_name] > 0)
+        source = BrainMask("template")
+        if cfg.brain_mask == "scan":
+            mask, source = _scan_mask(reference, mask, fixed, to_ref)
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
-    return Registered(images, mask.astype(np.uint8), to_ref, figures)
+    return Registered(images, mask.astype(np.uint8), to_ref, figures, source)
+
+
+def _scan_mask(reference: Volume, template_mask: np.ndarray, fixed: sitk.Image,
+               to_ref: sitk.Transform) -> tuple[np.ndarray, BrainMask]:
+    """deepbet's mask of the scan on the template grid, or the template's where they disagree."""
+    with _stage(str(reference.path), "brain extraction"):
+        own = scan_brain(reference)
+        carried = from_sitk(resample(to_sitk(own, reference.affine), fixed, to_ref,
+                                     nearest=True))[0] > 0.5
+    overlap = round(agreement(carried, template_mask), 4)
+    if overlap < MIN_AGREEMENT:
+        return template_mask, BrainMask(
+            "template (fallback)", overlap,
+            f"deepbet's mask overlaps the template's by Dice {overlap:.2f} (needs >= "
+            f"{MIN_AGREEMENT})")
+    return carried, BrainMask("scan (deepbet)", overlap)
 
 
 def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
@@ -275,9 +309,12 @@ def _one(args: tuple[Subject, Path, PreprocessConfig, bool, bool]) -> Subject | 
 
 
 def _one_thread() -> None:
+    """A worker of several: ITK's filters and deepbet's networks on one thread each."""
     import SimpleITK
+    import torch
 
     SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    torch.set_num_threads(1)
 
 
 def preprocess_manifest(manifest_path: str | Path, out: str | Path,

@@ -100,6 +100,7 @@ def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray]
     rows = [("lesions", summary["lesions"]),
             ("total lesion volume", f"{summary['lesion_volume_ml']:.2f} ml"),
             ("brain scored", f"{summary['brain_volume_ml']:.0f} ml"),
+            ("brain mask", summary["brain_mask"]["source"]),
             ("model", f"{summary['model']['name']} (version {summary['model']['version']})"),
             ("threshold", f"{summary['threshold']:.4g} ({summary['rule']})"),
             ("registration: brain overlap", f"{quality['brain_dice']:.3f}"),
