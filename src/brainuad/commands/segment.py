@@ -68,7 +68,7 @@ class SegmentOptions:
     #: out), warn for a doubtful one; "warn": go on with both, the figures in the outputs
     qc: str = "refuse"
     #: "scan": the brain outlined in the scan itself (deepbet), the template's as the fallback;
-    #: "template": the MNI152 mask carried over by the registration (about 5 s faster)
+    #: "template": the MNI152 mask carried over by the registration (skips deepbet)
     brain_mask: str = "scan"
     preprocess: PreprocessConfig | None = None  # None: the defaults, on the model's modality
 

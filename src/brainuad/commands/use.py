@@ -34,7 +34,7 @@ def segment(
     brain_mask: Annotated[str | None, typer.Option(
         help="scan (default): the brain outlined in the scan itself (deepbet), the template's "
              "mask where the two disagree; template: the MNI152 mask carried over by the "
-             "registration (about 5 s faster).")] = None,
+             "registration (skips deepbet: seconds less per scan).")] = None,
     keep_going: KeepGoing = False,
 ) -> None:
     """Raw scans in: lesion mask, score, lesion table and QC report per scan.
