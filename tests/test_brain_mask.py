@@ -23,7 +23,8 @@ def scan(tmp_path_factory):
 
 def test_a_mask_that_disagrees_with_the_template_falls_back_to_it(scan, monkeypatch):
     """The scan's own mask where it agrees with the template's; the template's, with the
-    reason, where it does not (here a broken outline: a block in a corner of the scan)."""
+    reason, where it does not (here a broken outline: a block in a corner of the scan) or where
+    deepbet fails."""
     from brainuad.io.images import load_scan
 
     volume = load_scan(scan)
@@ -36,6 +37,11 @@ def test_a_mask_that_disagrees_with_the_template_falls_back_to_it(scan, monkeypa
         mask[:10, :10, :10] = True
         return mask
 
+    def fails(volume):  # deepbet's own words when it finds no head
+        raise AssertionError("Not enough foreground to calculate bounding box")
+
+    monkeypatch.setattr(pipeline, "scan_brain", fails)
+    failed = pipeline.register_volumes({"flair": volume}, "flair", QUICK)
     monkeypatch.setattr(pipeline, "scan_brain", corner)
     fallback = pipeline.register_volumes({"flair": volume}, "flair", QUICK)
     assert own.brain.source == "scan (deepbet)" and own.brain.agreement >= 0.8
@@ -43,6 +49,8 @@ def test_a_mask_that_disagrees_with_the_template_falls_back_to_it(scan, monkeypa
     assert fallback.brain.source == "template (fallback)" and fallback.brain.agreement < 0.8
     assert "deepbet's mask overlaps the template's" in fallback.brain.reason
     assert _dice(fallback.mask > 0, template.mask > 0) > 0.999  # the same registration's
+    assert failed.brain.source == "template (fallback)" and "found no brain" in failed.brain.reason
+    assert _dice(failed.mask > 0, template.mask > 0) > 0.999
     assert _dice(own.mask > 0, template.mask > 0) < 0.999  # the scan's own is another outline
 
 

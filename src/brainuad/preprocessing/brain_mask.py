@@ -3,12 +3,12 @@
 deepbet (Fisch et al., 2024; MIT licence) outlines the brain with two small 3D networks whose
 TorchScript files ship inside its wheel (`torch.jit.load`: no pickled Python code), for any MRI
 contrast, with or without skull. Against the public MSLUB brain masks of seven raw FLAIRs it
-reached Dice 0.955-0.967 where the template's mask reached 0.899-0.958, and 0.977-0.984 against
-the IXI T1 parcellations (template 0.955-0.966): docs/preprocessing/brain_mask.md.
+reached Dice 0.955-0.967 where the template's mask reached 0.936-0.957, and 0.977-0.984 against
+the IXI T1 parcellations (template 0.947-0.959): docs/preprocessing/brain_mask.md.
 
-The template's mask stays the fallback: where deepbet's outline and the template's disagree
-(Dice below `MIN_AGREEMENT`: a broken mask, or a registration off), the template's is used and
-the reason is kept for the report.
+The template's mask stays the fallback: where deepbet fails or its outline and the template's
+disagree (Dice below `MIN_AGREEMENT`: a broken mask, or a registration off), the template's is
+used and the reason is kept for the report.
 """
 
 from __future__ import annotations

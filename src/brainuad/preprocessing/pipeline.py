@@ -188,11 +188,15 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
 
 def _scan_mask(reference: Volume, template_mask: np.ndarray, fixed: sitk.Image,
                to_ref: sitk.Transform) -> tuple[np.ndarray, BrainMask]:
-    """deepbet's mask of the scan on the template grid, or the template's where they disagree."""
-    with _stage(str(reference.path), "brain extraction"):
+    """deepbet's mask of the scan on the template grid, or the template's where deepbet fails
+    (e.g. finds no head) or the two disagree."""
+    try:
         own = scan_brain(reference)
-        carried = from_sitk(resample(to_sitk(own, reference.affine), fixed, to_ref,
-                                     nearest=True))[0] > 0.5
+    except (RuntimeError, AssertionError, ValueError) as err:
+        return template_mask, BrainMask("template (fallback)", None,
+                                        f"deepbet found no brain ({err})")
+    carried = from_sitk(resample(to_sitk(own, reference.affine), fixed, to_ref,
+                                 nearest=True))[0] > 0.5
     overlap = round(agreement(carried, template_mask), 4)
     if overlap < MIN_AGREEMENT:
         return template_mask, BrainMask(
