@@ -29,8 +29,8 @@ from brainuad.preprocessing.registration import RegistrationConfig, read_transfo
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def template_mask(volume, modality: str) -> sitk.Image | str:
-    """The template's brain mask on the scan's grid (or why the registration was refused)."""
+def template_mask(volume, modality: str) -> sitk.Image:
+    """The template's brain mask on the scan's grid (a doubtful registration only warned)."""
     cfg = PreprocessConfig(reference=modality, brain_mask="template",
                            registration=RegistrationConfig(qc="warn"))
     registered = register_volumes({modality: volume}, modality, cfg)

@@ -243,7 +243,7 @@ def to_template(image: sitk.Image, cfg: RegistrationConfig,
     report: dict = {}
     transform = register(fixed, rough, cfg, f"{what}: to MNI152", fixed_mask=_sampled_region(),
                          report=report, moving_mask=field)
-    return transform, quality(image, rough_mask, transform, report["metric"], field)
+    return transform, quality(rough_mask, transform, report["metric"], field)
 
 
 def field_of_view(image: sitk.Image) -> sitk.Image:
@@ -259,8 +259,8 @@ def field_of_view(image: sitk.Image) -> sitk.Image:
     return out
 
 
-def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
-            metric: float, field: sitk.Image | None = None) -> dict:
+def quality(rough: sitk.Image, transform: sitk.Transform, metric: float,
+            field: sitk.Image) -> dict:
     """How plausible an atlas -> scan registration is: `brain_dice`, the overlap of the
     template's brain with the scan's own rough brain mask (on the atlas grid, inside the scan's
     field of view: a scan that misses part of the head is not also penalised here);
@@ -269,13 +269,10 @@ def quality(image: sitk.Image, rough: sitk.Image, transform: sitk.Transform,
     determinant: adult brains differ by about 15 %); `rotation`, the degrees the head is turned
     from the template (heads lie within a few tens of degrees; a mislabelled axis is 90);
     `metric`, the final Mattes mutual information (lower is better). `field`: the scan's field
-    of view (default: the whole image)."""
+    of view (`field_of_view`)."""
     _, brain = template()
     template_brain = sitk.GetArrayViewFromImage(brain) > 0
     own = sitk.GetArrayViewFromImage(resample(rough, brain, transform, nearest=True)) > 0
-    if field is None:
-        field = sitk.Image(image.GetSize(), sitk.sitkUInt8) + 1
-        field.CopyInformation(image)
     inside = sitk.GetArrayViewFromImage(resample(field, brain, transform, nearest=True)) > 0
     seen = template_brain & inside
     linear = matrix(transform)[:3, :3]
