@@ -52,7 +52,8 @@ def main() -> None:
                      "peak_mb": round(int(result.stderr.strip().splitlines()[-1]) / 1024),
                      "lesions": summary["lesions"],
                      "lesion_ml": round(summary["lesion_volume_ml"], 2),
-                     "stages": summary["seconds"]})
+                     "stages": summary["seconds"],
+                     "preprocess": summary["preprocess_seconds"]})
     stages = [k for k in rows[0]["stages"] if k != "total"]
     print(f"\n| scan | {' | '.join(stages)} | in-process total | wall (start-up included) | "
           "peak MB | lesions | ml |")
@@ -69,6 +70,11 @@ def main() -> None:
         print(f"| {name} | {sum(values) / len(values):.2f} | {min(values):.2f}-{max(values):.2f} |")
     print(f"| peak resident memory (MB) | {sum(r['peak_mb'] for r in rows) / len(rows):.0f} | "
           f"{min(r['peak_mb'] for r in rows)}-{max(r['peak_mb'] for r in rows)} |")
+    steps = list(dict.fromkeys(k for r in rows for k in r["preprocess"]))
+    print("\n| inside preprocess | mean (s) | range (s) |\n| --- | --- | --- |")
+    for name in steps:  # deepbet runs beside N4 and the registration: not part of the sum
+        values = [r["preprocess"].get(name, 0.0) for r in rows]
+        print(f"| {name} | {sum(values) / len(values):.2f} | {min(values):.2f}-{max(values):.2f} |")
     print(f"\nwall: mean {sum(walls) / len(walls):.1f} s, max {max(walls):.1f} s; peak memory "
           f"max {max(r['peak_mb'] for r in rows)} MB; fp32 matmul 2048^2 on 2 threads "
           f"{matmul[0]:.0f} GFLOP/s before the scans, {matmul[1]:.0f} after")

@@ -184,6 +184,7 @@ def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
                    registration.images[modality])
     lap("report")
     summary["seconds"] = clock.seconds(start)
+    summary["preprocess_seconds"] = {k: round(v, 3) for k, v in registration.seconds.items()}
     write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
     stages.close()
     return summary

@@ -18,7 +18,9 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -53,6 +55,7 @@ from brainuad.preprocessing.registration import (
     to_template,
     write_transform,
 )
+from brainuad.runtime.clock import Stopwatch
 
 REGISTER = ("auto", "always", "never")
 MASK = "mask.nii.gz"  # a subject's brain mask, written last: its presence marks the subject done
@@ -113,7 +116,9 @@ def prepare_scan(volume: Volume, cfg: PreprocessConfig,
     [0, 1] scaling. The preprocessed image and mask (template grid) and the registration."""
     result = register_volumes({modality: volume}, modality, cfg)
     affine = template_affine()
+    start = time.perf_counter()
     image = scaled(result.images[modality], result.mask, cfg, volume.path)
+    result.seconds["denoising, scaling"] = time.perf_counter() - start
     return Volume(image, affine, volume.path), Volume(result.mask, affine, volume.path), result
 
 
@@ -131,6 +136,7 @@ class Registered:
     transform: sitk.AffineTransform  # atlas -> reference scan
     quality: dict  # `register.quality` of the atlas registration
     brain: BrainMask = BrainMask("template")  # which outline `mask` is
+    seconds: dict[str, float] = field(default_factory=dict)  # per step, for the speed figures
 
 
 @contextlib.contextmanager
@@ -145,8 +151,27 @@ def _stage(what: str, stage: str):
 def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: PreprocessConfig,
                      user_mask: Volume | None = None) -> Registered:
     """N4 + registration of every modality onto the template grid, the brain mask there (the
-    template's, or `user_mask` carried along), and the registration's plausibility, checked
-    against `cfg.registration`'s bounds (a clear error below them)."""
+    scan's own, the template's, or `user_mask` carried along), and the registration's
+    plausibility, checked against `cfg.registration`'s bounds (a clear error below them).
+    deepbet outlines the raw scan in a second thread while N4 and the registration run (torch
+    and ITK both leave Python's lock while they compute)."""
+    own_brain = cfg.brain_mask == "scan" and user_mask is None
+    clock = Stopwatch()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        outline = pool.submit(_timed, scan_brain, volumes[reference_name]) if own_brain else None
+        registered = _register_volumes(volumes, reference_name, cfg, user_mask, outline, clock)
+    registered.seconds = clock.stages
+    return registered
+
+
+def _timed(function: Callable, *args) -> tuple[object, float]:
+    start = time.perf_counter()
+    return function(*args), time.perf_counter() - start
+
+
+def _register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: PreprocessConfig,
+                      user_mask: Volume | None, outline: Future | None,
+                      clock: Stopwatch) -> Registered:
     reg = cfg.registration
     reference = volumes[reference_name]
     what = str(reference.path)
@@ -154,8 +179,10 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     with _stage(what, "N4 bias correction"):
         ref = to_sitk(reference.data, reference.affine)
         ref = n4(ref, head_mask(ref), reg.n4_shrink, reg.n4_iterations)
+    clock.lap("N4")
     to_ref, figures = to_template(ref, reg, what)
     check_quality(figures, reg, what)
+    clock.lap("registration")
     with _stage(what, "resampling to MNI152"):
         images = {reference_name: from_sitk(resample(ref, fixed, to_ref))[0]}
     for modality, volume in volumes.items():
@@ -169,6 +196,7 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
         total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))
         with _stage(str(volume.path), "resampling to MNI152"):
             images[modality] = from_sitk(resample(moving, fixed, total))[0]
+    clock.lap("resampling")
     if user_mask is not None:
         carried = resample(to_sitk(user_mask.data, user_mask.affine), fixed, to_ref,
                            nearest=True)
@@ -179,19 +207,23 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
         if (reference.data <= 0).mean() > 0.3:
             mask &= ndimage.binary_fill_holes(images[reference_name] > 0)
         source = BrainMask("template")
-        if cfg.brain_mask == "scan":
-            mask, source = _scan_mask(reference, mask, fixed, to_ref)
+        if outline is not None:
+            mask, source = _scan_mask(outline, reference, mask, fixed, to_ref, clock)
+    clock.lap("brain mask")
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
     return Registered(images, mask.astype(np.uint8), to_ref, figures, source)
 
 
-def _scan_mask(reference: Volume, template_mask: np.ndarray, fixed: sitk.Image,
-               to_ref: sitk.Transform) -> tuple[np.ndarray, BrainMask]:
-    """deepbet's mask of the scan on the template grid, or the template's where deepbet fails
-    (e.g. finds no head) or the two disagree."""
+def _scan_mask(outline: Future, reference: Volume, template_mask: np.ndarray,
+               fixed: sitk.Image, to_ref: sitk.Transform,
+               clock: Stopwatch) -> tuple[np.ndarray, BrainMask]:
+    """deepbet's mask of the scan (`outline`: `scan_brain`'s result to come, timed) on the
+    template grid, or the template's where deepbet fails (e.g. finds no head) or the two
+    disagree. `clock` gets the wait for it and deepbet's own seconds."""
     try:
-        own = scan_brain(reference)
+        own, clock.stages["deepbet (in parallel)"] = outline.result()
+        clock.lap("waiting for deepbet")
     except (RuntimeError, AssertionError, ValueError) as err:
         return template_mask, BrainMask("template (fallback)", None,
                                         f"deepbet found no brain ({err})")
