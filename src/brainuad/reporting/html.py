@@ -125,8 +125,8 @@ th{{text-align:left;padding-right:2em;color:#aaa;font-weight:normal}} img{{width
 For research; not a clinical device.</p>
 {warnings}<table>{table}</table>
 <h2>Lesions (red) over the scan as acquired</h2>
-<p class=note>Blue: the brain mask (the template's brain carried onto the scan's grid); a band
-of a few millimetres inside its edge is not scored.</p>
+<p class=note>Blue: the brain mask (which outline it is: "brain mask" in the table above); a
+band of a few millimetres inside its edge is not scored.</p>
 <img alt="lesion outlines" src="data:image/png;base64,{_lesion_figure(raw, native['lesions'],
                                                                       native['brain'])}">
 <h2>Registration check</h2>
