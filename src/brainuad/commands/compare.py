@@ -36,7 +36,7 @@ from brainuad.io.files import remove_partials, write_csv, write_text
 from brainuad.io.images import Volume, check_scan, load_scan, save_volume
 from brainuad.io.scans import scan_name
 from brainuad.io.sitk import to_sitk
-from brainuad.models.tissue.scorer import priors, tissue_levels
+from brainuad.models.tissue.scorer import priors, stats_region, tissue_levels
 from brainuad.preprocessing.atlas import template_affine
 from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes, scaled
 from brainuad.preprocessing.registration import maps_to_native, quality_warnings
@@ -44,7 +44,6 @@ from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.progress import Stages, track
 from brainuad.scoring.change import ChangeConfig, detect_change, match
-from brainuad.scoring.postprocess import eroded_mask
 
 SUMMARY = "summary.json"
 STAGES = ("read", "register", "intensities", "change", "to follow-up grid", "write", "report")
@@ -150,12 +149,12 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
     f, b = (scaled(registered.images[k], registered.mask, bright, path)
             for k, path in (("followup", followup_path), ("baseline", baseline_path)))
-    inner = eroded_mask(brain, np.ones(3), 3.0)
+    inner = stats_region(brain, np.ones(3))
     b = match(b, f, inner)
     tissue = priors(Volume(f, affine))
     lesion = {}
     for name, values in (("followup", f), ("baseline", b)):
-        levels = tissue_levels(values, brain, tissue, np.ones(3), str(followup_path))
+        levels = tissue_levels(values, inner, tissue, str(followup_path))
         lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
     correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
     lap("intensities")

@@ -51,11 +51,10 @@ def priors(image: Volume) -> dict[str, np.ndarray]:
             for k in ("csf", "gm", "wm")}
 
 
-def grey_voxels(values: np.ndarray, brain: np.ndarray, tissue: dict[str, np.ndarray],
-                spacing: np.ndarray, levels: dict[str, float]) -> np.ndarray:
-    """Where the grey matter's statistics are taken: atlas grey matter inside the eroded brain,
-    brighter than halfway between CSF and white matter."""
-    inner = eroded_mask(brain, spacing, STATS_EROSION_MM)
+def grey_voxels(values: np.ndarray, inner: np.ndarray, tissue: dict[str, np.ndarray],
+                levels: dict[str, float]) -> np.ndarray:
+    """Where the grey matter's statistics are taken: atlas grey matter inside the eroded brain
+    (`inner`, `stats_region`), brighter than halfway between CSF and white matter."""
     return inner & (tissue["gm"] > GM_PRIOR) & (values > (levels["csf"] + levels["wm"]) / 2)
 
 
@@ -85,16 +84,21 @@ def _binned(data: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return padded.reshape(shape).mean(axis=(1, 3, 5))
 
 
-def tissue_levels(values: np.ndarray, brain: np.ndarray, tissue: dict[str, np.ndarray],
-                  spacing: np.ndarray, where: str = "") -> dict[str, float]:
-    """The scan's own CSF, white and grey matter levels, and the grey matter's spread."""
-    inner = eroded_mask(brain, spacing, STATS_EROSION_MM)
+def stats_region(brain: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """The brain eroded by `STATS_EROSION_MM`, where the scan's tissue statistics are taken."""
+    return eroded_mask(brain, spacing, STATS_EROSION_MM)
+
+
+def tissue_levels(values: np.ndarray, inner: np.ndarray, tissue: dict[str, np.ndarray],
+                  where: str = "") -> dict[str, float]:
+    """The scan's own CSF, white and grey matter levels, and the grey matter's spread, taken
+    inside `inner` (`stats_region`)."""
     csf, wm = (values[inner & (tissue[k] > PURE_PRIOR)] for k in ("csf", "wm"))
     if csf.size < 100 or wm.size < 100:
         raise BrainUADError(f"{where}: too little CSF or white matter where the atlas has them "
                             "to take the scan's own tissue levels (is it registered?)")
     levels = {"csf": float(np.median(csf)), "wm": float(np.median(wm))}
-    grey = values[grey_voxels(values, brain, tissue, spacing, levels)]
+    grey = values[grey_voxels(values, inner, tissue, levels)]
     if grey.size < 100:
         raise BrainUADError(f"{where}: too little grey matter to take its level")
     levels["gm"] = float(np.median(grey))
@@ -119,10 +123,11 @@ class TissueScorer:
         region = slice_region(geometry)
         values = np.clip(image.data, 0, None) * brain  # bright voxels kept above 1
         tissue = priors(image)
-        self.levels = tissue_levels(values, brain, tissue, image.spacing, str(image.path or ""))
+        inner = stats_region(brain, image.spacing)
+        self.levels = tissue_levels(values, inner, tissue, str(image.path or ""))
         level: float | np.ndarray = self.levels["gm"]
         if detect.reference_mm > 0:
-            grey = grey_voxels(values, brain, tissue, image.spacing, self.levels)
+            grey = grey_voxels(values, inner, tissue, self.levels)
             level = local_grey_level(values, grey, self.levels, image.spacing,
                                      detect.reference_mm)
         z = (values - level) / self.levels["gm_spread"]
