@@ -112,8 +112,9 @@ def _finish(volumes: dict[str, np.ndarray], mask: np.ndarray, affine: np.ndarray
 def prepare_scan(volume: Volume, cfg: PreprocessConfig,
                  modality: str = "flair") -> tuple[Volume, Volume, Registered]:
     """One raw scan through the whole preprocessing in memory, as `segment` runs it: N4,
-    registration (its plausibility checked), the template's brain mask, CurvatureFlow and
-    [0, 1] scaling. The preprocessed image and mask (template grid) and the registration."""
+    registration (its plausibility checked), the brain mask (the scan's own or the
+    template's), CurvatureFlow and [0, 1] scaling. The preprocessed image and mask (template
+    grid) and the registration."""
     result = register_volumes({modality: volume}, modality, cfg)
     affine = template_affine()
     start = time.perf_counter()
