@@ -72,7 +72,7 @@ def main() -> None:
           f"{min(r['peak_mb'] for r in rows)}-{max(r['peak_mb'] for r in rows)} |")
     steps = list(dict.fromkeys(k for r in rows for k in r["preprocess"]))
     print("\n| inside preprocess | mean (s) | range (s) |\n| --- | --- | --- |")
-    for name in steps:  # deepbet runs beside N4 and the registration: not part of the sum
+    for name in steps:
         values = [r["preprocess"].get(name, 0.0) for r in rows]
         print(f"| {name} | {sum(values) / len(values):.2f} | {min(values):.2f}-{max(values):.2f} |")
     print(f"\nwall: mean {sum(walls) / len(walls):.1f} s, max {max(walls):.1f} s; peak memory "
