@@ -153,9 +153,8 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     """N4 + registration of every modality onto the template grid, the brain mask there (the
     scan's own, the template's, or `user_mask` carried along), and the registration's
     plausibility, checked against `cfg.registration`'s bounds (a clear error below them).
-    Its `seconds` per step are for the speed figures. (deepbet run in a second thread beside N4
-    and the registration saved nothing on 2 cores, each using both: 21.5 / 25.7 s against
-    22.4 / 25.4 s of preprocessing on two raw FLAIRs, so it runs after them.)"""
+    Its `seconds` per step are for the speed figures. deepbet runs after the registration: in
+    a second thread beside N4 and the registration it saved nothing on 2 cores (docs/speed.md)."""
     clock = Stopwatch()
     reg = cfg.registration
     reference = volumes[reference_name]
