@@ -227,7 +227,7 @@ def _figures(data: np.ndarray, affine: np.ndarray, name: str) -> dict:
     cfg = RegistrationConfig()
     try:
         image = to_sitk(data, affine)
-        image = n4(image, head_mask(image), cfg.n4_shrink, cfg.n4_iterations)
+        image = n4(image, head_mask(image), cfg)
         return to_template(image, cfg, name)[1]
     except (BrainUADError, RuntimeError) as err:
         return {"error": str(err).splitlines()[0][:90]}

@@ -151,7 +151,7 @@ def test_every_real_scan_passes_the_registration_plausibility_bounds():
     for path in scans:
         volume = load_image(path)
         image = to_sitk(volume.data, volume.affine)
-        image = n4(image, head_mask(image), cfg.n4_shrink, cfg.n4_iterations)
+        image = n4(image, head_mask(image), cfg)
         figures = to_template(image, cfg, str(path))[1]
         check_quality(figures, cfg, str(path))  # raises for a scan below a bound
 
@@ -171,7 +171,7 @@ def _gate(data, affine, name):
     cfg = RegistrationConfig()
     image = to_sitk(data, affine)
     try:
-        image = n4(image, head_mask(image), cfg.n4_shrink, cfg.n4_iterations)
+        image = n4(image, head_mask(image), cfg)
         figures = to_template(image, cfg, name)[1]
     except BrainUADError as err:  # the registration itself failed: refused
         return {"error": str(err)}, True

@@ -162,7 +162,7 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     fixed, brain = template()
     with _stage(what, "N4 bias correction"):
         ref = to_sitk(reference.data, reference.affine)
-        ref = n4(ref, head_mask(ref), reg.n4_shrink, reg.n4_iterations)
+        ref = n4(ref, head_mask(ref), reg)
     clock.lap("N4")
     to_ref, figures = to_template(ref, reg, what)
     check_quality(figures, reg, what)
@@ -174,7 +174,7 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
             continue
         with _stage(str(volume.path), "N4 bias correction"):
             moving = to_sitk(volume.data, volume.affine)
-            moving = n4(moving, head_mask(moving), reg.n4_shrink, reg.n4_iterations)
+            moving = n4(moving, head_mask(moving), reg)
         ref_to_moving = register(ref, moving, SAME_HEAD, f"{volume.path} to {reference.path}",
                                  affine=False)
         total = affine_transform(matrix(ref_to_moving) @ matrix(to_ref))

@@ -81,15 +81,14 @@ def head_mask(image: sitk.Image) -> sitk.Image:
     return out
 
 
-def n4(image: sitk.Image, mask: sitk.Image, shrink: int,
-       iterations: tuple[int, ...]) -> sitk.Image:
-    """N4 bias-field correction inside `mask`, fitted on a copy shrunk `shrink` times (seconds,
-    not minutes) and applied at full resolution through the fitted log bias field; one fitting
-    level per entry of `iterations`, each doubling the B-spline mesh."""
-    small = sitk.Shrink(image, [shrink] * 3)
-    small_mask = sitk.Shrink(mask, [shrink] * 3)
+def n4(image: sitk.Image, mask: sitk.Image, cfg: RegistrationConfig) -> sitk.Image:
+    """N4 bias-field correction inside `mask`, fitted on a copy shrunk `cfg.n4_shrink` times
+    (seconds, not minutes) and applied at full resolution through the fitted log bias field;
+    one fitting level per entry of `cfg.n4_iterations`, each doubling the B-spline mesh."""
+    small = sitk.Shrink(image, [cfg.n4_shrink] * 3)
+    small_mask = sitk.Shrink(mask, [cfg.n4_shrink] * 3)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.SetMaximumNumberOfIterations(list(iterations))
+    corrector.SetMaximumNumberOfIterations(list(cfg.n4_iterations))
     corrector.Execute(small, small_mask)
     log_bias = corrector.GetLogBiasFieldAsImage(image)
     return image / sitk.Exp(log_bias)
