@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -112,6 +113,13 @@ def bids_validator() -> str:
     if found is None:
         pytest.fail("bids-validator-deno is not installed (pip install -e '.[test]')")
     return found
+
+
+def fetched_urls(page: str) -> list[str]:
+    """What an HTML page would fetch from the network (src, href, CSS url()); its inline
+    base64 images do not count, whatever letters they happen to contain."""
+    return re.findall(r"""(?:src|href)\s*=\s*["']?((?:https?:)?//[^"'\s>]*)"""
+                      r"""|url\(\s*["']?((?:https?:)?//[^"')]*)""", page)
 
 
 def foreground(volume) -> np.ndarray:

@@ -16,6 +16,7 @@ from brainuad.errors import BrainUADError
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
 from brainuad.scoring.change import ChangeConfig, detect_change
+from conftest import fetched_urls
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
     shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
@@ -77,7 +78,7 @@ def test_compare_finds_the_new_lesions_of_a_synthetic_pair(pair, tmp_path):
     assert sum(float(r["volume_ml"]) for r in table) == pytest.approx(
         (mask > 0).sum() * voxel_ml, abs=0.05)
     page = (folder / "report.html").read_text()
-    assert 'src="data:image/png;base64,' in page and "http" not in page
+    assert 'src="data:image/png;base64,' in page and not fetched_urls(page)
 
 
 def test_visits_csv_pairs_consecutive_visits(tmp_path):
