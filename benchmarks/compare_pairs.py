@@ -27,10 +27,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from brainuad.commands.compare import compare_scans
-from brainuad.data.shifts import shifted
-from brainuad.io.images import Volume, load_scan, save_volume
-from brainuad.io.sitk import from_sitk, to_sitk
-from brainuad.preprocessing.registration import affine_transform, read_transform, resample
+from brainuad.data.shifts import rescanned
+from brainuad.io.images import load_scan, save_volume
+from brainuad.preprocessing.registration import read_transform
 from brainuad.scoring.postprocess import CONNECTIVITY
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -86,37 +85,12 @@ def part_p(work: Path) -> list[dict]:
     return rows
 
 
-def _rescan(volume: Volume, seed: int) -> Volume:
-    """The same head moved rigidly (up to 5 degrees and 5 mm), new noise, a new bias field."""
-    rng = np.random.default_rng(seed)
-    angles = np.deg2rad(rng.uniform(-5, 5, 3))
-    rigid = sitk.Euler3DTransform()
-    image = to_sitk(volume.data, volume.affine)
-    centre = image.TransformContinuousIndexToPhysicalPoint(np.array(image.GetSize()) / 2)
-    rigid.SetCenter(centre)
-    rigid.SetRotation(*angles)
-    rigid.SetTranslation(rng.uniform(-5, 5, 3).tolist())
-    moved = from_sitk(resample(image, image, affine_transform(
-        _homogeneous(rigid))))[0]
-    moved = shifted(Volume(moved, volume.affine), "bias", seed)
-    return shifted(moved, "noise", seed + 1)
-
-
-def _homogeneous(rigid: sitk.Euler3DTransform) -> np.ndarray:
-    out = np.eye(4)
-    linear = np.array(rigid.GetMatrix()).reshape(3, 3)
-    centre = np.array(rigid.GetCenter())
-    out[:3, :3] = linear
-    out[:3, 3] = centre + np.array(rigid.GetTranslation()) - linear @ centre
-    return out
-
-
 def part_r(work: Path) -> list[dict]:
     rows = []
     for index, folder in enumerate(sorted(RAW.glob("patient*"))):
         scan = load_scan(folder / "FLAIR.nii.gz")
         again = save_volume(work / "rescan" / f"{folder.name}.nii.gz",
-                            _rescan(scan, index).data, scan.affine, np.float32)
+                            rescanned(scan, index).data, scan.affine, np.float32)
         row = compare_scans([folder / "FLAIR.nii.gz", again], work / "rescan-out" / folder.name)[0]
         flagged = row["new_ml"] + row["enlarging_ml"] + row["shrinking or resolving_ml"]
         rows.append({"scan": folder.name, "flagged_ml": round(flagged, 3),

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from brainuad.commands.cli import app
 from brainuad.commands.compare import CompareOptions, compare_scans, read_visits
 from brainuad.data.example import example_pair
+from brainuad.data.shifts import rescanned
 from brainuad.errors import BrainUADError
+from brainuad.io.images import load_scan, save_volume
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
 from brainuad.scoring.change import ChangeConfig, detect_change
@@ -37,7 +39,7 @@ def test_change_types_on_a_hand_built_pair():
                        (baseline, (slice(30, 35),) * 3)):  # resolved
         image[box] = 1.0
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
-    change = detect_change(baseline, followup, lesion["b"], lesion["f"], brain, brain,
+    change = detect_change(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0,
                            ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1))
     kinds = sorted(c["type"] for c in change.components)
     assert kinds == ["enlarging", "new", "shrinking or resolving"]
@@ -79,6 +81,18 @@ def test_compare_finds_the_new_lesions_of_a_synthetic_pair(pair, tmp_path):
         (mask > 0).sum() * voxel_ml, abs=0.05)
     page = (folder / "report.html").read_text()
     assert 'src="data:image/png;base64,' in page and not fetched_urls(page)
+
+
+def test_a_scan_against_its_own_rescan_changes_nothing(pair, tmp_path):
+    """The follow-up (with its lesions) against itself moved, with a new bias field and new
+    noise: its lesions are blurred once more by the motion, and none of that is a change."""
+    scan = load_scan(pair["followup"])
+    again = save_volume(tmp_path / "rescan.nii.gz", rescanned(scan, 3).data, scan.affine,
+                        np.float32)
+    rows = compare_scans([pair["followup"], again], tmp_path, CompareOptions(preprocess=QUICK))
+    flagged = sum(rows[0][f"{kind}_ml"] for kind in ("new", "enlarging",
+                                                     "shrinking or resolving"))
+    assert flagged < 0.1, rows[0]
 
 
 def test_visits_csv_pairs_consecutive_visits(tmp_path):

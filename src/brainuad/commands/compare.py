@@ -143,24 +143,14 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     registered = register_volumes({"followup": followup, "baseline": baseline}, "followup",
                                   options.preprocess)
     lap("register")
-    brain = registered.mask > 0
+    visits = on_atlas(registered, baseline_path, followup_path, options.preprocess)
+    lap("intensities")
+    change = detect_change(visits.baseline, visits.followup, visits.lesion_baseline,
+                           visits.lesion_followup, visits.brain, visits.wm, options.change)
+    lap("change")
     affine = template_affine()
     cfg = options.preprocess
-    bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
-    f, b = (scaled(registered.images[k], registered.mask, bright, path)
-            for k, path in (("followup", followup_path), ("baseline", baseline_path)))
-    inner = stats_region(brain, np.ones(3))
-    b = match(b, f, inner)
-    tissue = priors(Volume(f, affine))
-    lesion = {}
-    for name, values in (("followup", f), ("baseline", b)):
-        levels = tissue_levels(values, inner, tissue, str(followup_path))
-        lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
-    correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
-    lap("intensities")
-    change = detect_change(b, f, lesion["baseline"], lesion["followup"], brain,
-                           tissue["wm"] > 0.9, options.change)
-    lap("change")
+    correlation = visits.correlation
     grid = to_sitk(followup.data, followup.affine)
     native = maps_to_native({"score": change.score, "mask": change.mask,
                              "labels": change.labels}, affine, grid, registered.transform)
@@ -186,10 +176,13 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
         "registration": {**registered.quality, "visit_correlation": correlation},
         "noise": change.noise,
         "settings": {**options.change.__dict__,
-                     "rule": "a change reaches `threshold` spreads of the difference's noise "
-                             "(normal-appearing white matter) and is `lesion` spreads above its "
-                             "visit's own grey matter; settings chosen on validation pairs "
-                             "(docs/results/compare.md)"},
+                     "rule": "after differential bias correction, a change reaches `threshold` "
+                             "spreads of the difference's noise (normal-appearing white matter), "
+                             "is `lesion` spreads above its visit's own grey matter, lies within "
+                             "`white_mm` of the atlas's white matter and holds `min_seed` voxels "
+                             "that changed lesion status and beat the other visit's brightest "
+                             "voxel within `tolerance`; settings chosen on scan-rescan and "
+                             "validation pairs (docs/results/compare.md)"},
         "warnings": warnings,
         "grid": {"shape": list(followup.shape), "spacing_mm": followup.spacing.round(4).tolist()},
     }
@@ -199,6 +192,39 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
     stages.close()
     return summary
+
+
+@dataclass
+class AtlasVisits:
+    """Both visits on the atlas grid, ready for `detect_change`."""
+
+    baseline: np.ndarray  # intensities matched to the follow-up's
+    followup: np.ndarray
+    lesion_baseline: np.ndarray  # each visit's lesion z against its own grey matter
+    lesion_followup: np.ndarray
+    brain: np.ndarray
+    wm: np.ndarray  # the atlas's white-matter probability
+    correlation: float  # of the two visits inside the eroded brain
+
+
+def on_atlas(registered, baseline_path: Path, followup_path: Path,
+             cfg: PreprocessConfig) -> AtlasVisits:
+    """Both registered visits scaled, the baseline matched to the follow-up, and each visit's
+    lesion z-score against its own grey matter."""
+    brain = registered.mask > 0
+    bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
+    f, b = (scaled(registered.images[k], registered.mask, bright, path)
+            for k, path in (("followup", followup_path), ("baseline", baseline_path)))
+    inner = stats_region(brain, np.ones(3))
+    b = match(b, f, inner)
+    tissue = priors(Volume(f, template_affine()))
+    lesion = {}
+    for name, values in (("followup", f), ("baseline", b)):
+        levels = tissue_levels(values, inner, tissue, str(followup_path))
+        lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
+    correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
+    return AtlasVisits(b, f, lesion["baseline"], lesion["followup"], brain,
+                       tissue["wm"], correlation)
 
 
 def change_table(labels: np.ndarray, score: np.ndarray, components: list[dict],

@@ -67,3 +67,27 @@ def coarser(data: np.ndarray, spacing: np.ndarray, axes: tuple[int, ...],
     common = tuple(slice(0, min(a, b)) for a, b in zip(data.shape, back.shape, strict=True))
     out[common] = back[common]
     return out
+
+
+def rescanned(volume: Volume, seed: int) -> Volume:
+    """The same head scanned again: moved rigidly (up to 5 degrees and 5 mm, resampled on its
+    own grid), a new bias field and new noise. A pair of `volume` and this has no change."""
+    import SimpleITK as sitk
+
+    from brainuad.io.sitk import from_sitk, to_sitk
+    from brainuad.preprocessing.registration import affine_transform, resample
+
+    rng = np.random.default_rng(seed)
+    image = to_sitk(volume.data, volume.affine)
+    rigid = sitk.Euler3DTransform()
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint(np.array(image.GetSize()) / 2))
+    rigid.SetCenter(centre.tolist())
+    rigid.SetRotation(*np.deg2rad(rng.uniform(-5, 5, 3)))
+    rigid.SetTranslation(rng.uniform(-5, 5, 3).tolist())
+    matrix = np.eye(4)
+    linear = np.array(rigid.GetMatrix()).reshape(3, 3)
+    matrix[:3, :3] = linear
+    matrix[:3, 3] = centre + np.array(rigid.GetTranslation()) - linear @ centre
+    moved = from_sitk(resample(image, image, affine_transform(matrix)))[0]
+    moved = shifted(Volume(moved, volume.affine), "bias", seed)
+    return shifted(moved, "noise", seed + 1)

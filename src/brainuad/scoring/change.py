@@ -1,8 +1,19 @@
 """Change between two visits of one person, both on one grid: the follow-up against the
-baseline, relative to the noise of their difference in normal-appearing white matter, kept only
-where a lesion is at the visit that has it (new or enlarging: bright at the follow-up; shrinking
-or resolving: bright at the baseline), and every change component typed by what the baseline
-had there.
+baseline, relative to the noise of their difference in normal-appearing white matter.
+
+What a change must look like to count, so that a scan against its own rescan (moved, new noise,
+a new bias field, its thick slices cut differently) flags nothing:
+- the two visits' remaining bias fields divided out (the smooth part of their ratio, then of
+  their difference: differential bias correction, Lewis & Fox 2004);
+- a seed: the voxel changed lesion status (a lesion at the visit that has it, not at the other)
+  and differs from the brightest voxel of the other visit within `tolerance` voxels by
+  `threshold` noise spreads: a lesion that only moved by a voxel, or lost contrast to partial
+  volume while staying a lesion, has no seed;
+- a change component: the plain difference beyond `threshold` where its visit has a lesion,
+  within `white_mm` of the atlas's white matter (probability > 0.5; the thick slices' partial
+  volume at the cortex and the cerebellum makes false changes there), with at least `min_seed`
+  seeds: the seeds decide whether a change is real, the plain difference how far it reaches.
+Each component is typed by what the baseline had there (new, enlarging, shrinking/resolving).
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from brainuad.scoring.postprocess import CONNECTIVITY, median_filter, remove_small_components
+from brainuad.scoring.postprocess import CONNECTIVITY, median_filter
 
 NEW, ENLARGING, SHRINKING = "new", "enlarging", "shrinking or resolving"
 #: change_mask.nii.gz values
@@ -24,15 +35,20 @@ class ChangeConfig:
     """`threshold`: how many spreads of the difference's noise a change must reach;
     `lesion`: how far above its visit's own grey matter (z) a changed voxel must be at the visit
     that has the lesion; `min_voxels`: smaller components (1 mm voxels of the atlas grid) are
-    noise; `median_size`: the difference's median filter; `bias_mm` > 0: the difference's
-    smooth part (a Gaussian of that sigma inside the brain: what is left of the two visits'
-    bias fields) is taken off first. Chosen on the validation pairs: docs/results/compare.md."""
+    noise; `median_size`: both visits' median filter; `ratio_mm`, `bias_mm` > 0: the smooth
+    part (a Gaussian of that sigma inside the brain) of the visits' log ratio, then of their
+    difference, is taken off first; `tolerance`, `min_seed`, `white_mm`: see the module.
+    Chosen on scan-rescan pairs and the validation pairs: docs/results/compare.md."""
 
     threshold: float = 5.0
     lesion: float = 2.0
     min_voxels: int = 30
     median_size: int = 3
+    ratio_mm: float = 8.0
     bias_mm: float = 6.0
+    tolerance: int = 1
+    min_seed: int = 10
+    white_mm: float = 2.0
 
 
 @dataclass
@@ -57,25 +73,28 @@ def match(moving: np.ndarray, fixed: np.ndarray, where: np.ndarray) -> np.ndarra
 
 
 def detect_change(baseline: np.ndarray, followup: np.ndarray, lesion_b: np.ndarray,
-                  lesion_f: np.ndarray, brain: np.ndarray, white: np.ndarray,
+                  lesion_f: np.ndarray, brain: np.ndarray, wm: np.ndarray,
                   cfg: ChangeConfig) -> Change:
     """Both visits on one grid (intensities matched), each visit's cross-sectional lesion
-    z-score (`lesion_b`, `lesion_f`: against its own grey matter), the brain and where the
-    white matter is: the change score, mask and typed components."""
-    difference = np.where(brain, followup - baseline, 0).astype(np.float32)
-    if cfg.bias_mm > 0:  # differential bias correction, weighted by the brain
-        weight = ndimage.gaussian_filter(brain.astype(np.float32), cfg.bias_mm)
-        smooth = ndimage.gaussian_filter(difference, cfg.bias_mm) / np.maximum(weight, 1e-3)
-        difference = np.where(brain, difference - smooth, 0).astype(np.float32)
-    difference = median_filter(difference, cfg.median_size, where=ndimage.binary_dilation(brain))
-    calm = white & brain & (lesion_b < cfg.lesion) & (lesion_f < cfg.lesion)
+    z-score (`lesion_b`, `lesion_f`: against its own grey matter), the brain and the atlas's
+    white-matter probability: the change score, mask and typed components."""
+    followup = _without_differential_bias(baseline, followup, brain, cfg)
+    where = ndimage.binary_dilation(brain)
+    b, f = (median_filter(np.where(brain, v, 0).astype(np.float32), cfg.median_size,
+                          where=where) for v in (baseline, followup))
+    difference = np.where(brain, f - b, 0).astype(np.float32)
+    calm = (wm > 0.9) & brain & (lesion_b < cfg.lesion) & (lesion_f < cfg.lesion)
     values = difference[calm] if calm.sum() > 100 else difference[brain]
     noise = max(float(1.4826 * np.median(np.abs(values - np.median(values)))), 1e-6)
     score = difference / noise
-    grown = remove_small_components((score > cfg.threshold) & (lesion_f > cfg.lesion) & brain,
-                                    cfg.min_voxels)
-    shrunk = remove_small_components((score < -cfg.threshold) & (lesion_b > cfg.lesion) & brain,
-                                     cfg.min_voxels)
+    near = np.ones((2 * cfg.tolerance + 1,) * 3, bool)
+    allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5) <= cfg.white_mm)
+    grown = _seeded((score > cfg.threshold) & (lesion_f > cfg.lesion) & allowed,
+                    (f - ndimage.maximum_filter(b, footprint=near) > cfg.threshold * noise)
+                    & (lesion_b < cfg.lesion), cfg)
+    shrunk = _seeded((score < -cfg.threshold) & (lesion_b > cfg.lesion) & allowed,
+                     (b - ndimage.maximum_filter(f, footprint=near) > cfg.threshold * noise)
+                     & (lesion_f < cfg.lesion), cfg)
     mask = np.zeros(brain.shape, np.uint8)
     mask[grown], mask[shrunk] = CODE[NEW], CODE[SHRINKING]
     labels, _ = ndimage.label(mask > 0, structure=CONNECTIVITY)
@@ -91,3 +110,38 @@ def detect_change(baseline: np.ndarray, followup: np.ndarray, lesion_b: np.ndarr
             kind = ENLARGING if index in touching else NEW
         components.append({"label": index, "type": kind, "voxels": int(part.sum())})
     return Change(score.astype(np.float32), mask, components, labels, noise)
+
+
+def _smooth_inside(values: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian of `values` over `where` only (normalised by the mask's own blur)."""
+    weight = ndimage.gaussian_filter(where.astype(np.float32), sigma)
+    blurred = ndimage.gaussian_filter(np.where(where, values, 0).astype(np.float32), sigma)
+    return blurred / np.maximum(weight, 1e-3)
+
+
+def _without_differential_bias(baseline: np.ndarray, followup: np.ndarray, brain: np.ndarray,
+                               cfg: ChangeConfig) -> np.ndarray:
+    """The follow-up with what is left of the two visits' bias fields divided out, then the
+    smooth part of their difference taken off: after N4 on each visit alone, their ratio still
+    drifts by tens of percent near the edges of a scan's field of view."""
+    if cfg.ratio_mm > 0:
+        both = brain & (baseline > 1e-3) & (followup > 1e-3)
+        ratio = np.log(np.maximum(followup, 1e-3) / np.maximum(baseline, 1e-3))
+        followup = np.where(brain, followup / np.exp(_smooth_inside(ratio, both, cfg.ratio_mm)),
+                            followup)
+    if cfg.bias_mm > 0:
+        followup = np.where(brain, followup - _smooth_inside(followup - baseline, brain,
+                                                               cfg.bias_mm), followup)
+    return followup.astype(np.float32)
+
+
+def _seeded(region: np.ndarray, seeds: np.ndarray, cfg: ChangeConfig) -> np.ndarray:
+    """The components of `region` (at least `min_voxels`) holding at least `min_seed` seeds."""
+    labels, count = ndimage.label(region, structure=CONNECTIVITY)
+    if count == 0:
+        return region
+    seeds_in = np.bincount(labels[seeds], minlength=count + 1)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = (seeds_in >= cfg.min_seed) & (sizes >= cfg.min_voxels)
+    keep[0] = False
+    return keep[labels]
