@@ -38,7 +38,12 @@ from brainuad.io.scans import scan_name
 from brainuad.io.sitk import to_sitk
 from brainuad.models.tissue.scorer import priors, stats_region, tissue_levels
 from brainuad.preprocessing.atlas import template_affine
-from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes, scaled
+from brainuad.preprocessing.pipeline import (
+    PreprocessConfig,
+    Registered,
+    register_volumes,
+    scaled,
+)
 from brainuad.preprocessing.registration import maps_to_native, quality_warnings
 from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
@@ -149,8 +154,6 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                            visits.lesion_followup, visits.brain, visits.wm, options.change)
     lap("change")
     affine = template_affine()
-    cfg = options.preprocess
-    correlation = visits.correlation
     grid = to_sitk(followup.data, followup.affine)
     native = maps_to_native({"score": change.score, "mask": change.mask,
                              "labels": change.labels}, affine, grid, registered.transform)
@@ -162,9 +165,9 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                 np.uint8)
     write_csv(folder / "changes.csv", table, CHANGE_COLUMNS)
     lap("write")
-    warnings = quality_warnings(registered.quality, cfg.registration)
-    if correlation < MIN_CORRELATION:
-        warnings.append(f"the two visits correlate {correlation:.2f} inside the brain after "
+    warnings = quality_warnings(registered.quality, options.preprocess.registration)
+    if visits.correlation < MIN_CORRELATION:
+        warnings.append(f"the two visits correlate {visits.correlation:.2f} inside the brain after "
                         f"registration (below {MIN_CORRELATION}): check their alignment")
     summary = {
         "pair": folder.name, "baseline": str(baseline_path), "followup": str(followup_path),
@@ -173,7 +176,7 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                            "ml": round(sum(r["volume_ml"] for r in table if r["type"] == kind),
                                        4)}
                     for kind in ("new", "enlarging", "shrinking or resolving")},
-        "registration": {**registered.quality, "visit_correlation": correlation},
+        "registration": {**registered.quality, "visit_correlation": visits.correlation},
         "noise": change.noise,
         "settings": {**options.change.__dict__,
                      "rule": "after differential bias correction, a change reaches `threshold` "
@@ -207,7 +210,7 @@ class AtlasVisits:
     correlation: float  # of the two visits inside the eroded brain
 
 
-def on_atlas(registered, baseline_path: Path, followup_path: Path,
+def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
              cfg: PreprocessConfig) -> AtlasVisits:
     """Both registered visits scaled, the baseline matched to the follow-up, and each visit's
     lesion z-score against its own grey matter."""

@@ -75,19 +75,14 @@ def rescanned(volume: Volume, seed: int) -> Volume:
     import SimpleITK as sitk
 
     from brainuad.io.sitk import from_sitk, to_sitk
-    from brainuad.preprocessing.registration import affine_transform, resample
+    from brainuad.preprocessing.registration import resample
 
     rng = np.random.default_rng(seed)
     image = to_sitk(volume.data, volume.affine)
     rigid = sitk.Euler3DTransform()
-    centre = np.array(image.TransformContinuousIndexToPhysicalPoint(np.array(image.GetSize()) / 2))
-    rigid.SetCenter(centre.tolist())
+    rigid.SetCenter(image.TransformContinuousIndexToPhysicalPoint(np.array(image.GetSize()) / 2))
     rigid.SetRotation(*np.deg2rad(rng.uniform(-5, 5, 3)))
     rigid.SetTranslation(rng.uniform(-5, 5, 3).tolist())
-    matrix = np.eye(4)
-    linear = np.array(rigid.GetMatrix()).reshape(3, 3)
-    matrix[:3, :3] = linear
-    matrix[:3, 3] = centre + np.array(rigid.GetTranslation()) - linear @ centre
-    moved = from_sitk(resample(image, image, affine_transform(matrix)))[0]
+    moved = from_sitk(resample(image, image, rigid))[0]
     moved = shifted(Volume(moved, volume.affine), "bias", seed)
     return shifted(moved, "noise", seed + 1)
