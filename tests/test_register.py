@@ -138,15 +138,20 @@ def test_the_rough_brain_of_a_noisy_scan_is_the_head_not_nothing():
     assert dice(found, head) > 0.9
 
 
-def test_a_fine_scan_is_binned_to_about_1_mm_and_a_1_mm_scan_is_left_alone():
-    from brainuad.preprocessing.registration import coarse
+def test_a_fine_scan_is_binned_to_about_2_mm_and_a_2_mm_scan_is_left_alone():
+    from brainuad.preprocessing.atlas import template
+    from brainuad.preprocessing.registration import coarse, working_template
 
     fine = _grid((300, 380, 40), (0.57, 0.57, 3.3), (-80, -100, -60))
-    binned = coarse(fine)
-    assert binned.GetSize() == (150, 190, 40)
-    assert np.allclose(binned.GetSpacing(), (1.14, 1.14, 3.3))
-    one_mm = _grid((180, 210, 180), (1.0, 1.0, 1.0), (0, 0, 0))
-    assert coarse(one_mm) is one_mm
+    binned = coarse(fine, 2.0)
+    assert binned.GetSize() == (75, 95, 40)
+    assert np.allclose(binned.GetSpacing(), (2.28, 2.28, 3.3))
+    two_mm = _grid((90, 105, 90), (2.0, 2.0, 2.0), (0, 0, 0))
+    assert coarse(two_mm, 2.0) is two_mm
+    image, region = working_template(2.0)  # the 1 mm template binned the same way
+    assert np.allclose(image.GetSpacing(), 2.0)
+    assert image.GetSize() == tuple(n // 2 for n in template()[0].GetSize())
+    assert region.GetSize() == image.GetSize() and sitk.GetArrayViewFromImage(region).any()
 
 
 def test_the_atlas_is_nilearns_without_importing_its_datasets_module():

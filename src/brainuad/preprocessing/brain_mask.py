@@ -50,13 +50,28 @@ def _extractor():
     return BrainExtraction()
 
 
-def scan_brain(volume: Volume) -> np.ndarray:
-    """deepbet's brain mask of a scan, on the scan's own grid (bool)."""
-    image = nib.Nifti1Image(np.asarray(volume.data, np.float32), volume.affine)
+#: deepbet resizes the brain's bounding box to a cube of this many voxels a side for its second
+#: network (256 in deepbet's own `run`). At 192, on the 11 raw FLAIRs and 10 IXI T1 scans of
+#: ../shared/data, the masks' Dice against the references moved by at most 0.005 (means 0.8980
+#: vs 0.8984 and 0.9813 vs 0.9814) in 1.7 s instead of 3.8 s; at 160 they lost about 0.01
+#: (docs/preprocessing/brain_mask.md).
+NETWORK_SIZE = 192
+
+
+def scan_brain(volume: Volume, size: int = NETWORK_SIZE) -> np.ndarray:
+    """deepbet's brain mask of a scan, on the scan's own grid (bool): deepbet's own steps (RAS
+    orientation, its two networks, largest component, holes filled) at `size`."""
+    image = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(volume.data, np.float32),
+                                                     volume.affine))
+    extractor = _extractor()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # interpolation warnings of torch inside deepbet
-        _, mask, _ = _extractor().run(image)
-    return np.asarray(mask.dataobj) > 0
+        probability = extractor.run_model(image.get_fdata(dtype=np.float32).copy(),
+                                          shape=(size,) * 3)
+    mask = extractor.postprocess(probability > 0.5)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
+                                           nib.io_orientation(volume.affine))
+    return nib.orientations.apply_orientation(mask, back) > 0
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:

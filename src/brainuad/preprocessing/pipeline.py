@@ -65,7 +65,8 @@ FINGERPRINT = "preprocess.json"  # the settings and input files a subject's outp
 #: On patient01_study1 (raw MSLUB) T1 and T2 land within 0.7 and 0.2 mm of the full set-up's
 #: result in 3 s instead of 9-10 s each; sampling (0.1, 0.02) instead of (0.2, 0.05): 1.6 s
 #: instead of 2.4 s, 0.5 mm from it.
-SAME_HEAD = RegistrationConfig(shrink=(4, 2), smoothing_mm=(2.0, 1.0), sampling=(0.1, 0.02))
+SAME_HEAD = RegistrationConfig(shrink=(4, 2), smoothing_mm=(2.0, 1.0), sampling=(0.1, 0.02),
+                               learning_rate=2.0)
 
 
 @dataclass(frozen=True)

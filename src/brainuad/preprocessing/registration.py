@@ -25,25 +25,32 @@ from brainuad.preprocessing.atlas import template
 
 @dataclass(frozen=True)
 class RegistrationConfig:
-    shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels (voxels of the 1 mm template)
-    smoothing_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
+    # The atlas registration (`to_template`) runs on the template and the scan both averaged to
+    # voxels of about this size (whole voxels binned, `coarse`): on the 1 mm template with the
+    # scan at about 1 mm it took 8-11 s per raw FLAIR, at 2 mm 2 s, and the known-transform
+    # error fell (mean 1.02 -> 0.75 mm, max 2.06 -> 1.41 mm; docs/speed.md). `shrink` counts
+    # voxels of this grid for the atlas registration, and of the images themselves in
+    # `register`.
+    working_mm: float = 2.0
+    shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels
+    smoothing_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
     iterations: int = 100  # per level and stage
     # The optimizer stops when its step falls below this (mm of shift, the parameters being
-    # scaled by physical shift). 1e-4 ran most levels to their 100 iterations. With the
-    # sampling below, 1e-2 doubled the known-transform error of the heavy-lesion 3D FLAIR
-    # (1.2 -> 2.2 mm); 1e-3 kept it (1.37 mm at most) and the transforms within 0.05-0.35 mm
-    # of the slower settings' (benchmarks/registration.py, docs/speed.md).
+    # scaled by physical shift): 1e-4 ran most levels to their 100 iterations, 1e-2 doubled
+    # the known-transform error of the heavy-lesion 3D FLAIR (docs/speed.md).
     min_step: float = 1e-3
+    # The optimizer's first step (mm), at every level. At 2.0 the affine stage of the 2 mm
+    # set-up left the brain on 1 of 55 raw-FLAIR registrations (11 scans x 5 sampling seeds:
+    # mutual information 0.28 worse than the others'); at 1.0 on none (docs/speed.md).
+    learning_rate: float = 1.0
     # Levels (of `shrink`) the rigid stage runs before the affine stage takes over: the rigid
-    # stage only starts the affine one (at the coarsest level alone it lost one scan by 58 mm).
+    # stage only starts the affine one (at the coarsest level alone it lost scans by 10-50 mm).
     rigid_levels: int = 2
-    # Fraction of the template's masked voxels the metric samples, per level (or one for all):
-    # dense where the images are small. A uniform 2 % left the coarse levels with too few samples
-    # (known-transform error 3-5 mm); (1, 0.3, 0.01) gave 0.9-1.0 mm at 16 s per registration,
-    # (0.5, 0.15, 0.01) 11 s (transforms 0.3 mm apart; benchmarks/registration.py for the rest);
-    # (0.25, 0.05, 0.01) with `min_step` and `rigid_levels` above and the scan binned to about
-    # 1 mm (`coarse`): the same quality in about half the time (docs/speed.md).
-    sampling: float | tuple[float, ...] = (0.25, 0.05, 0.01)
+    # Fraction of the sampled region's voxels the metric samples, per level (or one for all):
+    # dense where the images are small. A uniform 2 % left the coarse levels with too few
+    # samples (known-transform error 3-5 mm); on the 2 mm grid (1.0, 0.25, 0.05) is about 4.5,
+    # 9 and 14 thousand samples; (0.25, 0.1) on two levels lost scans (docs/speed.md).
+    sampling: float | tuple[float, ...] = (1.0, 0.25, 0.05)
     bins: int = 32  # Mattes mutual information histogram bins
     n4_shrink: int = 4
     n4_iterations: tuple[int, ...] = (50, 40, 30)
@@ -54,7 +61,9 @@ class RegistrationConfig:
     min_brain_dice: float = 0.80
     min_coverage: float = 0.90
     scale_range: tuple[float, float] = (0.75, 1.35)
-    max_metric: float = -0.27  # Mattes MI (32 bins) to the T1 template: real scans -0.31..-0.49
+    # Mattes MI (32 bins) to the T1 template at the last level: real scans -0.40..-0.57 (on
+    # the 1 mm set-up before: -0.31..-0.49, bound -0.27): docs/preprocessing/registration.md
+    max_metric: float = -0.36
     max_rotation: float = 45.0  # degrees: real heads lie within a few tens of them
     # "refuse": a broken registration (two figures out of bound) stops the scan, a doubtful one
     # (one figure) is a warning; "warn": both are warnings, the figures in the outputs.
@@ -115,7 +124,7 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
     # Regular-step gradient descent: on a moved MNI template it recovered a known affine to
     # 0.16 mm where plain gradient descent (learning rate estimated once) stopped 2-4 mm short.
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=cfg.min_step, numberOfIterations=cfg.iterations,
+        learningRate=cfg.learning_rate, minStep=cfg.min_step, numberOfIterations=cfg.iterations,
         gradientMagnitudeTolerance=1e-8)
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel(list(cfg.shrink[:levels]))
@@ -192,11 +201,16 @@ def _dilate(mask: sitk.Image, mm: float) -> sitk.Image:
     return sitk.BinaryDilate(mask, radius)
 
 
-@functools.lru_cache(maxsize=1)
-def _sampled_region() -> sitk.Image:
-    """The template's brain plus a 5 mm margin, where the atlas registration's metric samples
-    (a second per dilation: made once per process, whatever the number of scans)."""
-    return _dilate(template()[1], 5)
+@functools.lru_cache(maxsize=2)
+def working_template(mm: float) -> tuple[sitk.Image, sitk.Image]:
+    """The template averaged to about `mm` (whole voxels binned, as `coarse` bins the scan), and
+    where the atlas registration's metric samples: the template's brain plus a 5 mm margin."""
+    image, brain = template()
+    factor = max(1, round(mm / image.GetSpacing()[0]))
+    if factor > 1:
+        image = sitk.BinShrink(image, [factor] * 3)
+        brain = sitk.BinShrink(sitk.Cast(brain, sitk.sitkFloat32), [factor] * 3) > 0.5
+    return image, _dilate(brain, 5)
 
 
 def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
@@ -217,10 +231,10 @@ def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:
     return sitk.BinaryFillhole(sitk.BinaryDilate(largest, radius) & foreground)
 
 
-def coarse(image: sitk.Image, mm: float = 1.0) -> sitk.Image:
-    """The scan averaged down to voxels of about `mm` (whole voxels binned): the template's 1 mm is
-    the finest level the registration sees, and ITK's pyramid of a 0.5 mm in-plane scan took
-    half of its time."""
+def coarse(image: sitk.Image, mm: float) -> sitk.Image:
+    """The scan averaged down to voxels of about `mm` (whole voxels binned): the registration
+    sees nothing finer than the template's grid, and ITK's pyramid of a fine scan took most of
+    its time."""
     factors = [max(1, round(mm / s)) for s in image.GetSpacing()]
     return sitk.BinShrink(image, factors) if max(factors) > 1 else image
 
@@ -231,16 +245,16 @@ def to_template(image: sitk.Image, cfg: RegistrationConfig,
     template is skull stripped and a raw scan is not: matched head to brain, the affine stage
     inflated the brain onto the skull (IXI T1 brain-mask Dice 0.70-0.80 on half of the scans).
     So the scan is first stripped roughly (`rough_brain`), and the metric samples the template's
-    brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans. Both run on the scan averaged
-    to about 1 mm (`coarse`). Only the scan's field of view (`field_of_view`) counts: a scan
+    brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans. Both run on the template and the
+    scan averaged to about `cfg.working_mm` (`working_template`, `coarse`). Only the scan's field of view (`field_of_view`) counts: a scan
     whose lowest slices were left empty is not shrunk onto the part of the head it shows."""
-    fixed = template()[0]
-    image = coarse(image)
+    fixed, region = working_template(cfg.working_mm)
+    image = coarse(image, cfg.working_mm)
     rough_mask = rough_brain(image)
     rough = sitk.Cast(image, sitk.sitkFloat32) * sitk.Cast(rough_mask, sitk.sitkFloat32)
     field = field_of_view(image)
     report: dict = {}
-    transform = register(fixed, rough, cfg, f"{what}: to MNI152", fixed_mask=_sampled_region(),
+    transform = register(fixed, rough, cfg, f"{what}: to MNI152", fixed_mask=region,
                          report=report, moving_mask=field)
     return transform, quality(rough_mask, transform, report["metric"], field)
 
@@ -313,7 +327,7 @@ def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
 #: Beyond these a figure alone says the registration is broken.
 FAR = {"brain_dice": lambda v: v < 0.6, "coverage": lambda v: v < 0.5,
        "scale": lambda v: not 0.6 <= v <= 1.6, "rotation": lambda v: v > 60,
-       "metric": lambda v: v > -0.20}
+       "metric": lambda v: v > -0.25}
 
 
 def check_quality(figures: dict, cfg: RegistrationConfig, what: str) -> None:
