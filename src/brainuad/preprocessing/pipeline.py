@@ -5,11 +5,11 @@ derived from the skull-stripped image), CurvatureFlow denoising (SimpleITK, as i
 intensities scaled to [0, 1] by robust percentiles inside the brain.
 
 Any other scan (raw, in scanner space, or in another atlas space such as FSL's MNI152) is first
-bias corrected (N4) and registered rigid-then-affine to nilearn's MNI152 1 mm template (see
-`register`); the other modalities of the subject are registered rigidly to the reference one and
-resampled in one step; the brain mask is the scan's own (deepbet, `brain_mask.py`; the
-template's where the two disagree), or the user's mask carried along. The atlas -> scan
-transform is saved so `detect` can write its maps on the scan's own grid.
+bias corrected (N4) and registered rigid-then-affine to nilearn's MNI152 1 mm template (on a
+2 mm grid: `to_template`); the other modalities of the subject are registered rigidly to the
+reference one and resampled in one step; the brain mask is the scan's own (deepbet,
+`brain_mask.py`; the template's where the two disagree), or the user's mask carried along.
+The atlas -> scan transform is saved so `detect` can write its maps on the scan's own grid.
 """
 
 from __future__ import annotations

@@ -246,8 +246,9 @@ def to_template(image: sitk.Image, cfg: RegistrationConfig,
     inflated the brain onto the skull (IXI T1 brain-mask Dice 0.70-0.80 on half of the scans).
     So the scan is first stripped roughly (`rough_brain`), and the metric samples the template's
     brain plus a 5 mm margin: Dice 0.95-0.96 on the same scans. Both run on the template and the
-    scan averaged to about `cfg.working_mm` (`working_template`, `coarse`). Only the scan's field of view (`field_of_view`) counts: a scan
-    whose lowest slices were left empty is not shrunk onto the part of the head it shows."""
+    scan averaged to about `cfg.working_mm` (`working_template`, `coarse`). Only the scan's
+    field of view (`field_of_view`) counts: a scan whose lowest slices were left empty is not
+    shrunk onto the part of the head it shows."""
     fixed, region = working_template(cfg.working_mm)
     image = coarse(image, cfg.working_mm)
     rough_mask = rough_brain(image)
