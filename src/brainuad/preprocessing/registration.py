@@ -27,10 +27,10 @@ from brainuad.preprocessing.atlas import template
 class RegistrationConfig:
     # The atlas registration (`to_template`) runs on the template and the scan both averaged to
     # voxels of about this size (whole voxels binned, `coarse`): on the 1 mm template with the
-    # scan at about 1 mm it took 8-11 s per raw FLAIR, at 2 mm 2 s, and the known-transform
-    # error fell (mean 1.02 -> 0.75 mm, max 2.06 -> 1.41 mm; docs/speed.md). `shrink` counts
-    # voxels of this grid for the atlas registration, and of the images themselves in
-    # `register`.
+    # scan at about 1 mm it took 8-11 s per raw FLAIR, at 2 mm about 2 s, and the known-transform
+    # error of benchmarks/registration.py fell (mean 0.90 -> 0.60 mm, max 1.37 -> 0.99 mm;
+    # docs/preprocessing/registration.md). `shrink` counts voxels of this grid for the atlas
+    # registration, and of the images themselves in `register`.
     working_mm: float = 2.0
     shrink: tuple[int, ...] = (4, 2, 1)  # pyramid levels
     smoothing_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
@@ -41,7 +41,8 @@ class RegistrationConfig:
     min_step: float = 1e-3
     # The optimizer's first step (mm), at every level. At 2.0 the affine stage of the 2 mm
     # set-up left the brain on 1 of 55 raw-FLAIR registrations (11 scans x 5 sampling seeds:
-    # mutual information 0.28 worse than the others'); at 1.0 on none (docs/speed.md).
+    # mutual information 0.28 worse than the others'); at 1.0 on none
+    # (docs/preprocessing/registration.md).
     learning_rate: float = 1.0
     # Levels (of `shrink`) the rigid stage runs before the affine stage takes over: the rigid
     # stage only starts the affine one (at the coarsest level alone it lost scans by 10-50 mm).
@@ -49,7 +50,8 @@ class RegistrationConfig:
     # Fraction of the sampled region's voxels the metric samples, per level (or one for all):
     # dense where the images are small. A uniform 2 % left the coarse levels with too few
     # samples (known-transform error 3-5 mm); on the 2 mm grid (1.0, 0.25, 0.05) is about 4.5,
-    # 9 and 14 thousand samples; (0.25, 0.1) on two levels lost scans (docs/speed.md).
+    # 9 and 14 thousand samples; (0.25, 0.1) on two levels lost a scan
+    # (docs/preprocessing/registration.md).
     sampling: float | tuple[float, ...] = (1.0, 0.25, 0.05)
     bins: int = 32  # Mattes mutual information histogram bins
     n4_shrink: int = 4
