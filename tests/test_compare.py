@@ -17,7 +17,7 @@ from brainuad.errors import BrainUADError
 from brainuad.io.images import load_scan, save_volume
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
-from brainuad.scoring.change import ChangeConfig, detect_change
+from brainuad.scoring.change import ChangeConfig, Visits, detect_change
 from conftest import fetched_urls
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
@@ -39,8 +39,9 @@ def test_change_types_on_a_hand_built_pair():
                        (baseline, (slice(30, 35),) * 3)):  # resolved
         image[box] = 1.0
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
-    change = detect_change(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0,
-                           ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1))
+    visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
+    change = detect_change(visits, ChangeConfig(threshold=5, lesion=2, min_voxels=10,
+                                                median_size=1))
     kinds = sorted(c["type"] for c in change.components)
     assert kinds == ["enlarging", "new", "shrinking or resolving"]
     assert change.mask[7, 7, 7] == 1 and change.mask[32, 32, 32] == 2

@@ -48,7 +48,7 @@ from brainuad.preprocessing.registration import maps_to_native, quality_warnings
 from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.progress import Stages, track
-from brainuad.scoring.change import ChangeConfig, detect_change, match
+from brainuad.scoring.change import ChangeConfig, Visits, detect_change, match
 
 SUMMARY = "summary.json"
 STAGES = ("read", "register", "intensities", "change", "to follow-up grid", "write", "report")
@@ -150,8 +150,7 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     lap("register")
     visits = on_atlas(registered, baseline_path, followup_path, options.preprocess)
     lap("intensities")
-    change = detect_change(visits.baseline, visits.followup, visits.lesion_baseline,
-                           visits.lesion_followup, visits.brain, visits.wm, options.change)
+    change = detect_change(visits, options.change)
     lap("change")
     affine = template_affine()
     grid = to_sitk(followup.data, followup.affine)
@@ -197,21 +196,8 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     return summary
 
 
-@dataclass
-class AtlasVisits:
-    """Both visits on the atlas grid, ready for `detect_change`."""
-
-    baseline: np.ndarray  # intensities matched to the follow-up's
-    followup: np.ndarray
-    lesion_baseline: np.ndarray  # each visit's lesion z against its own grey matter
-    lesion_followup: np.ndarray
-    brain: np.ndarray
-    wm: np.ndarray  # the atlas's white-matter probability
-    correlation: float  # of the two visits inside the eroded brain
-
-
 def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
-             cfg: PreprocessConfig) -> AtlasVisits:
+             cfg: PreprocessConfig) -> Visits:
     """Both registered visits scaled, the baseline matched to the follow-up, and each visit's
     lesion z-score against its own grey matter."""
     brain = registered.mask > 0
@@ -226,7 +212,7 @@ def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
         levels = tissue_levels(values, inner, tissue, str(followup_path))
         lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
     correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
-    return AtlasVisits(b, f, lesion["baseline"], lesion["followup"], brain,
+    return Visits(b, f, lesion["baseline"], lesion["followup"], brain,
                        tissue["wm"], correlation)
 
 

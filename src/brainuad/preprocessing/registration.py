@@ -208,11 +208,7 @@ def working_template(mm: float) -> tuple[sitk.Image, sitk.Image]:
     """The template averaged to about `mm` (whole voxels binned, as `coarse` bins the scan), and
     where the atlas registration's metric samples: the template's brain plus a 5 mm margin."""
     image, brain = template()
-    factor = max(1, round(mm / image.GetSpacing()[0]))
-    if factor > 1:
-        image = sitk.BinShrink(image, [factor] * 3)
-        brain = sitk.BinShrink(sitk.Cast(brain, sitk.sitkFloat32), [factor] * 3) > 0.5
-    return image, _dilate(brain, 5)
+    return coarse(image, mm), _dilate(coarse(sitk.Cast(brain, sitk.sitkFloat32), mm) > 0.5, 5)
 
 
 def rough_brain(image: sitk.Image, mm: float = 5.0) -> sitk.Image:

@@ -52,6 +52,19 @@ class ChangeConfig:
 
 
 @dataclass
+class Visits:
+    """Both visits on one grid, as `detect_change` compares them."""
+
+    baseline: np.ndarray  # intensities matched to the follow-up's (`match`)
+    followup: np.ndarray
+    lesion_baseline: np.ndarray  # each visit's lesion z against its own grey matter
+    lesion_followup: np.ndarray
+    brain: np.ndarray
+    wm: np.ndarray  # the atlas's white-matter probability
+    correlation: float  # of the two visits inside the eroded brain
+
+
+@dataclass
 class Change:
     score: np.ndarray  # (X, Y, Z) the difference in spreads of its noise (signed)
     mask: np.ndarray  # (X, Y, Z) uint8: 1 new or enlarging, 2 shrinking or resolving
@@ -72,12 +85,10 @@ def match(moving: np.ndarray, fixed: np.ndarray, where: np.ndarray) -> np.ndarra
     return (moving - m[0]) * (f[1] - f[0]) / (m[1] - m[0]) + f[0]
 
 
-def detect_change(baseline: np.ndarray, followup: np.ndarray, lesion_b: np.ndarray,
-                  lesion_f: np.ndarray, brain: np.ndarray, wm: np.ndarray,
-                  cfg: ChangeConfig) -> Change:
-    """Both visits on one grid (intensities matched), each visit's cross-sectional lesion
-    z-score (`lesion_b`, `lesion_f`: against its own grey matter), the brain and the atlas's
-    white-matter probability: the change score, mask and typed components."""
+def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
+    """The change score, mask and typed components of two visits on one grid."""
+    baseline, followup, brain, wm = visits.baseline, visits.followup, visits.brain, visits.wm
+    lesion_b, lesion_f = visits.lesion_baseline, visits.lesion_followup
     followup = _without_differential_bias(baseline, followup, brain, cfg)
     where = ndimage.binary_dilation(brain)
     b, f = (median_filter(np.where(brain, v, 0).astype(np.float32), cfg.median_size,
