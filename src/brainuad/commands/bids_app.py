@@ -184,8 +184,8 @@ def segment_one(scan: Scan, out: Path, job) -> dict:
     name = f"{scan.prefix}_space-orig_desc"
     for made, target, values in (
             ("brain_mask.nii.gz", f"{name}-brain_mask",
-             {"Type": "Brain", "Description": "the brain that was scored: the template's "
-              "mask carried through the registration"}),
+             {"Type": "Brain", "Description": "the brain that was scored (its outline: "
+              f"{summary['brain_mask']['source']})"}),
             ("anomaly_score.nii.gz", f"{name}-anomaly_score",
              {"Description": f"the model's anomaly score ({summary['model']['kind']}), "
               "filtered; a lesion is what is above the threshold of the lesion mask"})):

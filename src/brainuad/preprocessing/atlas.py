@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from brainuad.io.images import Volume
 from brainuad.io.sitk import from_sitk, to_sitk
+from brainuad.preprocessing.morphology import fill_holes
 
 _FILES = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
           "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -48,7 +49,7 @@ def atlas(resolution: int) -> dict[str, np.ndarray]:
     wm = np.clip(_nilearn_map("wm", resolution)[0], 0, 1)
     gm = np.clip(gm, 0, 1)
     brain = _nilearn_map("t1", resolution)[0] > BRAIN_THRESHOLD
-    brain = ndimage.binary_fill_holes(brain | (gm + wm > 0.5))
+    brain = fill_holes(brain | (gm + wm > 0.5))
     csf = np.clip(brain - gm - wm, 0, 1)
     return {"csf": csf.astype(np.float32), "gm": gm, "wm": wm, "brain": brain.astype(np.float32),
             "affine": affine}

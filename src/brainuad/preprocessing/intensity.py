@@ -9,6 +9,7 @@ from scipy import ndimage
 
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
+from brainuad.preprocessing.morphology import bounding_box, fill_holes
 
 
 def mask_from_skull_stripped(volume: Volume) -> np.ndarray:
@@ -22,9 +23,8 @@ def mask_from_skull_stripped(volume: Volume) -> np.ndarray:
         raise BrainUADError(f"{volume.path}: no foreground to derive a brain mask from")
     sizes = np.bincount(labels.ravel())[1:]
     largest = labels == (1 + int(np.argmax(sizes)))
-    filled = np.stack([ndimage.binary_fill_holes(largest[:, :, z])
-                       for z in range(largest.shape[2])], axis=2)
-    return ndimage.binary_fill_holes(filled).astype(np.uint8)
+    filled = np.stack([fill_holes(largest[:, :, z]) for z in range(largest.shape[2])], axis=2)
+    return fill_holes(filled).astype(np.uint8)
 
 
 def denoise(data: np.ndarray, time_step: float, iterations: int,
@@ -33,11 +33,8 @@ def denoise(data: np.ndarray, time_step: float, iterations: int,
     `mask`, only its bounding box is smoothed (with a margin of one voxel per iteration, so
     the voxels inside come out exactly as from the whole image): half of the template grid
     is outside the brain. Voxels outside the box are returned as they were."""
-    box = (slice(None),) * data.ndim
-    if mask is not None and mask.any():
-        nonzero = np.nonzero(mask)
-        box = tuple(slice(max(int(i.min()) - iterations - 1, 0), int(i.max()) + iterations + 2)
-                    for i in nonzero)
+    box = bounding_box(mask, iterations + 1) if mask is not None else None
+    box = box or (slice(None),) * data.ndim
     image = sitk.GetImageFromArray(np.ascontiguousarray(data[box], dtype=np.float32))
     smoothed = sitk.CurvatureFlow(image, timeStep=time_step, numberOfIterations=iterations)
     out = np.array(data, dtype=np.float32)

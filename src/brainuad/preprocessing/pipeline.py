@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io.files import file_checksum, remove_partials, write_text
@@ -42,6 +41,7 @@ from brainuad.preprocessing.brain_mask import (
     scan_brain,
 )
 from brainuad.preprocessing.intensity import denoise, mask_from_skull_stripped, scale_to_unit
+from brainuad.preprocessing.morphology import fill_holes
 from brainuad.preprocessing.registration import (
     RegistrationConfig,
     affine_transform,
@@ -190,7 +190,7 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
         mask = from_sitk(brain)[0] > 0
         # A scan that is already skull stripped (zero outside its brain) trims the template's mask.
         if (reference.data <= 0).mean() > 0.3:
-            mask &= ndimage.binary_fill_holes(images[reference_name] > 0)
+            mask &= fill_holes(images[reference_name] > 0)
         source = BrainMask("template")
         if cfg.brain_mask == "scan":
             mask, source = _scan_mask(reference, mask, fixed, to_ref)

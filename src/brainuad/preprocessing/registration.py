@@ -21,6 +21,7 @@ from brainuad.errors import BrainUADError
 from brainuad.io.files import atomic_path
 from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
 from brainuad.preprocessing.atlas import template
+from brainuad.preprocessing.morphology import fill_holes
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def head_mask(image: sitk.Image) -> sitk.Image:
     labels, count = ndimage.label(foreground)
     if count:
         sizes = np.bincount(labels.ravel())[1:]
-        foreground = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+        foreground = fill_holes(labels == 1 + int(np.argmax(sizes)))
     out = sitk.GetImageFromArray(foreground.astype(np.uint8))
     out.CopyInformation(image)
     return out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from brainuad.io.files import write_text
 from brainuad.io.sitk import from_sitk
 from brainuad.preprocessing.atlas import template
+from brainuad.reporting.panels import draw_outline, mosaic_png, slice_rgb
 
 
 def _png(fig) -> str:
@@ -28,34 +28,19 @@ def _png(fig) -> str:
 def _registration_figure(registered: np.ndarray) -> str:
     """The scan as registered to the atlas (before skull stripping), three views, with the
     template's brain outline: a failed registration shows at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     brain = from_sitk(template()[1])[0] > 0
     centre = [int(c) for c in np.round(np.argwhere(brain).mean(0))]
     top = float(np.percentile(registered[brain], 99.5)) or 1.0
     views = [(registered[centre[0]], brain[centre[0]], "sagittal"),
              (registered[:, centre[1]], brain[:, centre[1]], "coronal"),
              (registered[:, :, centre[2]], brain[:, :, centre[2]], "axial")]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    for ax, (image, outline, title) in zip(axes, views, strict=True):
-        ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=top)
-        ax.contour(np.rot90(outline), levels=[0.5], colors="#00e5ff", linewidths=1.2)
-        ax.set_title(title, color="white", fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
+    return mosaic_png([(draw_outline(slice_rgb(image, 0, top), outline, "#00e5ff"), title)
+                       for image, outline, title in views], columns=3)
 
 
 def _lesion_figure(raw, lesions: np.ndarray, brain: np.ndarray, count: int = 12) -> str:
     """Axial slices of the scan as acquired (shown in radiological RAS order), the lesion
     outline in red and the scored brain's in blue."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import nibabel as nib
 
     ornt = nib.orientations.io_orientation(raw.affine)
@@ -65,29 +50,19 @@ def _lesion_figure(raw, lesions: np.ndarray, brain: np.ndarray, count: int = 12)
     if len(with_brain) == 0:
         with_brain = np.arange(image.shape[2])
     chosen = np.unique(np.linspace(with_brain[0], with_brain[-1], count).round().astype(int))
-    top = float(np.percentile(image[scored], 99.5)) if scored.any() else float(image.max())
+    top = float(np.percentile(image[scored > 0], 99.5)) if scored.any() else float(image.max())
     # zoomed onto the brain (its bounding box in the slice plane, a little margin)
     inplane = np.argwhere(scored.any(axis=2)) if scored.any() else np.argwhere(
         np.ones(image.shape[:2]))
     lo = np.maximum(inplane.min(0) - 5, 0)
     hi = np.minimum(inplane.max(0) + 6, image.shape[:2])
     crop = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
-    cols = 3
-    rows = math.ceil(len(chosen) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(10, 3.6 * rows), squeeze=False)
-    for ax, z in zip(axes.ravel(), chosen, strict=False):
-        ax.imshow(np.rot90(image[crop][:, :, z]), cmap="gray", vmin=0, vmax=top or 1.0)
-        if scored[crop][:, :, z].any():
-            ax.contour(np.rot90(scored[crop][:, :, z]), levels=[0.5], colors="#3d7bff",
-                       linewidths=0.6)
-        if lesion[crop][:, :, z].any():
-            ax.contour(np.rot90(lesion[crop][:, :, z]), levels=[0.5], colors="#ff2020",
-                       linewidths=1.0)
-        ax.set_title(f"slice {z}", color="white", fontsize=8)
-    for ax in axes.ravel():
-        ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
+    tiles = []
+    for z in chosen:
+        rgb = draw_outline(slice_rgb(image[crop][:, :, z], 0, top or 1.0),
+                           scored[crop][:, :, z], "#3d7bff")
+        tiles.append((draw_outline(rgb, lesion[crop][:, :, z], "#ff2020"), f"slice {z}"))
+    return mosaic_png(tiles, columns=3)
 
 
 def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray],
@@ -141,10 +116,6 @@ outline should follow the scan's brain. If it does not, the mask above is not to
 def _change_figure(images: dict[str, np.ndarray], change, count: int = 6) -> str:
     """Per change (the largest `count`), its axial slice: baseline | follow-up | difference,
     the change outlined (red: new or enlarging, blue: shrinking or resolving)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy import ndimage
 
     chosen = sorted(change.components, key=lambda c: -c["voxels"])[:count]
@@ -152,22 +123,18 @@ def _change_figure(images: dict[str, np.ndarray], change, count: int = 6) -> str
         return ""
     b, f = images["baseline"], images["followup"]
     top = float(np.percentile(f[f > 0], 99.5)) if (f > 0).any() else 1.0
-    fig, axes = plt.subplots(len(chosen), 3, figsize=(9, 3.1 * len(chosen)), squeeze=False)
-    for row, component in zip(axes, chosen, strict=True):
+    tiles = []
+    for component in chosen:
         part = change.labels == component["label"]
         z = int(round(ndimage.center_of_mass(part)[2]))
         colour = "#3d7bff" if component["type"].startswith("shrinking") else "#ff2020"
-        for ax, data, title in zip(row, (b, f, change.score), ("baseline", "follow-up",
-                                                             "difference (spreads)"),
-                                   strict=True):
-            limits = {"vmin": -6, "vmax": 6, "cmap": "coolwarm"} if data is change.score \
-                else {"vmin": 0, "vmax": top, "cmap": "gray"}
-            ax.imshow(np.rot90(data[:, :, z]), **limits)
-            ax.contour(np.rot90(part[:, :, z]), levels=[0.5], colors=colour, linewidths=1.0)
-            ax.set_title(f"{title}: {component['type']}", color="white", fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
+        for data, title in ((b, "baseline"), (f, "follow-up"),
+                            (change.score, "difference (spreads)")):
+            rgb = (slice_rgb(data[:, :, z], -6, 6, "coolwarm") if data is change.score
+                   else slice_rgb(data[:, :, z], 0, top))
+            tiles.append((draw_outline(rgb, part[:, :, z], colour),
+                          f"{title}: {component['type']}"))
+    return mosaic_png(tiles, columns=3)
 
 
 def compare_report(path: Path, summary: dict, table: list[dict],

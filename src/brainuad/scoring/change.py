@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from brainuad.preprocessing.morphology import dilate
 from brainuad.scoring.postprocess import CONNECTIVITY, median_filter
 
 NEW, ENLARGING, SHRINKING = "new", "enlarging", "shrinking or resolving"
@@ -90,7 +91,7 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     baseline, followup, brain, wm = visits.baseline, visits.followup, visits.brain, visits.wm
     lesion_b, lesion_f = visits.lesion_baseline, visits.lesion_followup
     followup = _without_differential_bias(baseline, followup, brain, cfg)
-    where = ndimage.binary_dilation(brain)
+    where = dilate(brain)
     b, f = (median_filter(np.where(brain, v, 0).astype(np.float32), cfg.median_size,
                           where=where) for v in (baseline, followup))
     difference = np.where(brain, f - b, 0).astype(np.float32)

@@ -10,6 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.config import DetectConfig
+from brainuad.preprocessing.morphology import erode
 
 #: 26-connectivity: voxels touching by a corner belong to the same 3D component.
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
@@ -106,7 +107,7 @@ def eroded_mask(mask: np.ndarray, spacing: np.ndarray, erosion_mm: float) -> np.
         iterations = 1
     if iterations == 0:
         return mask > 0
-    return ndimage.binary_erosion(mask > 0, iterations=iterations)
+    return erode(mask > 0, iterations)
 
 
 def remove_small_components(binary: np.ndarray, min_size: int) -> np.ndarray:

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import nn
 
 from brainuad.config import DetectConfig, RunConfig
@@ -18,6 +17,7 @@ from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
 from brainuad.models.common.blocks import fuse_batchnorm
 from brainuad.models.normative.maps import FILE, Normative
+from brainuad.preprocessing.morphology import dilate
 from brainuad.runtime.clock import Stopwatch
 from brainuad.scoring.postprocess import (
     Scored,
@@ -78,7 +78,7 @@ class ResidualScorer:
             residual = residual_map(data.images, reconstruction, data.masks, detect.residual,
                                     floor)
             # Only brain voxels are ever scored; one voxel more covers the interpolation.
-            near_brain = ndimage.binary_dilation(data.masks > 0)
+            near_brain = dilate(data.masks > 0)
             value = to_volume(median_filter(residual, detect.median_size, where=near_brain),
                               data.geometry)
             clock.lap("residual + median")
@@ -101,4 +101,4 @@ class ResidualScorer:
         value = shape_residual(difference, values, brain, detect.residual, floor)
         value = value * np.maximum(z, 0) * region
         return median_filter(value, detect.median_size,
-                             where=ndimage.binary_dilation(brain) & region)
+                             where=dilate(brain) & region)

@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from brainuad.config import DetectConfig, RunConfig
 from brainuad.data.slices import check_unit_range, plan_slices, slice_region
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
 from brainuad.models.normative.maps import FILE, Normative
+from brainuad.preprocessing.morphology import dilate
 from brainuad.runtime.clock import Stopwatch
 from brainuad.scoring.postprocess import (
     Scored,
@@ -49,7 +49,7 @@ class NormativeScorer:
                                hyper_floor(image.data, mask.data, detect))
         clock.lap("normative")
         value = median_filter(value * region, detect.median_size,
-                              where=ndimage.binary_dilation(brain) & region)
+                              where=dilate(brain) & region)
         clock.lap("median")
         score, scored = masked(value, brain, region, image.spacing, detect)
         return Scored(score, brain & region, scored, time.perf_counter() - start,
