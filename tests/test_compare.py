@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -40,13 +41,32 @@ def test_change_types_on_a_hand_built_pair():
         image[box] = 1.0
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
     visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
+    # a 36 mm box of "white matter": no part of it lies 8 mm deep enough for the edge rule
     change = detect_change(visits, ChangeConfig(threshold=5, lesion=2, min_voxels=10,
-                                                median_size=1))
+                                                median_size=1, edge_mm=0))
     kinds = sorted(c["type"] for c in change.components)
     assert kinds == ["enlarging", "new", "shrinking or resolving"]
     assert change.mask[7, 7, 7] == 1 and change.mask[32, 32, 32] == 2
     assert change.mask[21, 6, 6] == 0  # the baseline lesion itself did not change
     assert 0.005 < change.noise < 0.03
+
+
+def test_no_change_is_looked_for_near_the_brains_outline():
+    """The same new lesion is found deep in the white matter and not within `edge_mm` of the
+    brain mask's outline (where the visits' partial volume differs)."""
+    rng = np.random.default_rng(1)
+    shape = (60, 60, 60)
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    baseline, followup = (0.5 + rng.normal(0, 0.01, shape) for _ in range(2))
+    followup[27:33, 27:33, 27:33] = 1.0  # 25 mm deep
+    followup[3:8, 27:33, 27:33] = 1.0  # 2-6 mm inside the outline
+    lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
+    visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
+    cfg = ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1)
+    mask = detect_change(visits, cfg).mask
+    assert mask[30, 30, 30] == 1 and not mask[:12].any()
+    assert detect_change(visits, replace(cfg, edge_mm=0)).mask[5, 30, 30] == 1
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,8 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                      "rule": "after differential bias correction, a change reaches `threshold` "
                              "spreads of the difference's noise (normal-appearing white matter), "
                              "is `lesion` spreads above its visit's own grey matter, lies within "
-                             "`white_mm` of the atlas's white matter and holds `min_seed` voxels "
+                             "`white_mm` of the atlas's white matter deeper than `edge_mm` in "
+                             "the brain and holds `min_seed` voxels "
                              "that changed lesion status and beat the other visit's brightest "
                              "voxel within `tolerance`; settings chosen on scan-rescan and "
                              "validation pairs (docs/results/compare.md)"},
@@ -212,8 +213,8 @@ def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
         levels = tissue_levels(values, inner, tissue, str(followup_path))
         lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
     correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
-    return Visits(b, f, lesion["baseline"], lesion["followup"], brain,
-                       tissue["wm"], correlation)
+    return Visits(b, f, lesion["baseline"], lesion["followup"], brain, tissue["wm"],
+                  correlation)
 
 
 def change_table(labels: np.ndarray, score: np.ndarray, components: list[dict],

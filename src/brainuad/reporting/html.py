@@ -133,7 +133,7 @@ def _change_figure(images: dict[str, np.ndarray], change, count: int = 6) -> str
             rgb = (slice_rgb(data[:, :, z], -6, 6, "coolwarm") if data is change.score
                    else slice_rgb(data[:, :, z], 0, top))
             tiles.append((draw_outline(rgb, part[:, :, z], colour),
-                          f"{title}: {component['type']}"))
+                          f"{title}: {component['type'].split()[0]}"))
     return mosaic_png(tiles, columns=3)
 
 

@@ -10,9 +10,11 @@ a new bias field, its thick slices cut differently) flags nothing:
   `threshold` noise spreads: a lesion that only moved by a voxel, or lost contrast to partial
   volume while staying a lesion, has no seed;
 - a change component: the plain difference beyond `threshold` where its visit has a lesion,
-  within `white_mm` of the atlas's white matter (probability > 0.5; the thick slices' partial
-  volume at the cortex and the cerebellum makes false changes there), with at least `min_seed`
+  within `white_mm` of the atlas's white matter (probability > 0.5) that lies deeper than
+  `edge_mm` inside the brain mask (the thick slices' partial volume at the cortex, the
+  cerebellum and the brain's outline makes false changes there), with at least `min_seed`
   seeds: the seeds decide whether a change is real, the plain difference how far it reaches.
+  So changes of juxtacortical and infratentorial lesions are not looked for.
 Each component is typed by what the baseline had there (new, enlarging, shrinking/resolving).
 """
 
@@ -38,8 +40,9 @@ class ChangeConfig:
     that has the lesion; `min_voxels`: smaller components (1 mm voxels of the atlas grid) are
     noise; `median_size`: both visits' median filter; `ratio_mm`, `bias_mm` > 0: the smooth
     part (a Gaussian of that sigma inside the brain) of the visits' log ratio, then of their
-    difference, is taken off first; `tolerance`, `min_seed`, `white_mm`: see the module.
-    Chosen on scan-rescan pairs and the validation pairs: docs/results/compare.md."""
+    difference, is taken off first; `tolerance`, `min_seed`, `white_mm`, `edge_mm` (mm of the
+    1 mm atlas grid): see the module. Chosen on scan-rescan pairs and the validation pairs:
+    docs/results/compare.md."""
 
     threshold: float = 5.0
     lesion: float = 2.0
@@ -50,6 +53,7 @@ class ChangeConfig:
     tolerance: int = 1
     min_seed: int = 10
     white_mm: float = 2.0
+    edge_mm: float = 8.0
 
 
 @dataclass
@@ -89,6 +93,8 @@ def match(moving: np.ndarray, fixed: np.ndarray, where: np.ndarray) -> np.ndarra
 def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     """The change score, mask and typed components of two visits on one grid."""
     baseline, followup, brain, wm = visits.baseline, visits.followup, visits.brain, visits.wm
+    if cfg.edge_mm > 0:  # the white matter deep inside the brain, where changes are looked for
+        wm = np.where(ndimage.distance_transform_edt(brain) > cfg.edge_mm, wm, 0)
     lesion_b, lesion_f = visits.lesion_baseline, visits.lesion_followup
     followup = _without_differential_bias(baseline, followup, brain, cfg)
     where = dilate(brain)
