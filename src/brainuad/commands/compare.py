@@ -114,7 +114,8 @@ def compare_scans(sources: list[str | Path], out: str | Path,
         for scan in (baseline, followup):
             check_scan(scan)
     results = [attempt(options.keep_going, compare_pair, baseline, followup, out / name,
-                       options) for name, baseline, followup in track(pairs, "compare", "pair")]
+                       options)
+               for name, baseline, followup in track(pairs, "compare", unit="pair")]
     rows = [{"pair": name, "error": r.reason} if isinstance(r, Failed) else _row(r)
             for (name, _, _), r in zip(pairs, results, strict=True)]
     write_csv(out / "summary.csv", rows)

@@ -21,7 +21,7 @@ def _terminal() -> bool:
     return sys.stderr.isatty()
 
 
-def track(items: Iterable, desc: str, total: int | None = None,
+def track(items: Iterable, desc: str, total: int | None = None, *,
           unit: str = "subject") -> Iterable:
     """`items`, with a bar (terminal) or a line per finished item (log) when progress is on."""
     if not _state["on"]:
