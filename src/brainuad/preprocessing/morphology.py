@@ -22,34 +22,33 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """`ndimage.binary_fill_holes` (face-connected background): everything but the background
-    that reaches the border, found as the one background component around the padded box."""
+def _on_box(mask: np.ndarray, operation) -> np.ndarray:
+    """`operation` on `mask`'s bounding box grown by one voxel, background elsewhere: for the
+    three operations below, scipy's result on the whole array (tests/test_morphology.py)."""
     mask = np.asarray(mask, dtype=bool)
     box = bounding_box(mask, 1)
     out = np.zeros(mask.shape, dtype=bool)
-    if box is None:
-        return out
-    labels, _ = ndimage.label(np.pad(~mask[box], 1, constant_values=True))
-    out[box] = (labels != labels.flat[0])[(slice(1, -1),) * mask.ndim]
+    if box is not None:
+        out[box] = operation(mask[box])
     return out
+
+
+def _filled(box: np.ndarray) -> np.ndarray:
+    labels, _ = ndimage.label(np.pad(~box, 1, constant_values=True))
+    return (labels != labels.flat[0])[(slice(1, -1),) * box.ndim]
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`ndimage.binary_fill_holes` (face-connected background): everything but the background
+    that reaches the border, found as the one background component around the padded box."""
+    return _on_box(mask, _filled)
 
 
 def dilate(mask: np.ndarray) -> np.ndarray:
     """`ndimage.binary_dilation(mask)`: one step of the face-connected cross."""
-    mask = np.asarray(mask, dtype=bool)
-    box = bounding_box(mask, 1)
-    out = np.zeros(mask.shape, dtype=bool)
-    if box is not None:
-        out[box] = ndimage.binary_dilation(mask[box])
-    return out
+    return _on_box(mask, ndimage.binary_dilation)
 
 
 def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
     """`ndimage.binary_erosion(mask, iterations=iterations)` (outside the array is background)."""
-    mask = np.asarray(mask, dtype=bool)
-    box = bounding_box(mask, 1)
-    out = np.zeros(mask.shape, dtype=bool)
-    if box is not None:
-        out[box] = ndimage.binary_erosion(mask[box], iterations=iterations)
-    return out
+    return _on_box(mask, lambda box: ndimage.binary_erosion(box, iterations=iterations))

@@ -14,7 +14,8 @@ a new bias field, its thick slices cut differently) flags nothing:
   `edge_mm` inside the brain mask (the thick slices' partial volume at the cortex, the
   cerebellum and the brain's outline makes false changes there), with at least `min_seed`
   seeds: the seeds decide whether a change is real, the plain difference how far it reaches.
-  So changes of juxtacortical and infratentorial lesions are not looked for.
+  So changes of juxtacortical and infratentorial lesions are not looked for, and the noise of
+  the difference is taken in that deep white matter too.
 Each component is typed by what the baseline had there (new, enlarging, shrinking/resolving).
 """
 
