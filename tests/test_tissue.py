@@ -47,3 +47,26 @@ def test_a_local_reference_has_its_own_thresholds():
     one, local = DetectConfig(score="tissue"), DetectConfig(score="tissue", reference_mm=20.0)
     assert one.scoring_key("32") != local.scoring_key("32")
     assert "reference_mm" not in one.scoring_key("32")  # existing thresholds keep their key
+
+
+def test_further_passes_follow_a_bias_that_leaves_grey_matter_beyond_the_trimming():
+    """At 0.7-1.3 the ends lie 6 spreads from the scan's level: one pass trims them away and
+    keeps its level near the middle's; later passes trim around the local level and follow."""
+    values, grey, spacing, _ = _ramp()
+    strong = 1 + 2 * (values - 1)
+    bias = np.linspace(0.7, 1.3, values.shape[0])[:, None, None]
+    ends = (np.r_[6:12, 48:54], slice(15, 35), slice(8, 32))  # 6 mm from the faces
+    once = local_grey_level(strong, grey, LEVELS, spacing, sigma_mm=5.0)
+    more = local_grey_level(strong, grey, LEVELS, spacing, sigma_mm=5.0, passes=5)
+    assert np.abs(once - bias)[ends].max() > 0.1
+    assert np.abs(more - bias)[ends].max() < 0.01
+    lesioned = strong.copy()
+    lesioned[25:35, 20:30, 15:20] = 2.0  # 20 spreads above the local level: still trimmed
+    assert np.abs(local_grey_level(lesioned, grey, LEVELS, spacing, sigma_mm=5.0, passes=5)
+                  - more).max() < 0.02
+
+
+def test_the_passes_are_part_of_the_scoring_key():
+    one = DetectConfig(score="tissue", reference_mm=10.0)
+    assert "passes" not in one.scoring_key("32")  # version 3's thresholds keep their key
+    assert one.scoring_key("32") != one.replaced(reference_passes=5).scoring_key("32")

@@ -171,6 +171,9 @@ class DetectConfig:
     # The tissue score's grey-matter reference: 0 one level for the whole brain; > 0 a level that
     # varies over the brain, the grey matter's Gaussian-weighted mean with this sigma in mm.
     reference_mm: float = 0.0
+    # Passes of that local level: the first trims the grey matter (lesions out) around the scan's
+    # level, each further one around the previous pass's local level (see models/tissue).
+    reference_passes: int = 1
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
     # Calibration subjects the threshold is taken on (0: all; else that many, evenly spread): for
@@ -189,6 +192,8 @@ class DetectConfig:
         if self.residual not in RESIDUALS:
             raise BrainUADError(f"detect.residual {self.residual!r}: choose one of "
                                 f"{', '.join(RESIDUALS)}")
+        if self.reference_passes < 1:
+            raise BrainUADError(f"detect.reference_passes {self.reference_passes}: must be >= 1")
         if not 0 < self.hyper_quantile < 1:
             raise BrainUADError(f"detect.hyper_quantile {self.hyper_quantile}: must be in (0, 1)")
 
@@ -207,6 +212,7 @@ class DetectConfig:
         elif self.score != "residual":
             key = f"score={self.score}," + key
         key += f",reference_mm={self.reference_mm}" if self.reference_mm else ""
+        key += f",passes={self.reference_passes}" if self.reference_passes != 1 else ""
         return key + (f",precision={precision}" if precision != "32" else "")
 
 

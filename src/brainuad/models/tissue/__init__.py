@@ -17,6 +17,7 @@ KIND = Kind(
     scores=("tissue",),
     fields={"model": ("name",), "train": ("modality", "subjects"),
             "detect": ("median_size", "score", "residual", "hyper_quantile", "erosion_mm",
-                       "percentile", "min_component", "seed_margin", "reference_mm", "slices")},
+                       "percentile", "min_component", "seed_margin", "reference_mm",
+                       "reference_passes", "slices")},
     scorer=TissueScorer,
 )
