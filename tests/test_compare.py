@@ -69,6 +69,24 @@ def test_no_change_is_looked_for_near_the_brains_outline():
     assert detect_change(visits, replace(cfg, edge_mm=0)).mask[5, 30, 30] == 1
 
 
+def test_a_lesion_edge_that_moved_within_a_thick_slice_is_no_change():
+    """A lesion whose edge moved by 2 mm is grown on 1 mm slices, and is the same lesion where
+    one visit has 6 mm slices (where an edge lies within a slice is not known)."""
+    rng = np.random.default_rng(2)
+    shape = (60, 60, 60)
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    baseline, followup = (0.5 + rng.normal(0, 0.01, shape) for _ in range(2))
+    baseline[25:33, 25:33, 25:33] = 1.0
+    followup[25:35, 25:35, 25:35] = 1.0  # the same lesion, 2 mm further at three faces
+    lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
+    cfg = ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1)
+    thin = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
+    assert detect_change(thin, cfg).mask.any()
+    thick = replace(thin, slice_mm=6.0)
+    assert not detect_change(thick, cfg).mask.any()
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     return example_pair(tmp_path_factory.mktemp("pair"), resolution=2)

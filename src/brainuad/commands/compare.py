@@ -150,6 +150,7 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                                   options.preprocess)
     lap("register")
     visits = on_atlas(registered, baseline_path, followup_path, options.preprocess)
+    visits.slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
     lap("intensities")
     change = detect_change(visits, options.change)
     lap("change")

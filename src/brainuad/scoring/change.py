@@ -6,9 +6,10 @@ a new bias field, its thick slices cut differently) flags nothing:
 - the two visits' remaining bias fields divided out (the smooth part of their ratio, then of
   their difference: differential bias correction, Lewis & Fox 2004);
 - a seed: the voxel changed lesion status (a lesion at the visit that has it, not at the other)
-  and differs from the brightest voxel of the other visit within `tolerance` voxels by
-  `threshold` noise spreads: a lesion that only moved by a voxel, or lost contrast to partial
-  volume while staying a lesion, has no seed;
+  and differs from the brightest voxel of the other visit within `tolerance` voxels (at least
+  half the thickest slice of the two visits: where a lesion's edge lies within a slice is not
+  known) by `threshold` noise spreads: a lesion that only moved by a voxel, or lost contrast to
+  partial volume while staying a lesion, has no seed;
 - a change component: the plain difference beyond `threshold` where its visit has a lesion,
   within `white_mm` of the atlas's white matter (probability > 0.5) that lies deeper than
   `edge_mm` inside the brain mask (the thick slices' partial volume at the cortex, the
@@ -68,6 +69,7 @@ class Visits:
     brain: np.ndarray
     wm: np.ndarray  # the atlas's white-matter probability
     correlation: float  # of the two visits inside the eroded brain
+    slice_mm: float = 1.0  # the thickest voxel side of the two visits' own grids
 
 
 @dataclass
@@ -106,7 +108,8 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     values = difference[calm] if calm.sum() > 100 else difference[brain]
     noise = max(float(1.4826 * np.median(np.abs(values - np.median(values)))), 1e-6)
     score = difference / noise
-    near = np.ones((2 * cfg.tolerance + 1,) * 3, bool)
+    tolerance = max(cfg.tolerance, int(visits.slice_mm // 2))  # voxels of the 1 mm grid
+    near = np.ones((2 * tolerance + 1,) * 3, bool)
     allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5) <= cfg.white_mm)
     grown = _seeded((score > cfg.threshold) & (lesion_f > cfg.lesion) & allowed,
                     (f - ndimage.maximum_filter(b, footprint=near) > cfg.threshold * noise)
