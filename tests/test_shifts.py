@@ -49,10 +49,12 @@ def test_an_unknown_shift_is_refused():
         shifted(_scan(), "rotate")
 
 
-@pytest.mark.parametrize("contrast, shift", [("flair", "contrast"), ("flair3d", "none"),
-                                             ("flair", "bias")])
+@pytest.mark.parametrize("contrast, shift, seed", [
+    ("flair", "contrast", 2), ("flair3d", "none", 2), ("flair", "bias", 2),
+    ("flair3d", "bias", 1),  # a field version 3 flagged 2.6 ml under (version 4: 0.0)
+])
 def test_a_healthy_scan_under_a_protocol_shift_gets_nearly_nothing_flagged(tmp_path, contrast,
-                                                                           shift):
+                                                                           shift, seed):
     """The bundled model on a healthy synthetic FLAIR as a scanner hands it over, with another
     tissue contrast (a gamma, a 3D FLAIR's) or a bias field: under 2 ml flagged."""
     from brainuad.commands.segment import SegmentOptions, segment_scans
@@ -64,7 +66,7 @@ def test_a_healthy_scan_under_a_protocol_shift_gets_nearly_nothing_flagged(tmp_p
     scan, _ = example_scan(tmp_path, seed=3, resolution=2, lesioned=False, contrast=contrast)
     raw = load_scan(scan)
     moved = save_volume(tmp_path / "shifted" / "healthy_flair.nii.gz",
-                        shifted(raw, shift, seed=2).data, raw.affine)
+                        shifted(raw, shift, seed=seed).data, raw.affine)
     quick = PreprocessConfig(registration=RegistrationConfig(
         shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
     row = segment_scans([moved], tmp_path / "out", SegmentOptions(accelerator="cpu",
