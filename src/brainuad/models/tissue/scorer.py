@@ -68,15 +68,27 @@ def local_grey_level(values: np.ndarray, grey: np.ndarray, levels: dict[str, flo
     pass around the previous pass's local level, so grey matter that a bias field left more
     than 3 spreads brighter than the scan's level (trimmed away at first) comes back in and
     moves its own reference. Computed on voxels binned to about sigma / 4 (a level that varies
-    over centimetres needs no finer grid; 0.5 s a pass instead of 10 s at 1 mm)."""
+    over centimetres needs no finer grid), the bins' sums taken over the grey-matter voxels
+    alone (0.1 s a pass at 1 mm instead of 0.3 s over the whole grid)."""
     spacing = np.asarray(spacing, dtype=float)
     factor = np.maximum(1, np.round(sigma_mm / 4 / spacing)).astype(int)
     sigma = sigma_mm / (factor * spacing)
+    small_shape = tuple(-(-n // f) for n, f in zip(values.shape, factor, strict=True))
+    where = np.flatnonzero(grey)
+    grey_values = values.ravel()[where].astype(np.float64)
+    bins = np.ravel_multi_index(
+        [axis // f for axis, f in zip(np.unravel_index(where, values.shape), factor,
+                                      strict=True)], small_shape)
+    size, block = int(np.prod(small_shape)), float(np.prod(factor))
     level: float | np.ndarray = levels["gm"]
     for _ in range(max(1, passes)):
-        trimmed = grey & (np.abs(values - level) < 3 * levels["gm_spread"])
-        weight = ndimage.gaussian_filter(_binned(trimmed.astype(np.float32), factor), sigma)
-        total = ndimage.gaussian_filter(_binned(np.where(trimmed, values, 0), factor), sigma)
+        around = level if np.isscalar(level) else level.ravel()[where]
+        keep = np.abs(grey_values - around) < 3 * levels["gm_spread"]
+        # the mean over each bin of the trimmed grey matter (0 elsewhere), and of its values
+        weight, total = (
+            ndimage.gaussian_filter((np.bincount(bins[keep], data, minlength=size) / block)
+                                    .reshape(small_shape).astype(np.float32), sigma)
+            for data in (None, grey_values[keep]))
         near = weight > 1e-3
         small = np.where(near, total / np.where(near, weight, 1), levels["gm"]).astype(np.float32)
         # linear interpolation back to the voxels: scipy's `zoom(order=1, grid_mode=True,
@@ -86,14 +98,6 @@ def local_grey_level(values: np.ndarray, grey: np.ndarray, levels: dict[str, flo
             size=tuple(int(n * f) for n, f in zip(small.shape, factor, strict=True)))[0, 0]
         level = full.numpy()[tuple(slice(0, n) for n in values.shape)]
     return level
-
-
-def _binned(data: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """Means over blocks of `factor` voxels (the volume padded with zeros to whole blocks)."""
-    padded = np.pad(data.astype(np.float32),
-                    [(0, -n % f) for n, f in zip(data.shape, factor, strict=True)])
-    shape = [x for n, f in zip(padded.shape, factor, strict=True) for x in (n // f, f)]
-    return padded.reshape(shape).mean(axis=(1, 3, 5))
 
 
 def stats_region(brain: np.ndarray, spacing: np.ndarray) -> np.ndarray:
