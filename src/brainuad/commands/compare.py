@@ -149,8 +149,8 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     registered = register_volumes({"followup": followup, "baseline": baseline}, "followup",
                                   options.preprocess)
     lap("register")
-    visits = on_atlas(registered, baseline_path, followup_path, options.preprocess)
-    visits.slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
+    slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
+    visits = on_atlas(registered, baseline_path, followup_path, options.preprocess, slice_mm)
     lap("intensities")
     change = detect_change(visits, options.change)
     lap("change")
@@ -200,9 +200,10 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
 
 
 def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
-             cfg: PreprocessConfig) -> Visits:
+             cfg: PreprocessConfig, slice_mm: float = 1.0) -> Visits:
     """Both registered visits scaled, the baseline matched to the follow-up, and each visit's
-    lesion z-score against its own grey matter."""
+    lesion z-score against its own grey matter; `slice_mm` the thickest voxel side of the
+    two visits' own grids."""
     brain = registered.mask > 0
     bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
     f, b = (scaled(registered.images[k], registered.mask, bright, path)
@@ -216,7 +217,7 @@ def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
         lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
     correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
     return Visits(b, f, lesion["baseline"], lesion["followup"], brain, tissue["wm"],
-                  correlation)
+                  correlation, slice_mm)
 
 
 def change_table(labels: np.ndarray, score: np.ndarray, components: list[dict],
