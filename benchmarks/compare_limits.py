@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from compare_pairs import COMMON, PAIRS, RAW, _on_common  # benchmarks/compare_pairs.py
+from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures  # benchmarks/
 from scipy import ndimage
 
 from brainuad.commands.compare import on_atlas
@@ -94,16 +94,6 @@ def reference(patient: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     return truth, brain, difference, float(np.prod(image.GetSpacing())) / 1000
 
 
-def figures(ours: np.ndarray, truth: np.ndarray) -> dict:
-    """Lesion-wise detection of the reference, false-discovery rate of ours, voxel Dice."""
-    ref_labels, ref_count = ndimage.label(truth, CONNECTIVITY)
-    our_labels, our_count = ndimage.label(ours, CONNECTIVITY)
-    return {"detection": round(len(set(np.unique(ref_labels[ours])) - {0}) / ref_count, 3),
-            "fdr": round(len(set(range(1, our_count + 1)) - set(np.unique(our_labels[truth])))
-                         / max(our_count, 1), 3),
-            "dice": round(float(2 * (ours & truth).sum() / (ours.sum() + truth.sum())), 3)}
-
-
 def part_a(truths: dict) -> list[dict]:
     rows = []
     print("\n| pair | changes | median size (ul) | under 50 ul | |mean z| < 1 | < 2 | >= 3 | "
@@ -132,8 +122,9 @@ def part_c(inputs: dict, truths: dict) -> list[dict]:
         score = detect_change(case["visits"], ChangeConfig()).score
         for level in (5.0, 4.0, 3.0):
             mask = ((np.abs(score) > level) & case["visits"].brain).astype(np.uint8)
+            found = figures(on_common(case, patient, mask), truths[patient][0])
             row = {"pair": patient, "beyond": level,
-                   **figures(on_common(case, patient, mask), truths[patient][0]),
+                   **{k: round(found[k], 3) for k in ("detection", "fdr", "dice")},
                    "flagged_ml": round(float(mask.sum()) / 1000, 1)}
             rows.append(row)
             print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)

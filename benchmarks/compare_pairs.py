@@ -45,6 +45,18 @@ def _on_common(path: Path, patient: str, study: int, nearest: bool) -> np.ndarra
     return sitk.GetArrayFromImage(sitk.Resample(image, grid, transform, interpolator, 0.0))
 
 
+def figures(got: np.ndarray, truth: np.ndarray) -> dict:
+    """Lesion-wise detection of the reference's changes, false-discovery rate of ours (changes
+    touching no reference change), voxel Dice, and both counts."""
+    ref_labels, ref_count = ndimage.label(truth, CONNECTIVITY)
+    our_labels, our_count = ndimage.label(got, CONNECTIVITY)
+    return {"detection": len(set(np.unique(ref_labels[got])) - {0}) / max(ref_count, 1),
+            "fdr": len(set(range(1, our_count + 1)) - set(np.unique(our_labels[truth])))
+            / max(our_count, 1),
+            "dice": float(2 * (got & truth).sum() / max(got.sum() + truth.sum(), 1)),
+            "changes": our_count, "reference_changes": ref_count}
+
+
 def part_p(work: Path) -> list[dict]:
     rows = []
     for patient in PAIRS:
@@ -62,17 +74,10 @@ def part_p(work: Path) -> list[dict]:
                          for scan, study in ((scans[1], 2), (scans[0], 1)))
         brighter = second / np.median(second[brain]) > first / np.median(first[brain])
         got = ours > 0
-        ref_labels, ref_count = ndimage.label(truth, CONNECTIVITY)
-        our_labels, our_count = ndimage.label(got, CONNECTIVITY)
         both = got & truth
         rows.append({
-            "pair": patient, "seconds": round(seconds, 1),
-            "detection": len(set(np.unique(ref_labels[got])) - {0}) / max(ref_count, 1),
-            "fdr": len(set(range(1, our_count + 1)) - set(np.unique(our_labels[truth])))
-            / max(our_count, 1),
-            "dice": float(2 * both.sum() / max(got.sum() + truth.sum(), 1)),
+            "pair": patient, "seconds": round(seconds, 1), **figures(got, truth),
             "direction": float(((ours == 1) == brighter)[both].mean()) if both.any() else None,
-            "changes": our_count, "reference_changes": ref_count,
             "flagged_voxels": int(got.sum()), "reference_voxels": int(truth.sum())})
         print(json.dumps(rows[-1]), flush=True)
     print("\n| pair | detection | false-discovery rate | Dice | direction right | changes "
