@@ -57,9 +57,8 @@ def cached_inputs(work: Path) -> dict[str, dict]:
                         else Volume(rescanned(baseline, seed).data, baseline.affine, second))
             registered = register_volumes({"followup": followup, "baseline": baseline},
                                           "followup", cfg)
-            slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
             path.write_bytes(pickle.dumps({
-                "visits": on_atlas(registered, first, second, cfg, slice_mm),
+                "visits": on_atlas(registered, baseline, followup, cfg),
                 "transform": registered.transform.GetParameters(),
                 "centre": registered.transform.GetFixedParameters(),
                 "affine": followup.affine, "shape": followup.shape}))

@@ -149,8 +149,7 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     registered = register_volumes({"followup": followup, "baseline": baseline}, "followup",
                                   options.preprocess)
     lap("register")
-    slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
-    visits = on_atlas(registered, baseline_path, followup_path, options.preprocess, slice_mm)
+    visits = on_atlas(registered, baseline, followup, options.preprocess)
     lap("intensities")
     change = detect_change(visits, options.change)
     lap("change")
@@ -199,23 +198,23 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
     return summary
 
 
-def on_atlas(registered: Registered, baseline_path: Path, followup_path: Path,
-             cfg: PreprocessConfig, slice_mm: float = 1.0) -> Visits:
-    """Both registered visits scaled, the baseline matched to the follow-up, and each visit's
-    lesion z-score against its own grey matter; `slice_mm` the thickest voxel side of the
-    two visits' own grids."""
+def on_atlas(registered: Registered, baseline: Volume, followup: Volume,
+             cfg: PreprocessConfig) -> Visits:
+    """Both registered visits (`baseline`, `followup`: the scans as read) scaled, the baseline
+    matched to the follow-up, and each visit's lesion z-score against its own grey matter."""
     brain = registered.mask > 0
     bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
-    f, b = (scaled(registered.images[k], registered.mask, bright, path)
-            for k, path in (("followup", followup_path), ("baseline", baseline_path)))
+    f, b = (scaled(registered.images[k], registered.mask, bright, scan.path)
+            for k, scan in (("followup", followup), ("baseline", baseline)))
     inner = stats_region(brain, np.ones(3))
     b = match(b, f, inner)
     tissue = priors(Volume(f, template_affine()))
     lesion = {}
     for name, values in (("followup", f), ("baseline", b)):
-        levels = tissue_levels(values, inner, tissue, str(followup_path))
+        levels = tissue_levels(values, inner, tissue, str(followup.path))
         lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
     correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
+    slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
     return Visits(b, f, lesion["baseline"], lesion["followup"], brain, tissue["wm"],
                   correlation, slice_mm)
 
