@@ -9,7 +9,18 @@ the tables of docs/results/compare.md, "What limits detection".
 (c) the ceiling of compare's own change score: every voxel beyond 5, 4, 3 spreads, no other
     rule, scored as benchmarks/compare_pairs.py scores it;
 (l) `ChangeConfig.lesion` swept, all else as committed: the pairs, and flagged ml (1 mm atlas
-    grid) on the 11 scan-rescan pairs of compare_pairs.py, where everything is false.
+    grid) on the 11 scan-rescan pairs of compare_pairs.py, where everything is false;
+(o) an oracle that knows each reference change's shape, on the dataset's alignment: the mean
+    difference inside it against that shape placed at every other voxel of the brain (its
+    median and MAD there): how separable the changes would be if where to look were known;
+(s) a smoothed rule without seeds: compare's difference smoothed (Gaussian, 1 mm), each visit
+    against the brightest of the other within compare's tolerance, components beyond 2 spreads
+    where the visit has a lesion (z > 1) in compare's white matter, kept by their peak; the
+    pairs and the rescans' flagged ml, as in (l);
+(v) `ChangeConfig.min_voxels` swept, all else as committed, as in (l), and chosen leave one pair
+    out: for each pair, the level with the best lesion-wise F1 (detection and 1 - FDR) summed
+    over the other two pairs among those whose rescans all stay under 0.5 ml (ties: the
+    smaller, the rule with one count fewer, since `min_seed` seeds are that many voxels).
 compare's atlas-space inputs (`on_atlas`) are made once per pair and cached under --work.
 Reference masks: Lesjak et al. 2016 (CC BY). Prints tables and one JSON line.
 """
@@ -26,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures  # benchmarks/
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from brainuad.commands.compare import on_atlas
 from brainuad.data.shifts import rescanned
@@ -35,10 +46,17 @@ from brainuad.io.sitk import to_sitk
 from brainuad.preprocessing.atlas import template_affine
 from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
 from brainuad.preprocessing.registration import maps_to_native
-from brainuad.scoring.change import ChangeConfig, detect_change
+from brainuad.scoring.change import (
+    ChangeConfig,
+    Visits,
+    detect_change,
+    smooth_inside,
+    without_differential_bias,
+)
 from brainuad.scoring.postprocess import CONNECTIVITY
 
 LESION_LEVELS = (2.0, 1.5, 1.25, 1.0, 0.75, 0.5, 0.0)
+SIZES = (30, 20, 15, 10)
 
 
 def cached_inputs(work: Path) -> dict[str, dict]:
@@ -130,18 +148,19 @@ def part_c(inputs: dict, truths: dict) -> list[dict]:
     return rows
 
 
-def part_l(inputs: dict, truths: dict) -> list[dict]:
+def sweep(inputs: dict, truths: dict, field: str, levels: tuple) -> list[dict]:
+    """Parts (l) and (v): one field of ChangeConfig swept, all else as committed."""
     rows = []
     rescans = sorted(name for name in inputs if name.startswith("rescan_"))
-    print("\n| lesion | rescan max ml (sum of 11) | detection | FDR | Dice |\n|" + " --- |" * 5)
-    for level in LESION_LEVELS:
-        cfg = replace(ChangeConfig(), lesion=level)
+    print(f"\n| {field} | rescan max ml (sum of 11) | detection | FDR | Dice |\n|" + " --- |" * 5)
+    for level in levels:
+        cfg = replace(ChangeConfig(), **{field: level})
         flagged = [float((detect_change(inputs[n]["visits"], cfg).mask > 0).sum()) / 1000
                    for n in rescans]
         pairs = {p: figures(on_common(inputs[p], p,
                                       detect_change(inputs[p]["visits"], cfg).mask),
                             truths[p][0]) for p in PAIRS}
-        rows.append({"lesion": level, "rescan_max_ml": round(max(flagged), 3),
+        rows.append({field: level, "rescan_max_ml": round(max(flagged), 3),
                      "rescan_sum_ml": round(sum(flagged), 2), "pairs": pairs})
         print(f"| {level} | {max(flagged):.2f} ({sum(flagged):.2f}) | "
               + " | ".join(" / ".join(f"{pairs[p][k]:.3f}" for p in PAIRS)
@@ -149,20 +168,118 @@ def part_l(inputs: dict, truths: dict) -> list[dict]:
     return rows
 
 
+def leave_one_out(rows: list[dict], field: str) -> list[dict]:
+    """Part (v)'s choice for each pair from the other two (see the docstring)."""
+    def f1(found: dict) -> float:
+        precision = 1 - found["fdr"]
+        return 2 * found["detection"] * precision / max(found["detection"] + precision, 1e-9)
+
+    allowed = [row for row in rows if row["rescan_max_ml"] < 0.5]
+    chosen = []
+    print(f"\n| left out | {field} chosen on the other two | detection | FDR | Dice |\n|"
+          + " --- |" * 5)
+    for patient in PAIRS:
+        best = max(allowed, key=lambda row: (sum(f1(row["pairs"][p]) for p in PAIRS
+                                                 if p != patient), -row[field]))
+        found = best["pairs"][patient]
+        chosen.append({"left_out": patient, field: best[field],
+                       **{k: round(found[k], 3) for k in ("detection", "fdr", "dice")}})
+        print("| " + " | ".join(str(v) for v in chosen[-1].values()) + " |")
+    return chosen
+
+
+def part_o(truths: dict) -> list[dict]:
+    rows = []
+    print("\n| pair | changes | oracle z > 3 | > 4 | > 5 | median z |\n|" + " --- |" * 6)
+    for patient, (truth, brain, difference, _) in truths.items():
+        # the common grid is (slice, row, column) at about 3 x 0.72 x 0.72 mm: 6 mm of bias off
+        smooth = smooth_inside(difference, brain, (2.0, 8.0, 8.0))
+        difference = np.where(brain, difference - smooth, 0).astype(np.float32)
+        elsewhere = (ndimage.binary_erosion(brain, iterations=3)
+                     & ~ndimage.binary_dilation(truth, iterations=3))
+        labels, count = ndimage.label(truth, CONNECTIVITY)
+        z = []
+        for index, box in enumerate(ndimage.find_objects(labels), start=1):
+            shape = (labels[box] == index).astype(np.float32)
+            inside = float(difference[box][shape > 0].mean())
+            placed = signal.fftconvolve(difference, shape[::-1, ::-1, ::-1] / shape.sum(),
+                                        mode="same")[elsewhere]
+            centre = np.median(placed)
+            z.append(abs(inside - centre) / (1.4826 * np.median(np.abs(placed - centre))))
+        z = np.asarray(z)
+        row = {"pair": patient, "changes": count, **{f"beyond_{k}": int((z > k).sum())
+                                                     for k in (3, 4, 5)},
+               "median_z": round(float(np.median(z)), 2)}
+        rows.append(row)
+        print("| " + " | ".join(str(v) for v in row.values()) + " |", flush=True)
+    return rows
+
+
+def smoothed_rule(visits: Visits, peak: float, sigma: float = 1.0, low: float = 2.0,
+                  lesion: float = 1.0) -> np.ndarray:
+    """Part (s): a change mask (1 growth, 2 shrinkage) by the smoothed rule of the docstring."""
+    cfg = ChangeConfig()
+    brain = visits.brain
+    wm = np.where(ndimage.distance_transform_edt(brain) > cfg.edge_mm, visits.wm, 0)
+    followup = without_differential_bias(visits.baseline, visits.followup, brain, cfg)
+    f, b = (ndimage.gaussian_filter(np.where(brain, v, 0).astype(np.float32), sigma)
+            for v in (followup, visits.baseline))
+    calm = ((wm > 0.9) & brain & (visits.lesion_baseline < cfg.lesion)
+            & (visits.lesion_followup < cfg.lesion))
+    noise = 1.4826 * float(np.median(np.abs((f - b)[calm] - np.median((f - b)[calm]))))
+    tolerance = max(cfg.tolerance, int(visits.slice_mm // 2))
+    near = np.ones((2 * tolerance + 1,) * 3, bool)
+    allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5) <= cfg.white_mm)
+    mask = np.zeros(brain.shape, np.uint8)
+    for code, z, at in ((1, f - ndimage.maximum_filter(b, footprint=near), visits.lesion_followup),
+                        (2, b - ndimage.maximum_filter(f, footprint=near), visits.lesion_baseline)):
+        z = z / noise
+        labels, count = ndimage.label((z > low) & (at > lesion) & allowed, CONNECTIVITY)
+        index = np.arange(1, count + 1)
+        keep = ((np.asarray(ndimage.maximum(z, labels, index)) > peak)
+                & (np.bincount(labels.ravel(), minlength=count + 1)[1:] >= cfg.min_voxels))
+        mask[np.concatenate([[False], keep])[labels]] = code
+    return mask
+
+
+def part_s(inputs: dict, truths: dict) -> list[dict]:
+    rows = []
+    rescans = sorted(name for name in inputs if name.startswith("rescan_"))
+    print("\n| peak | rescan max ml (sum of 11) | detection | FDR | Dice |\n|" + " --- |" * 5)
+    for peak in (4.0, 6.0, 8.0, 10.0):
+        flagged = [float((smoothed_rule(inputs[n]["visits"], peak) > 0).sum()) / 1000
+                   for n in rescans]
+        pairs = {p: figures(on_common(inputs[p], p, smoothed_rule(inputs[p]["visits"], peak)),
+                            truths[p][0]) for p in PAIRS}
+        rows.append({"peak": peak, "rescan_max_ml": round(max(flagged), 3),
+                     "rescan_sum_ml": round(sum(flagged), 2), "pairs": pairs})
+        print(f"| {peak} | {max(flagged):.2f} ({sum(flagged):.2f}) | "
+              + " | ".join(" / ".join(f"{pairs[p][k]:.3f}" for p in PAIRS)
+                           for k in ("detection", "fdr", "dice")) + " |", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="acl")
+    parser.add_argument("--parts", default="aclosv")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-compare-limits"))
     args = parser.parse_args()
     truths = {p: reference(p) for p in PAIRS}
     result: dict = {"benchmark": "compare_limits"}
     if "a" in args.parts:
         result["reference"] = part_a(truths)
-    inputs = cached_inputs(args.work) if set(args.parts) & set("cl") else {}
+    if "o" in args.parts:
+        result["oracle"] = part_o(truths)
+    inputs = cached_inputs(args.work) if set(args.parts) & set("clsv") else {}
     if "c" in args.parts:
         result["ceiling"] = part_c(inputs, truths)
     if "l" in args.parts:
-        result["lesion_levels"] = part_l(inputs, truths)
+        result["lesion_levels"] = sweep(inputs, truths, "lesion", LESION_LEVELS)
+    if "s" in args.parts:
+        result["smoothed"] = part_s(inputs, truths)
+    if "v" in args.parts:
+        result["min_voxels"] = sweep(inputs, truths, "min_voxels", SIZES)
+        result["min_voxels_chosen"] = leave_one_out(result["min_voxels"], "min_voxels")
     print(json.dumps(result))
 
 

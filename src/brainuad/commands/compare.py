@@ -186,7 +186,8 @@ def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                              "the brain and holds `min_seed` voxels "
                              "that changed lesion status and beat the other visit's brightest "
                              "voxel within `tolerance`; settings chosen on scan-rescan and "
-                             "validation pairs (docs/results/compare.md)"},
+                             "validation pairs (min_voxels leave one pair out; "
+                             "docs/results/compare.md)"},
         "warnings": warnings,
         "grid": {"shape": list(followup.shape), "spacing_mm": followup.spacing.round(4).tolist()},
     }

@@ -40,15 +40,16 @@ class ChangeConfig:
     """`threshold`: how many spreads of the difference's noise a change must reach;
     `lesion`: how far above its visit's own grey matter (z) a changed voxel must be at the visit
     that has the lesion; `min_voxels`: smaller components (1 mm voxels of the atlas grid) are
-    noise; `median_size`: both visits' median filter; `ratio_mm`, `bias_mm` > 0: the smooth
-    part (a Gaussian of that sigma inside the brain) of the visits' log ratio, then of their
-    difference, is taken off first; `tolerance`, `min_seed`, `white_mm`, `edge_mm` (mm of the
-    1 mm atlas grid): see the module. Chosen on scan-rescan pairs and the validation pairs:
-    docs/results/compare.md."""
+    noise (at or under `min_seed` it adds nothing: the seeds are voxels of the component);
+    `median_size`: both visits' median filter; `ratio_mm`, `bias_mm` > 0: the smooth part (a
+    Gaussian of that sigma inside the brain) of the visits' log ratio, then of their difference,
+    is taken off first; `tolerance`, `min_seed`, `white_mm`, `edge_mm` (mm of the
+    1 mm atlas grid): see the module. Chosen on scan-rescan pairs and the validation pairs
+    (`min_voxels` leave one pair out): docs/results/compare.md."""
 
     threshold: float = 5.0
     lesion: float = 2.0
-    min_voxels: int = 30
+    min_voxels: int = 10
     median_size: int = 3
     ratio_mm: float = 8.0
     bias_mm: float = 6.0
@@ -99,7 +100,7 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     if cfg.edge_mm > 0:  # the white matter deep inside the brain, where changes are looked for
         wm = np.where(ndimage.distance_transform_edt(brain) > cfg.edge_mm, wm, 0)
     lesion_b, lesion_f = visits.lesion_baseline, visits.lesion_followup
-    followup = _without_differential_bias(baseline, followup, brain, cfg)
+    followup = without_differential_bias(baseline, followup, brain, cfg)
     where = dilate(brain)
     b, f = (median_filter(np.where(brain, v, 0).astype(np.float32), cfg.median_size,
                           where=where) for v in (baseline, followup))
@@ -134,14 +135,14 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     return Change(score.astype(np.float32), mask, components, labels, noise)
 
 
-def _smooth_inside(values: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
+def smooth_inside(values: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian of `values` over `where` only (normalised by the mask's own blur)."""
     weight = ndimage.gaussian_filter(where.astype(np.float32), sigma)
     blurred = ndimage.gaussian_filter(np.where(where, values, 0).astype(np.float32), sigma)
     return blurred / np.maximum(weight, 1e-3)
 
 
-def _without_differential_bias(baseline: np.ndarray, followup: np.ndarray, brain: np.ndarray,
+def without_differential_bias(baseline: np.ndarray, followup: np.ndarray, brain: np.ndarray,
                                cfg: ChangeConfig) -> np.ndarray:
     """The follow-up with what is left of the two visits' bias fields divided out, then the
     smooth part of their difference taken off: after N4 on each visit alone, their ratio still
@@ -149,10 +150,10 @@ def _without_differential_bias(baseline: np.ndarray, followup: np.ndarray, brain
     if cfg.ratio_mm > 0:
         both = brain & (baseline > 1e-3) & (followup > 1e-3)
         ratio = np.log(np.maximum(followup, 1e-3) / np.maximum(baseline, 1e-3))
-        followup = np.where(brain, followup / np.exp(_smooth_inside(ratio, both, cfg.ratio_mm)),
+        followup = np.where(brain, followup / np.exp(smooth_inside(ratio, both, cfg.ratio_mm)),
                             followup)
     if cfg.bias_mm > 0:
-        followup = np.where(brain, followup - _smooth_inside(followup - baseline, brain,
+        followup = np.where(brain, followup - smooth_inside(followup - baseline, brain,
                                                                cfg.bias_mm), followup)
     return followup.astype(np.float32)
 
