@@ -31,6 +31,7 @@ import argparse
 import json
 import pickle
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from brainuad.scoring.change import (
     ChangeConfig,
     Visits,
     detect_change,
+    looked_at,
     smooth_inside,
     without_differential_bias,
 )
@@ -57,6 +59,7 @@ from brainuad.scoring.postprocess import CONNECTIVITY
 
 LESION_LEVELS = (2.0, 1.5, 1.25, 1.0, 0.75, 0.5, 0.0)
 SIZES = (30, 20, 15, 10)
+PEAKS = (4.0, 6.0, 8.0, 10.0)
 
 
 def cached_inputs(work: Path) -> dict[str, dict]:
@@ -148,24 +151,29 @@ def part_c(inputs: dict, truths: dict) -> list[dict]:
     return rows
 
 
-def sweep(inputs: dict, truths: dict, field: str, levels: tuple) -> list[dict]:
-    """Parts (l) and (v): one field of ChangeConfig swept, all else as committed."""
+def sweep(inputs: dict, truths: dict, name: str, levels: tuple,
+          rule: Callable[[Visits, float], np.ndarray]) -> list[dict]:
+    """Parts (l), (s) and (v): `rule(visits, level)`'s change mask at each level, on the 11
+    rescans (flagged ml) and the pairs."""
     rows = []
-    rescans = sorted(name for name in inputs if name.startswith("rescan_"))
-    print(f"\n| {field} | rescan max ml (sum of 11) | detection | FDR | Dice |\n|" + " --- |" * 5)
+    rescans = sorted(case for case in inputs if case.startswith("rescan_"))
+    print(f"\n| {name} | rescan max ml (sum of 11) | detection | FDR | Dice |\n|" + " --- |" * 5)
     for level in levels:
-        cfg = replace(ChangeConfig(), **{field: level})
-        flagged = [float((detect_change(inputs[n]["visits"], cfg).mask > 0).sum()) / 1000
-                   for n in rescans]
-        pairs = {p: figures(on_common(inputs[p], p,
-                                      detect_change(inputs[p]["visits"], cfg).mask),
+        flagged = [float((rule(inputs[n]["visits"], level) > 0).sum()) / 1000 for n in rescans]
+        pairs = {p: figures(on_common(inputs[p], p, rule(inputs[p]["visits"], level)),
                             truths[p][0]) for p in PAIRS}
-        rows.append({field: level, "rescan_max_ml": round(max(flagged), 3),
+        rows.append({name: level, "rescan_max_ml": round(max(flagged), 3),
                      "rescan_sum_ml": round(sum(flagged), 2), "pairs": pairs})
         print(f"| {level} | {max(flagged):.2f} ({sum(flagged):.2f}) | "
               + " | ".join(" / ".join(f"{pairs[p][k]:.3f}" for p in PAIRS)
                            for k in ("detection", "fdr", "dice")) + " |", flush=True)
     return rows
+
+
+def committed_but(field: str) -> Callable[[Visits, float], np.ndarray]:
+    """compare's rule with one field of ChangeConfig set to the level."""
+    return lambda visits, level: detect_change(visits, replace(ChangeConfig(),
+                                                               **{field: level})).mask
 
 
 def leave_one_out(rows: list[dict], field: str) -> list[dict]:
@@ -220,16 +228,11 @@ def smoothed_rule(visits: Visits, peak: float, sigma: float = 1.0, low: float = 
     """Part (s): a change mask (1 growth, 2 shrinkage) by the smoothed rule of the docstring."""
     cfg = ChangeConfig()
     brain = visits.brain
-    wm = np.where(ndimage.distance_transform_edt(brain) > cfg.edge_mm, visits.wm, 0)
+    calm, allowed, near = looked_at(visits, cfg)
     followup = without_differential_bias(visits.baseline, visits.followup, brain, cfg)
     f, b = (ndimage.gaussian_filter(np.where(brain, v, 0).astype(np.float32), sigma)
             for v in (followup, visits.baseline))
-    calm = ((wm > 0.9) & brain & (visits.lesion_baseline < cfg.lesion)
-            & (visits.lesion_followup < cfg.lesion))
     noise = 1.4826 * float(np.median(np.abs((f - b)[calm] - np.median((f - b)[calm]))))
-    tolerance = max(cfg.tolerance, int(visits.slice_mm // 2))
-    near = np.ones((2 * tolerance + 1,) * 3, bool)
-    allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5) <= cfg.white_mm)
     mask = np.zeros(brain.shape, np.uint8)
     for code, z, at in ((1, f - ndimage.maximum_filter(b, footprint=near), visits.lesion_followup),
                         (2, b - ndimage.maximum_filter(f, footprint=near), visits.lesion_baseline)):
@@ -240,23 +243,6 @@ def smoothed_rule(visits: Visits, peak: float, sigma: float = 1.0, low: float = 
                 & (np.bincount(labels.ravel(), minlength=count + 1)[1:] >= cfg.min_voxels))
         mask[np.concatenate([[False], keep])[labels]] = code
     return mask
-
-
-def part_s(inputs: dict, truths: dict) -> list[dict]:
-    rows = []
-    rescans = sorted(name for name in inputs if name.startswith("rescan_"))
-    print("\n| peak | rescan max ml (sum of 11) | detection | FDR | Dice |\n|" + " --- |" * 5)
-    for peak in (4.0, 6.0, 8.0, 10.0):
-        flagged = [float((smoothed_rule(inputs[n]["visits"], peak) > 0).sum()) / 1000
-                   for n in rescans]
-        pairs = {p: figures(on_common(inputs[p], p, smoothed_rule(inputs[p]["visits"], peak)),
-                            truths[p][0]) for p in PAIRS}
-        rows.append({"peak": peak, "rescan_max_ml": round(max(flagged), 3),
-                     "rescan_sum_ml": round(sum(flagged), 2), "pairs": pairs})
-        print(f"| {peak} | {max(flagged):.2f} ({sum(flagged):.2f}) | "
-              + " | ".join(" / ".join(f"{pairs[p][k]:.3f}" for p in PAIRS)
-                           for k in ("detection", "fdr", "dice")) + " |", flush=True)
-    return rows
 
 
 def main() -> None:
@@ -274,11 +260,13 @@ def main() -> None:
     if "c" in args.parts:
         result["ceiling"] = part_c(inputs, truths)
     if "l" in args.parts:
-        result["lesion_levels"] = sweep(inputs, truths, "lesion", LESION_LEVELS)
+        result["lesion_levels"] = sweep(inputs, truths, "lesion", LESION_LEVELS,
+                                        committed_but("lesion"))
     if "s" in args.parts:
-        result["smoothed"] = part_s(inputs, truths)
+        result["smoothed"] = sweep(inputs, truths, "peak", PEAKS, smoothed_rule)
     if "v" in args.parts:
-        result["min_voxels"] = sweep(inputs, truths, "min_voxels", SIZES)
+        result["min_voxels"] = sweep(inputs, truths, "min_voxels", SIZES,
+                                     committed_but("min_voxels"))
         result["min_voxels_chosen"] = leave_one_out(result["min_voxels"], "min_voxels")
     print(json.dumps(result))
 

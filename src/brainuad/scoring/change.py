@@ -96,22 +96,17 @@ def match(moving: np.ndarray, fixed: np.ndarray, where: np.ndarray) -> np.ndarra
 
 def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     """The change score, mask and typed components of two visits on one grid."""
-    baseline, followup, brain, wm = visits.baseline, visits.followup, visits.brain, visits.wm
-    if cfg.edge_mm > 0:  # the white matter deep inside the brain, where changes are looked for
-        wm = np.where(ndimage.distance_transform_edt(brain) > cfg.edge_mm, wm, 0)
+    baseline, followup, brain = visits.baseline, visits.followup, visits.brain
     lesion_b, lesion_f = visits.lesion_baseline, visits.lesion_followup
+    calm, allowed, near = looked_at(visits, cfg)
     followup = without_differential_bias(baseline, followup, brain, cfg)
     where = dilate(brain)
     b, f = (median_filter(np.where(brain, v, 0).astype(np.float32), cfg.median_size,
                           where=where) for v in (baseline, followup))
     difference = np.where(brain, f - b, 0).astype(np.float32)
-    calm = (wm > 0.9) & brain & (lesion_b < cfg.lesion) & (lesion_f < cfg.lesion)
     values = difference[calm] if calm.sum() > 100 else difference[brain]
     noise = max(float(1.4826 * np.median(np.abs(values - np.median(values)))), 1e-6)
     score = difference / noise
-    tolerance = max(cfg.tolerance, int(visits.slice_mm // 2))  # voxels of the 1 mm grid
-    near = np.ones((2 * tolerance + 1,) * 3, bool)
-    allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5) <= cfg.white_mm)
     grown = _seeded((score > cfg.threshold) & (lesion_f > cfg.lesion) & allowed,
                     (f - ndimage.maximum_filter(b, footprint=near) > cfg.threshold * noise)
                     & (lesion_b < cfg.lesion), cfg)
@@ -135,6 +130,20 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
     return Change(score.astype(np.float32), mask, components, labels, noise)
 
 
+def looked_at(visits: Visits, cfg: ChangeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the difference's noise is taken (`calm`: deep white matter, a lesion at neither
+    visit), where changes are looked for (`allowed`) and the seeds' tolerance (`near`, a cube of
+    voxels of the 1 mm grid)."""
+    brain, wm = visits.brain, visits.wm
+    if cfg.edge_mm > 0:  # the white matter deep inside the brain, where changes are looked for
+        wm = np.where(ndimage.distance_transform_edt(brain) > cfg.edge_mm, wm, 0)
+    calm = ((wm > 0.9) & brain & (visits.lesion_baseline < cfg.lesion)
+            & (visits.lesion_followup < cfg.lesion))
+    allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5) <= cfg.white_mm)
+    tolerance = max(cfg.tolerance, int(visits.slice_mm // 2))
+    return calm, allowed, np.ones((2 * tolerance + 1,) * 3, bool)
+
+
 def smooth_inside(values: np.ndarray, where: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian of `values` over `where` only (normalised by the mask's own blur)."""
     weight = ndimage.gaussian_filter(where.astype(np.float32), sigma)
@@ -143,7 +152,7 @@ def smooth_inside(values: np.ndarray, where: np.ndarray, sigma: float) -> np.nda
 
 
 def without_differential_bias(baseline: np.ndarray, followup: np.ndarray, brain: np.ndarray,
-                               cfg: ChangeConfig) -> np.ndarray:
+                              cfg: ChangeConfig) -> np.ndarray:
     """The follow-up with what is left of the two visits' bias fields divided out, then the
     smooth part of their difference taken off: after N4 on each visit alone, their ratio still
     drifts by tens of percent near the edges of a scan's field of view."""
@@ -154,7 +163,7 @@ def without_differential_bias(baseline: np.ndarray, followup: np.ndarray, brain:
                             followup)
     if cfg.bias_mm > 0:
         followup = np.where(brain, followup - smooth_inside(followup - baseline, brain,
-                                                               cfg.bias_mm), followup)
+                                                              cfg.bias_mm), followup)
     return followup.astype(np.float32)
 
 
