@@ -40,21 +40,20 @@ import SimpleITK as sitk
 from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures  # benchmarks/
 from scipy import ndimage, signal
 
-from brainuad.commands.compare import on_atlas
 from brainuad.data.shifts import rescanned
 from brainuad.io.images import Volume, load_scan, save_volume
 from brainuad.io.sitk import to_sitk
-from brainuad.preprocessing.atlas import template_affine
-from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
-from brainuad.preprocessing.registration import maps_to_native
-from brainuad.scoring.change import (
+from brainuad.longitudinal.change import (
     ChangeConfig,
-    Visits,
     detect_change,
     looked_at,
     smooth_inside,
     without_differential_bias,
 )
+from brainuad.longitudinal.visits import Visits, on_atlas
+from brainuad.preprocessing.atlas import template_affine
+from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
+from brainuad.preprocessing.registration import maps_to_native
 from brainuad.scoring.postprocess import CONNECTIVITY
 
 LESION_LEVELS = (2.0, 1.5, 1.25, 1.0, 0.75, 0.5, 0.0)

@@ -42,11 +42,15 @@ DESCRIPTION = ("MS lesions on FLAIR: each voxel against the scan's own grey matt
                "clinical device")
 
 
-def _without_paths(info: dict) -> dict:
-    """threshold.json as shipped: scan names stay, the paths of the machine that made it go."""
+def shipped_thresholds(info: dict) -> dict:
+    """threshold.json as shipped: only the scorings that have an operating point (the ones
+    the bundled config runs), without the training percentile's threshold of another scoring
+    or the paths of the machine that made it; scan names stay."""
     points = {key: {k: v for k, v in point.items() if k != "manifest"}
               for key, point in info.get("operating_points", {}).items()}
-    return {**info, "operating_points": points}
+    return {"version": info["version"], "calibration": info["calibration"],
+            "scorings": {key: info["scorings"][key] for key in points},
+            "operating_points": points}
 
 
 def _point_subjects(path: Path) -> list[str]:
@@ -64,7 +68,7 @@ def release(out: Path, workers: int = 2) -> None:
     TARGET.mkdir(parents=True)
     for name in made.files:
         if name == "threshold.json":
-            info = _without_paths(json.loads((run / name).read_text()))
+            info = shipped_thresholds(json.loads((run / name).read_text()))
             (TARGET / name).write_text(json.dumps(info, indent=2) + "\n")
         elif name == "config.yaml":  # with the detection settings of the variant it was chosen in
             config = yaml.safe_load((run / name).read_text())

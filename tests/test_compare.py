@@ -16,9 +16,10 @@ from brainuad.data.example import example_pair
 from brainuad.data.shifts import rescanned
 from brainuad.errors import BrainUADError
 from brainuad.io.images import load_scan, save_volume
+from brainuad.longitudinal.change import ChangeConfig, detect_change
+from brainuad.longitudinal.visits import Visits
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
-from brainuad.scoring.change import ChangeConfig, Visits, detect_change
 from conftest import fetched_urls
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
@@ -159,3 +160,16 @@ def test_compare_wants_two_scans_and_checks_them_first(tmp_path):
                                       str(tmp_path / "o")])
     assert result.exit_code == 1 and "file is empty" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_two_visits_that_are_not_one_persons_are_refused_or_warned():
+    from pathlib import Path
+
+    from brainuad.longitudinal.visits import MIN_SAME_PERSON, same_person
+
+    a, b = Path("a.nii.gz"), Path("b.nii.gz")
+    assert same_person(MIN_SAME_PERSON, a, b, "refuse") == []
+    with pytest.raises(BrainUADError, match="a.nii.gz and b.nii.gz correlate 0.30 .* not the "
+                                            "same person's .--qc warn compares them anyway"):
+        same_person(0.3, a, b, "refuse")
+    assert "not the same person's" in same_person(0.3, a, b, "warn")[0]

@@ -1,12 +1,8 @@
 import numpy as np
 import pytest
 
-from brainuad.scoring.postprocess import (
-    eroded_mask,
-    median_filter,
-    remove_small_components,
-    segment,
-)
+from brainuad.preprocessing.morphology import eroded_mask
+from brainuad.scoring.postprocess import median_filter, remove_small_components, segment
 
 
 def _blob(n, shape=(12, 12, 12), start=(2, 2, 2)):

@@ -349,3 +349,28 @@ def test_compare_on_a_real_pair_and_on_a_real_rescan(tmp_path):
     flagged = np.asarray(nib.load(tmp_path / "rescan" / row["pair"] /
                                   "change_mask.nii.gz").dataobj) > 0
     assert flagged.sum() * scan.spacing.prod() / 1000 < 0.5, row  # measured 0.235 ml
+
+
+def test_a_t1_or_another_persons_flair_is_refused_whatever_its_name(tmp_path):
+    """Issue 37: a T1 copied to `visit.nii.gz` is refused by segment and compare from what it
+    contains (its tissues' order after registration), and two different people's FLAIRs are
+    not compared (their correlation after rigid registration: benchmarks/inputs_check.py)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from brainuad.commands.cli import app
+
+    raw = shared_data("mslub_longitudinal_raw")
+    visit = tmp_path / "visit.nii.gz"
+    shutil.copy(raw / "patient03_study2" / "T1W.nii.gz", visit)
+    for args in (["segment", str(visit), "--out", str(tmp_path / "seg")],
+                 ["compare", str(visit), str(raw / "patient03_study2" / "FLAIR.nii.gz"),
+                  "--out", str(tmp_path / "cmp")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert f"{visit}: given as a FLAIR, but its contrast is not a FLAIR's" in result.output
+        assert "it looks like a T1" in result.output and "Traceback" not in result.output
+    others = [str(raw / s / "FLAIR.nii.gz") for s in ("patient04_study1", "patient03_study2")]
+    result = CliRunner().invoke(app, ["compare", *others, "--out", str(tmp_path / "two")])
+    assert result.exit_code == 1 and "not the same person's" in result.output, result.output

@@ -197,3 +197,24 @@ def test_the_bundled_folder_holds_only_what_its_model_json_lists():
         held = sorted(p.name for p in bundled.folder.iterdir())
         assert held == sorted(["model.json", *bundled.info.files]), bundled.folder
         assert all((bundled.folder / name).stat().st_size > 0 for name in held)
+
+
+def test_the_bundled_thresholds_hold_only_numbers_of_the_shipped_scoring():
+    """threshold.json of a bundled model: the scoring its config runs, its quantiles and its
+    operating point; no threshold of another scoring (issue 37)."""
+    import json
+
+    from brainuad.detection.detector import Detector
+    from brainuad.models.bundled import available
+
+    for bundled in available():
+        detector = Detector.load(bundled.folder, "cpu")
+        key = detector.scoring_key(detector.settings())
+        info = json.loads((bundled.folder / "threshold.json").read_text())
+        assert set(info) == {"version", "calibration", "scorings", "operating_points"}
+        assert list(info["scorings"]) == [key] and list(info["operating_points"]) == [key]
+        assert set(info["scorings"][key]) == {"quantiles", "voxels", "range", "subjects"}
+        assert info["scorings"][key]["subjects"] == info["calibration"]["subjects"]
+        assert set(info["operating_points"][key]) == {"threshold", "dice", "subjects"}
+        assert detector.threshold(detector.settings()) == info["operating_points"][key][
+            "threshold"]

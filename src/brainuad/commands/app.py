@@ -57,5 +57,23 @@ def _command(panel: str) -> Callable:
     return register
 
 
+Force = Annotated[bool, typer.Option(
+    "--force", help="Redo every output, also those made before with the same scans, model and "
+                    "settings (a rerun otherwise skips those and redoes the others, saying why).")]
+
+
+def order_option(value: str | None) -> list[str] | None:
+    """`--session-order pre,post` as a list of labels (without `ses-`)."""
+    if value is None:
+        return None
+    labels = [v.strip().removeprefix("ses-") for v in value.split(",") if v.strip()]
+    if len(labels) < 2 or len(set(labels)) < len(labels):
+        from brainuad.errors import BrainUADError
+
+        raise BrainUADError(f"order {value!r}: give two or more different labels, earliest "
+                            "first, separated by commas")
+    return labels
+
+
 def _drop_none(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}

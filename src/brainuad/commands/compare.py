@@ -1,13 +1,8 @@
 """`brainuad compare BASELINE FOLLOWUP`: what changed between two visits of one person: new and
 enlarging lesions, shrinking or resolving ones. The best model of "normal" for the follow-up is
 the same person's earlier scan, from the same scanner as a rule: no other protocol's statistics.
-
-Per pair (each a FLAIR as it leaves the scanner: NIfTI or a folder with one DICOM series):
-N4 on both; the follow-up registered to MNI152 (its plausibility checked, as `segment` does) and
-the baseline rigidly to the follow-up, so both are resampled onto the atlas grid through one
-interpolation each; CurvatureFlow and brain-percentile scaling on both, the baseline matched
-linearly to the follow-up's intensities; each visit's own lesion z-score (against its own grey
-matter: the `tissue` model); the change (`scoring/change.py`), written on the follow-up's grid:
+The work is the library's (`longitudinal/`); this command reads the pairs, skips or redoes each
+and writes what a person and a program read, on the follow-up's grid:
 
     OUT/<pair>/change_mask.nii.gz    1 new or enlarging, 2 shrinking or resolving
     OUT/<pair>/change_score.nii.gz   the difference in spreads of its noise (signed)
@@ -16,59 +11,54 @@ matter: the `tissue` model); the change (`scoring/change.py`), written on the fo
     OUT/<pair>/report.html           baseline | follow-up | difference at each change
     OUT/summary.csv                  one row per pair
 
-`summary.json` is written last: a pair whose summary exists is skipped when run again.
+A pair's folder is written whole under a temporary name and renamed when complete; its
+`summary.json` records what made it (both scans' content, the settings, brainuad's version), so
+a rerun skips a pair made with what would make it now and redoes any other, saying why.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from brainuad import __version__
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
-from brainuad.io.files import remove_partials, write_csv, write_text
-from brainuad.io.images import Volume, check_scan, load_scan, save_volume
+from brainuad.io.files import atomic_folder, write_csv, write_text
+from brainuad.io.images import check_scan, save_volume
+from brainuad.io.provenance import KEY, record, reuse
 from brainuad.io.scans import scan_name
-from brainuad.io.sitk import to_sitk
-from brainuad.models.tissue.scorer import priors, stats_region, tissue_levels
+from brainuad.io.visits import parse_time, visit_order
+from brainuad.longitudinal.change import ENLARGING, NEW, RULE, SHRINKING, ChangeConfig
+from brainuad.longitudinal.compare import CHANGE_COLUMNS, change_table, find_changes
 from brainuad.preprocessing.atlas import template_affine
-from brainuad.preprocessing.pipeline import (
-    PreprocessConfig,
-    Registered,
-    register_volumes,
-    scaled,
-)
-from brainuad.preprocessing.registration import maps_to_native, quality_warnings
+from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
-from brainuad.runtime.progress import Stages, track
-from brainuad.scoring.change import ChangeConfig, Visits, detect_change, match
+from brainuad.runtime.progress import Stages, note, track
 
 SUMMARY = "summary.json"
 STAGES = ("read", "register", "intensities", "change", "to follow-up grid", "write", "report")
-CHANGE_COLUMNS = ["change", "type", "volume_ml", "centroid_x_mm", "centroid_y_mm",
-                  "centroid_z_mm", "mean_score", "max_abs_score"]
-#: Below this correlation of the two visits inside the brain, the pair's alignment is doubtful.
-MIN_CORRELATION = 0.8
-
-
 @dataclass(frozen=True)
 class CompareOptions:
     change: ChangeConfig = field(default_factory=ChangeConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     keep_going: bool = False
+    visit_order: list[str] | None = None  # the visits' order where labels and times cannot tell
+    force: bool = False  # redo pairs done before, even with the same settings
 
 
-def read_visits(path: Path) -> list[tuple[str, Path, Path]]:
+def read_visits(path: Path, stated: list[str] | None = None) -> list[tuple[str, Path, Path]]:
     """(pair name, baseline, follow-up) for every consecutive pair of visits of each subject of
-    a CSV with columns `subject`, `visit` (sorted as numbers where they are, else as text) and
-    `flair` (paths relative to the CSV)."""
+    a CSV with columns `subject`, `visit`, `flair` (paths relative to the CSV) and optionally
+    `acq_time`; visits in time order by the one rule of `io/visits.py` (`stated`: an order the
+    user gave). A subject whose visits' order cannot be told is refused, naming it."""
     try:
         rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
     except (OSError, UnicodeDecodeError) as err:
@@ -77,21 +67,24 @@ def read_visits(path: Path) -> list[tuple[str, Path, Path]]:
     if missing:
         raise BrainUADError(f"{path}: needs the columns subject, visit and flair (missing: "
                             f"{', '.join(sorted(missing))})")
-    visits: dict[str, list[tuple[str, Path]]] = {}
+    visits: dict[str, dict[str, tuple[Path, datetime | None]]] = {}
     for line, row in enumerate(rows, start=2):
         scan = (path.parent / row["flair"].strip()).resolve()
         if not scan.exists():
             raise BrainUADError(f"{path}, line {line}: {row['flair']!r} does not exist")
-        visits.setdefault(row["subject"].strip(), []).append((row["visit"].strip(), scan))
-
-    def order(visit: str) -> tuple:
-        return (0, float(visit), "") if visit.replace(".", "", 1).isdigit() else (1, 0.0, visit)
-
+        subject, visit = row["subject"].strip(), row["visit"].strip()
+        if visit in visits.get(subject, {}):
+            raise BrainUADError(f"{path}, line {line}: visit {visit!r} of {subject!r} twice")
+        try:
+            when = parse_time(row.get("acq_time") or "")
+        except BrainUADError as err:
+            raise BrainUADError(f"{path}, line {line}: {err}") from None
+        visits.setdefault(subject, {})[visit] = (scan, when)
     pairs = []
     for subject, scans in visits.items():
-        scans.sort(key=lambda item: order(item[0]))
-        pairs += [(f"{subject}_{a}-{b}", pa, pb)
-                  for (a, pa), (b, pb) in zip(scans, scans[1:], strict=False)]
+        order = visit_order(list(scans), {v: t for v, (_, t) in scans.items()}, stated,
+                            f"{path}: subject {subject}")
+        pairs += [(f"{subject}_{a}-{b}", scans[a][0], scans[b][0]) for a, b in order.pairs()]
     if not pairs:
         raise BrainUADError(f"{path}: no subject has two visits")
     return pairs
@@ -105,7 +98,7 @@ def compare_scans(sources: list[str | Path], out: str | Path,
     out = Path(out)
     sources = [Path(s) for s in sources]
     if len(sources) == 1 and sources[0].suffix == ".csv":
-        pairs = read_visits(sources[0])
+        pairs = read_visits(sources[0], options.visit_order)
     elif len(sources) == 2:
         pairs = [(f"{scan_name(sources[0])}-{scan_name(sources[1])}", *sources)]
     else:
@@ -132,114 +125,64 @@ def _row(summary: dict) -> dict:
             "error": ""}
 
 
+def made_by(baseline: Path, followup: Path, options: CompareOptions) -> dict:
+    """The record of a pair's outputs (`io/provenance.py`): what would make them now."""
+    settings = {"change": dataclasses.asdict(options.change),
+                "preprocess": dataclasses.asdict(options.preprocess)}
+    return record({"baseline": baseline, "followup": followup},
+                  json.loads(json.dumps(settings)))
+
+
 def compare_pair(baseline_path: Path, followup_path: Path, folder: Path,
                  options: CompareOptions) -> dict:
-    """One pair's outputs in `folder`; its summary (read back if it was done before)."""
-    if (folder / SUMMARY).is_file():
-        return json.loads((folder / SUMMARY).read_text())
-    remove_partials(folder)
-    clock, stages, start = Stopwatch(), Stages(folder.name, len(STAGES)), time.perf_counter()
+    """One pair's outputs in `folder`; its summary (read back where the pair was done before
+    with what would make it now)."""
+    made = made_by(baseline_path, followup_path, options)
+    kept, said = reuse(folder / SUMMARY, made, options.force)
+    if said:
+        note(f"{folder.name}: {said}")
+    if kept is not None:
+        return kept
+    with atomic_folder(folder) as work:
+        summary = _compare(baseline_path, followup_path, work, folder.name, options)
+        summary[KEY] = made
+        write_text(work / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _compare(baseline_path: Path, followup_path: Path, folder: Path, name: str,
+             options: CompareOptions) -> dict:
+    """The outputs of pair `name` written into `folder`; its summary."""
+    clock, stages, start = Stopwatch(), Stages(name, len(STAGES)), time.perf_counter()
 
     def lap(name: str) -> None:
         clock.lap(name)
         stages.done(name)
 
-    followup, baseline = load_scan(followup_path), load_scan(baseline_path)
-    lap("read")
-    registered = register_volumes({"followup": followup, "baseline": baseline}, "followup",
-                                  options.preprocess)
-    lap("register")
-    visits = on_atlas(registered, baseline, followup, options.preprocess)
-    lap("intensities")
-    change = detect_change(visits, options.change)
-    lap("change")
-    affine = template_affine()
-    grid = to_sitk(followup.data, followup.affine)
-    native = maps_to_native({"score": change.score, "mask": change.mask,
-                             "labels": change.labels}, affine, grid, registered.transform)
-    lap("to follow-up grid")
-    table = change_table(native["labels"].round().astype(int), native["score"],
-                         change.components, followup.affine)
+    found = find_changes(baseline_path, followup_path, options.preprocess, options.change, lap)
+    followup, native = found.followup, found.native
+    table = change_table(found)
     save_volume(folder / "change_score.nii.gz", native["score"], followup.affine, np.float32)
-    save_volume(folder / "change_mask.nii.gz", native["mask"].round(), followup.affine,
-                np.uint8)
+    save_volume(folder / "change_mask.nii.gz", native["mask"], followup.affine, np.uint8)
     write_csv(folder / "changes.csv", table, CHANGE_COLUMNS)
     lap("write")
-    warnings = quality_warnings(registered.quality, options.preprocess.registration)
-    if visits.correlation < MIN_CORRELATION:
-        warnings.append(f"the two visits correlate {visits.correlation:.2f} inside the brain after "
-                        f"registration (below {MIN_CORRELATION}): check their alignment")
     summary = {
-        "pair": folder.name, "baseline": str(baseline_path), "followup": str(followup_path),
+        "pair": name, "baseline": str(baseline_path), "followup": str(followup_path),
         "brainuad": __version__,
         "changes": {kind: {"count": sum(r["type"] == kind for r in table),
                            "ml": round(sum(r["volume_ml"] for r in table if r["type"] == kind),
                                        4)}
-                    for kind in ("new", "enlarging", "shrinking or resolving")},
-        "registration": {**registered.quality, "visit_correlation": visits.correlation},
-        "noise": change.noise,
-        "settings": {**options.change.__dict__,
-                     "rule": "after differential bias correction, a change reaches `threshold` "
-                             "spreads of the difference's noise (normal-appearing white matter), "
-                             "is `lesion` spreads above its visit's own grey matter, lies within "
-                             "`white_mm` of the atlas's white matter deeper than `edge_mm` in "
-                             "the brain and holds `min_seed` voxels "
-                             "that changed lesion status and beat the other visit's brightest "
-                             "voxel within `tolerance`; settings chosen on scan-rescan and "
-                             "validation pairs (min_voxels leave one pair out; "
-                             "docs/results/compare.md)"},
-        "warnings": warnings,
+                    for kind in (NEW, ENLARGING, SHRINKING)},
+        "registration": {**found.registered.quality,
+                         "visit_correlation": found.visits.correlation},
+        "noise": found.change.noise,
+        "settings": {**dataclasses.asdict(options.change), "rule": RULE},
+        "warnings": found.warnings,
         "grid": {"shape": list(followup.shape), "spacing_mm": followup.spacing.round(4).tolist()},
     }
-    compare_report(folder / "report.html", summary, table, registered.images, change, affine)
+    compare_report(folder / "report.html", summary, table, found.registered.images,
+                   found.change, template_affine())
     lap("report")
     summary["seconds"] = clock.seconds(start)
-    write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
     stages.close()
     return summary
-
-
-def on_atlas(registered: Registered, baseline: Volume, followup: Volume,
-             cfg: PreprocessConfig) -> Visits:
-    """Both registered visits (`baseline`, `followup`: the scans as read) scaled, the baseline
-    matched to the follow-up, and each visit's lesion z-score against its own grey matter."""
-    brain = registered.mask > 0
-    bright = replace(cfg, keep_bright=True)  # the tissue levels need the tail
-    f, b = (scaled(registered.images[k], registered.mask, bright, scan.path)
-            for k, scan in (("followup", followup), ("baseline", baseline)))
-    inner = stats_region(brain, np.ones(3))
-    b = match(b, f, inner)
-    tissue = priors(Volume(f, template_affine()))
-    lesion = {}
-    for name, values in (("followup", f), ("baseline", b)):
-        levels = tissue_levels(values, inner, tissue, str(followup.path))
-        lesion[name] = (values - levels["gm"]) / levels["gm_spread"]
-    correlation = float(np.corrcoef(f[inner], b[inner])[0, 1])
-    slice_mm = float(max(followup.spacing.max(), baseline.spacing.max()))
-    return Visits(b, f, lesion["baseline"], lesion["followup"], brain, tissue["wm"],
-                  correlation, slice_mm)
-
-
-def change_table(labels: np.ndarray, score: np.ndarray, components: list[dict],
-                 affine: np.ndarray) -> list[dict]:
-    """One row per change component present on the follow-up's grid, largest first."""
-    kinds = {c["label"]: c["type"] for c in components}
-    index = [i for i in kinds if (labels == i).any()]
-    if not index:
-        return []
-    sizes = ndimage.sum_labels(np.ones(labels.shape), labels, index)
-    centres = np.array(ndimage.center_of_mass(np.ones(labels.shape), labels, index))
-    world = (affine[:3, :3] @ centres.T).T + affine[:3, 3]
-    means = ndimage.mean(score, labels, index)
-    extremes = ndimage.maximum(np.abs(score), labels, index)
-    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
-    order = np.argsort(-np.asarray(sizes))
-    return [{"change": rank + 1, "type": kinds[index[i]],
-             "volume_ml": round(float(sizes[i] * voxel_ml), 4),
-             "centroid_x_mm": round(float(world[i, 0]), 2),
-             "centroid_y_mm": round(float(world[i, 1]), 2),
-             "centroid_z_mm": round(float(world[i, 2]), 2),
-             "mean_score": round(float(means[i]), 3),
-             "max_abs_score": round(float(extremes[i]), 3)}
-            for rank, i in enumerate(order)]
-

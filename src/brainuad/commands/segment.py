@@ -15,12 +15,16 @@ threshold cuts the mask, and everything is written on the scan's own grid:
     OUT/<scan>/report.html           a QC page that opens offline (images embedded)
     OUT/summary.csv                  one row per scan
 
-Every file is written atomically and `summary.json` last, so a scan whose summary exists is
-complete and is skipped when the command runs again.
+A scan's folder is written whole under a temporary name and renamed when complete, so it is
+always the old complete output or the new one. `summary.json` records what made it (the scan's
+content hash, the model's name, version and file hashes, every setting that changes a result,
+brainuad's version): a rerun skips a scan made with what would make it now and redoes any other,
+saying which setting changed (`io/provenance.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -32,12 +36,14 @@ from brainuad import __version__
 from brainuad.config import DetectConfig
 from brainuad.detection.detector import Detector
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
-from brainuad.io.files import remove_partials, write_csv, write_text
-from brainuad.io.images import check_scan, load_scan, save_volume
+from brainuad.io.files import atomic_folder, write_csv, write_text
+from brainuad.io.images import Volume, check_scan, load_scan, save_volume
+from brainuad.io.provenance import KEY, model_record, record, reuse
 from brainuad.io.scans import find_scans
 from brainuad.io.sitk import to_sitk
 from brainuad.models.bundled import DEFAULT
-from brainuad.preprocessing.pipeline import PreprocessConfig, prepare_scan
+from brainuad.models.folder import INFO as MODEL_INFO
+from brainuad.preprocessing.pipeline import PreprocessConfig, Registered, prepare_scan
 from brainuad.preprocessing.registration import (
     RegistrationConfig,
     maps_to_native,
@@ -45,10 +51,10 @@ from brainuad.preprocessing.registration import (
 )
 from brainuad.reporting.html import segment_report
 from brainuad.runtime.clock import Stopwatch
-from brainuad.runtime.progress import Stages, track
+from brainuad.runtime.progress import Stages, note, track
 from brainuad.scoring.postprocess import lesion_table
 
-SUMMARY = "summary.json"  # written last: a scan's folder with it is complete
+SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
 LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                   "mean_score", "max_score"]
@@ -57,12 +63,13 @@ LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "cent
 @dataclass(frozen=True)
 class SegmentOptions:
     """Which model (a bundled model's name or a run directory), where its networks run, the
-    threshold (`fpr`: the one flagging that fraction of its calibration voxels, instead of its
-    validation operating point), and whether a failed scan stops the others."""
+    threshold (`flag_fraction`: the one flagging that fraction of the scored voxels of its
+    calibration scans, instead of its validation operating point), and whether a failed scan
+    stops the others."""
 
     model: str | Path = DEFAULT
     accelerator: str = "auto"
-    fpr: float | None = None
+    flag_fraction: float | None = None
     keep_going: bool = False
     #: "refuse" a scan whose registration is broken (two figures out of bound, or one far
     #: out), warn for a doubtful one; "warn": go on with both, the figures in the outputs
@@ -71,6 +78,7 @@ class SegmentOptions:
     #: "template": the MNI152 mask carried over by the registration (skips deepbet)
     brain_mask: str = "scan"
     preprocess: PreprocessConfig | None = None  # None: the defaults, on the model's modality
+    force: bool = False  # redo scans done before, even with the same settings
 
 
 @dataclass
@@ -82,6 +90,18 @@ class _Job:
     threshold: float
     rule: str
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    force: bool = False
+
+    def made_by(self, path: Path) -> dict:
+        """The record of a scan's outputs (`io/provenance.py`): what would make them now."""
+        info = self.detector.model_info
+        model = (model_record(info.name, info.version, self.detector.folder,
+                              [MODEL_INFO, *info.files]) if info is not None else None)
+        settings = {"threshold": self.threshold, "rule": self.rule,
+                    "precision": self.detector.precision(self.detect),
+                    "detect": dataclasses.asdict(self.detect),
+                    "preprocess": dataclasses.asdict(self.preprocess)}
+        return record({"scan": path}, json.loads(json.dumps(settings)), model)
 
 
 def segment_scans(sources: list[str | Path], out: str | Path,
@@ -112,11 +132,11 @@ def make_job(options: SegmentOptions) -> _Job:
     detector = Detector.load(options.model, options.accelerator)
     modality = detector.cfg.train.modality
     detect = detector.settings()
-    return _Job(detector, detect, detector.threshold(detect, options.fpr),
-                detector.rule(detect, options.fpr),
+    return _Job(detector, detect, detector.threshold(detect, options.flag_fraction),
+                detector.rule(detect, options.flag_fraction),
                 options.preprocess or PreprocessConfig(
                     reference=modality, brain_mask=options.brain_mask,
-                    registration=RegistrationConfig(qc=options.qc)))
+                    registration=RegistrationConfig(qc=options.qc)), options.force)
 
 
 def _row(summary: dict) -> dict:
@@ -131,22 +151,40 @@ def _row(summary: dict) -> dict:
 
 
 def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
-    """One scan's outputs in `folder`; its summary (read back if the scan was done before)."""
-    if (folder / SUMMARY).is_file():
-        return json.loads((folder / SUMMARY).read_text())
-    remove_partials(folder)
-    clock, stages = Stopwatch(), Stages(folder.name, len(STAGES))
-    start = time.perf_counter()
+    """One scan's outputs in `folder`; its summary (read back where the scan was done before
+    with what would make it now)."""
+    made = job.made_by(path)
+    kept, said = reuse(folder / SUMMARY, made, job.force)
+    if said:
+        note(f"{folder.name}: {said}")
+    if kept is not None:
+        return kept
+    with atomic_folder(folder) as work:
+        summary = _segment(path, work, folder.name, job)
+        summary[KEY] = made
+        write_text(work / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return summary
 
-    def lap(name: str) -> None:
-        clock.lap(name)
-        stages.done(name)
 
+@dataclass
+class Found:
+    """What a scan's lesions were found from and on: the scan as read, the maps on its grid
+    (`score`, `lesions`, `brain`) and the registration (figures, brain outline, the scan on
+    the template grid for the report)."""
+
+    raw: Volume
+    native: dict[str, np.ndarray]
+    registration: Registered
+
+
+def find_lesions(path: Path, job: _Job, lap) -> Found:
+    """The heavy part: read, preprocess, score, threshold, maps back on the scan's grid
+    (`lap(stage)` after each)."""
     detector, detect = job.detector, job.detect
     raw = load_scan(path)
     lap("read")
-    modality = detector.cfg.train.modality
-    image, mask, registration = prepare_scan(raw, job.preprocess, modality)
+    image, mask, registration = prepare_scan(raw, job.preprocess,
+                                             detector.cfg.train.modality)
     lap("preprocess")
     scored = detector.score(image, mask, detect)
     lap("score")
@@ -157,6 +195,20 @@ def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
     native["lesions"] = native["lesions"] > 0.5
     native["brain"] = native["brain"] > 0.5
     lap("to scan grid")
+    return Found(raw, native, registration)
+
+
+def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
+    """The outputs of scan `name` written into `folder`; its summary."""
+    clock, stages = Stopwatch(), Stages(name, len(STAGES))
+    start = time.perf_counter()
+
+    def lap(name: str) -> None:
+        clock.lap(name)
+        stages.done(name)
+
+    found = find_lesions(path, job, lap)
+    raw, native, registration = found.raw, found.native, found.registration
     table = lesion_table(native["lesions"], native["score"], raw.affine)
     voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000
     save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
@@ -164,11 +216,11 @@ def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
     save_volume(folder / "lesion_mask.nii.gz", native["lesions"], raw.affine, np.uint8)
     write_csv(folder / "lesions.csv", table, LESION_COLUMNS)
     lap("write")
-    model = detector.model_info
+    model = job.detector.model_info
     summary = {
-        "scan": folder.name, "input": str(path), "brainuad": __version__,
+        "scan": name, "input": str(path), "brainuad": __version__,
         "model": {"name": model.name, "version": model.version, "kind": model.kind,
-                  "folder": str(detector.folder)},
+                  "folder": str(job.detector.folder)},
         "threshold": job.threshold, "rule": job.rule, "lesions": len(table),
         "lesion_volume_ml": float(native["lesions"].sum() * voxel_ml),
         "brain_volume_ml": float(native["brain"].sum() * voxel_ml),
@@ -181,10 +233,9 @@ def segment_scan(path: Path, folder: Path, job: _Job) -> dict:
                     "lesions.csv", "report.html"],
     }
     segment_report(folder / "report.html", summary, raw, native,
-                   registration.images[modality])
+                   registration.images[job.detector.cfg.train.modality])
     lap("report")
     summary["seconds"] = clock.seconds(start)
     summary["preprocess_seconds"] = {k: round(v, 3) for k, v in registration.seconds.items()}
-    write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")  # last: done
     stages.close()
     return summary

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from brainuad.commands.app import USE, KeepGoing, _command, _drop_none
+from brainuad.commands.app import USE, Force, KeepGoing, _command, _drop_none, order_option
 
 
 @_command(USE)
@@ -21,9 +21,13 @@ def segment(
         help="A bundled model (`brainuad models`; default flair-ms) or a run directory.")]
     = None,
     accelerator: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    flag_fraction: Annotated[float | None, typer.Option(
+        help="Threshold that flags this fraction (e.g. 0.01) of the scored voxels of the "
+             "model's calibration scans instead of its validation operating point. For "
+             "flair-ms those are unlabelled MS patients' FLAIRs, lesions included: not a "
+             "false-positive rate on healthy brains (its card).")] = None,
     fpr: Annotated[float | None, typer.Option(
-        help="Threshold flagging this fraction of the model's calibration voxels instead of "
-             "its validation operating point.")] = None,
+        hidden=True, help="The old name of --flag-fraction.")] = None,
     example: Annotated[bool, typer.Option(
         "--example", help="Make an example scan (a synthetic lesioned FLAIR on a tilted, "
                           "anisotropic grid) in OUT and segment it.")] = False,
@@ -36,6 +40,7 @@ def segment(
              "mask where the two disagree; template: the MNI152 mask carried over by the "
              "registration (skips deepbet: seconds less per scan).")] = None,
     keep_going: KeepGoing = False,
+    force: Force = False,
 ) -> None:
     """Raw scans in: lesion mask, score, lesion table and QC report per scan.
 
@@ -47,14 +52,22 @@ def segment(
 
     if example == bool(scans):
         raise BrainUADError("give scans to segment, or --example (not both)")
+    if fpr is not None:
+        if flag_fraction is not None:
+            raise BrainUADError("--fpr is the old name of --flag-fraction: give one")
+        typer.echo("note: --fpr is now --flag-fraction: the fraction of the calibration scans' "
+                   "voxels flagged, not a false-positive rate on healthy brains", err=True)
+        flag_fraction = fpr
     if example:
         from brainuad.data.example import example_scan
 
         typer.echo(f"making an example scan in {out} ...")
         scan, truth = example_scan(out)
         scans = [scan]
-    options = SegmentOptions(**_drop_none(model=model, accelerator=accelerator, fpr=fpr,
-                                          keep_going=keep_going, qc=qc, brain_mask=brain_mask))
+    options = SegmentOptions(**_drop_none(model=model, accelerator=accelerator,
+                                          flag_fraction=flag_fraction,
+                                          keep_going=keep_going, qc=qc, brain_mask=brain_mask,
+                                          force=force))
     rows = segment_scans(scans, out, options)
     for row in rows:
         if row.get("error"):
@@ -87,9 +100,13 @@ def compare(
         "--example", help="Make an example pair (two visits of a synthetic person, new "
                           "lesions at the second) in OUT and compare it.")] = False,
     qc: Annotated[str | None, typer.Option(
-        help="refuse (default) a pair whose follow-up registration is broken; warn: go on.")]
-    = None,
+        help="refuse (default) a pair whose follow-up registration is broken, or whose visits "
+             "are not one person's; warn: go on.")] = None,
+    visit_order: Annotated[str | None, typer.Option(
+        help="The visits' labels in time order, e.g. pre,post: for a CSV whose visits have no "
+             "acq_time and labels that are not numbers or dates.")] = None,
     keep_going: KeepGoing = False,
+    force: Force = False,
 ) -> None:
     """Two visits in: new, enlarging and shrinking lesions between them.
 
@@ -109,7 +126,8 @@ def compare(
         made = example_pair(out)
         scans = [made["baseline"], made["followup"]]
     options = CompareOptions(preprocess=PreprocessConfig(
-        registration=RegistrationConfig(**_drop_none(qc=qc))), keep_going=keep_going)
+        registration=RegistrationConfig(**_drop_none(qc=qc))), keep_going=keep_going,
+        visit_order=order_option(visit_order), force=force)
     for row in compare_scans(scans, out, options):
         if row.get("error"):
             continue
@@ -144,7 +162,12 @@ def bids(
     shard: Annotated[str | None, typer.Option(
         help="i/n: only every n-th subject from the i-th (a job array covers the study).")]
     = None,
+    session_order: Annotated[str | None, typer.Option(
+        help="Session labels in time order, e.g. pre,post: for subjects whose sessions have "
+             "no acq_time (sessions.tsv, scans.tsv) and labels that are not numbers or dates "
+             "(such subjects are otherwise not compared).")] = None,
     keep_going: KeepGoing = False,
+    force: Force = False,
 ) -> None:
     """A BIDS study in: BIDS derivatives (masks, scores, changes) and a cohort table out.
 
@@ -166,10 +189,11 @@ def bids(
         raise BrainUADError(f"analysis level {level!r}: choose participant or group")
     options = BidsOptions(
         participants=participant_label, sessions=session_label, shard=shard,
+        session_order=order_option(session_order),
         segment=SegmentOptions(**_drop_none(model=model, accelerator=accelerator, qc=qc,
-                                            keep_going=keep_going)),
+                                            keep_going=keep_going, force=force)),
         compare=CompareOptions(preprocess=PreprocessConfig(
-            registration=RegistrationConfig(**_drop_none(qc=qc)))))
+            registration=RegistrationConfig(**_drop_none(qc=qc))), force=force))
     done = participant(bids_dir, out_dir, options)
     typer.echo(f"{len(done)} scans and pairs done: {out_dir}")
 

@@ -137,7 +137,7 @@ class Detector:
     def rule(self, detect: DetectConfig, fpr: float | None = None) -> str:
         """How `threshold` chose, in words."""
         if fpr is not None:
-            return f"fpr {fpr}"
+            return f"flags {fpr} of the calibration scans' scored voxels"
         if self.operating_point(detect) is not None:
             return "validation operating point (best Dice on labelled validation scans)"
         return f"percentile {detect.percentile}"

@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +43,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside `folder`; it replaces `folder` (whatever that held)
+    only if the block succeeds, so `folder` is always either the old complete output or the new
+    one. Leftovers of a run killed before the swap are removed by `remove_partial_folders`."""
+    folder = Path(folder)
+    remove_partial_folders(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; outputs are shared
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{tmp.name.rsplit('-', 1)[1]}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_partial_folders(folder: Path) -> None:
+    """The temporary folders a killed `atomic_folder` left beside `folder` (only that output's:
+    other processes may be writing their own beside it)."""
+    folder = Path(folder)
+    if folder.parent.is_dir():
+        for stale in (*folder.parent.glob(f".{folder.name}.partial-*"),
+                      *folder.parent.glob(f".{folder.name}.old-*")):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def file_checksum(path: Path) -> str:

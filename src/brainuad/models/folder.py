@@ -162,7 +162,8 @@ def read_threshold_info(run: Path) -> dict[str, Any]:
         raise BrainUADError(f"{path}: missing; the run did not finish training")
     try:
         info = json.loads(path.read_text())
-        float(info["threshold"])
+        if not isinstance(info["scorings"], dict) or not info["scorings"]:
+            raise ValueError("no scoring")
     except (ValueError, KeyError, TypeError) as err:
         raise BrainUADError(f"{path}: damaged ({err})") from err
     return info

@@ -103,3 +103,15 @@ def grid_resolution(shape: tuple[int, ...], affine: np.ndarray) -> int | None:
     """1 or 2 where (shape, affine) is nilearn's MNI grid at that many mm, else None."""
     return next((r for r in (1, 2) if atlas(r)["wm"].shape == tuple(shape)
                  and np.allclose(atlas(r)["affine"], affine, atol=1e-3)), None)
+
+
+def regrid(data: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target: np.ndarray,
+           order: int = 1) -> np.ndarray:
+    """`data` (on `affine`) onto the grid `(shape, target)`, through world coordinates (an
+    atlas map onto a scan's atlas-space grid of another resolution)."""
+    if tuple(data.shape) == tuple(shape) and np.allclose(affine, target, atol=1e-3):
+        return data
+    voxels = np.linalg.inv(affine) @ target  # target voxel -> source voxel
+    return ndimage.affine_transform(np.asarray(data, np.float32), voxels[:3, :3],
+                                    voxels[:3, 3], output_shape=tuple(shape), order=order,
+                                    mode="constant", cval=0.0)

@@ -52,3 +52,14 @@ def dilate(mask: np.ndarray) -> np.ndarray:
 def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:
     """`ndimage.binary_erosion(mask, iterations=iterations)` (outside the array is background)."""
     return _on_box(mask, lambda box: ndimage.binary_erosion(box, iterations=iterations))
+
+
+def eroded_mask(mask: np.ndarray, spacing: np.ndarray, erosion_mm: float) -> np.ndarray:
+    """Erode the brain mask by about `erosion_mm` (at least one voxel when erosion_mm > 0), so
+    the bright rim of the brain, which no model reconstructs well, does not become lesions."""
+    iterations = int(round(erosion_mm / float(np.min(spacing)))) if erosion_mm > 0 else 0
+    if iterations == 0 and erosion_mm > 0:
+        iterations = 1
+    if iterations == 0:
+        return mask > 0
+    return erode(mask > 0, iterations)

@@ -54,6 +54,7 @@ from brainuad.preprocessing.registration import (
     to_template,
     write_transform,
 )
+from brainuad.preprocessing.tissues import NAMES, contrast_problem, contrast_ratios
 from brainuad.runtime.clock import Stopwatch
 
 REGISTER = ("auto", "always", "never")
@@ -150,10 +151,13 @@ def _stage(what: str, stage: str):
 
 
 def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: PreprocessConfig,
-                     user_mask: Volume | None = None) -> Registered:
+                     user_mask: Volume | None = None,
+                     contrasts: dict[str, str] | None = None) -> Registered:
     """N4 + registration of every modality onto the template grid, the brain mask there (the
     scan's own, the template's, or `user_mask` carried along), and the registration's
     plausibility, checked against `cfg.registration`'s bounds (a clear error below them).
+    Each volume's contrast is checked to be its modality's (its key, or `contrasts[key]`):
+    a T1 given as a FLAIR is refused whatever its file is called.
     Its `seconds` per step are for the speed figures. deepbet runs after the registration: in
     a second thread beside N4 and the registration it saved nothing on 2 cores (docs/speed.md)."""
     clock = Stopwatch()
@@ -197,6 +201,12 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     clock.lap("brain mask")
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
+    for key, image in images.items():
+        modality = (contrasts or {}).get(key, key)
+        problem = contrast_problem(contrast_ratios(image, mask, where=str(volumes[key].path)),
+                                   modality)
+        if problem:
+            raise BrainUADError(f"{volumes[key].path}: given as {NAMES[modality]}, but {problem}")
     return Registered(images, mask.astype(np.uint8), to_ref, figures, source, clock.stages)
 
 

@@ -184,7 +184,8 @@ shrinking or resolving.</p>
 
 
 def _volume_figure(rows: list[dict]) -> str:
-    """Lesion volume per subject over its sessions (one line each)."""
+    """Lesion volume per subject over its visits in time order (`visit`: 1, 2, ...; one line
+    each; subjects whose visits' order is not known are left out)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,18 +193,20 @@ def _volume_figure(rows: list[dict]) -> str:
 
     fig, ax = plt.subplots(figsize=(8, 4), facecolor="black")
     ax.set_facecolor("black")
-    subjects: dict[str, list[tuple[str, float]]] = {}
+    subjects: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        subjects.setdefault(row["subject"], []).append((row["session"], row["lesion_volume_ml"]))
-    sessions = sorted({row["session"] for row in rows})
+        if row["visit"] != "n/a":
+            subjects.setdefault(row["subject"], []).append((row["visit"],
+                                                            row["lesion_volume_ml"]))
     for subject, points in sorted(subjects.items()):
         points.sort()
-        ax.plot([sessions.index(s) for s, _ in points], [v for _, v in points], "o-",
-                label=f"sub-{subject}")
-    ax.set_xticks(range(len(sessions)), [f"ses-{s}" if s != "n/a" else "-" for s in sessions])
+        ax.plot([v for v, _ in points], [ml for _, ml in points], "o-", label=f"sub-{subject}")
+    last = max((v for points in subjects.values() for v, _ in points), default=1)
+    ax.set_xticks(range(1, last + 1))
+    ax.set_xlabel("visit (each subject's sessions in time order)", color="white")
     ax.set_ylabel("lesion volume (ml)", color="white")
     ax.tick_params(colors="white")
-    if len(subjects) <= 20:
+    if 0 < len(subjects) <= 20:
         ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)

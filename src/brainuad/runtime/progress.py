@@ -49,6 +49,19 @@ def _lines(items: Iterable, desc: str, total: int | None, unit: str) -> Iterator
               file=sys.stderr, flush=True)
 
 
+def note(line: str) -> None:
+    """A line the user should read while the work goes on (an output redone, and why), on
+    stderr above any bar, when progress is on."""
+    if not _state["on"]:
+        return
+    if _terminal() and "tqdm" in sys.modules:
+        from tqdm.auto import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 class Stages:
     """Named stages of one item (a scan): `done(name)` after each; a bar on a terminal, a line
     per stage in a log."""

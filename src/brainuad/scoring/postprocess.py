@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.config import DetectConfig
-from brainuad.preprocessing.morphology import erode
+from brainuad.preprocessing.morphology import eroded_mask
 
 #: 26-connectivity: voxels touching by a corner belong to the same 3D component.
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
@@ -99,17 +99,6 @@ def median_filter(stack: np.ndarray, size: int = 5, where: np.ndarray | None = N
     return out
 
 
-def eroded_mask(mask: np.ndarray, spacing: np.ndarray, erosion_mm: float) -> np.ndarray:
-    """Erode the brain mask by about `erosion_mm` (at least one voxel when erosion_mm > 0), so
-    the bright rim of the brain, which no model reconstructs well, does not become lesions."""
-    iterations = int(round(erosion_mm / float(np.min(spacing)))) if erosion_mm > 0 else 0
-    if iterations == 0 and erosion_mm > 0:
-        iterations = 1
-    if iterations == 0:
-        return mask > 0
-    return erode(mask > 0, iterations)
-
-
 def remove_small_components(binary: np.ndarray, min_size: int) -> np.ndarray:
     """Drop 3D connected components with fewer than `min_size` voxels."""
     labels, count = ndimage.label(binary, structure=CONNECTIVITY)
@@ -134,29 +123,43 @@ def segment(score: np.ndarray, threshold: float, min_component: int,
     return np.isin(labels, seeded[seeded > 0])
 
 
-def lesion_table(lesions: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:
-    """One row per 26-connected lesion: volume (ml), centroid in scanner (RAS) millimetres,
-    mean and max score."""
-    labels, count = ndimage.label(lesions, structure=CONNECTIVITY)
-    if count == 0:
-        return []
-    # Sums over the lesion voxels only (a whole-volume pass per figure took a second).
+def component_table(labels: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:
+    """One row per labelled component (label > 0) of `labels` on a scan's grid, largest first:
+    its `label`, volume (ml), centroid in scanner (RAS) millimetres, mean, max and max absolute
+    score. Sums over the components' voxels only (a whole-volume pass per figure took a
+    second)."""
     where = np.flatnonzero(labels)
-    label = labels.ravel()[where]
-    values = score.ravel()[where]
-    sizes = np.bincount(label, minlength=count + 1)[1:].astype(float)
-    centres = np.stack([np.bincount(label, weights=axis, minlength=count + 1)[1:] / sizes
+    if not where.size:
+        return []
+    present, label = np.unique(labels.ravel()[where], return_inverse=True)
+    count = len(present)
+    values = score.ravel()[where].astype(np.float64)
+    sizes = np.bincount(label, minlength=count).astype(float)
+    centres = np.stack([np.bincount(label, weights=axis, minlength=count) / sizes
                         for axis in np.unravel_index(where, labels.shape)], axis=1)
     world = (affine[:3, :3] @ centres.T).T + affine[:3, 3]
-    means = np.bincount(label, weights=values, minlength=count + 1)[1:] / sizes
-    maxima = np.full(count + 1, -np.inf)
+    means = np.bincount(label, weights=values, minlength=count) / sizes
+    maxima, extremes = np.full(count, -np.inf), np.zeros(count)
     np.maximum.at(maxima, label, values)
-    maxima = maxima[1:]
+    np.maximum.at(extremes, label, np.abs(values))
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000
-    order = np.argsort(-sizes)
-    return [{"lesion": rank + 1, "volume_ml": round(float(sizes[i] * voxel_ml), 4),
+    return [{"label": int(present[i]), "volume_ml": round(float(sizes[i] * voxel_ml), 4),
              "centroid_x_mm": round(float(world[i, 0]), 2),
              "centroid_y_mm": round(float(world[i, 1]), 2),
              "centroid_z_mm": round(float(world[i, 2]), 2),
-             "mean_score": round(float(means[i]), 4), "max_score": round(float(maxima[i]), 4)}
-            for rank, i in enumerate(order)]
+             "mean_score": round(float(means[i]), 4), "max_score": round(float(maxima[i]), 4),
+             "max_abs_score": round(float(extremes[i]), 4)}
+            for i in np.argsort(-sizes, kind="stable")]
+
+
+#: lesions.csv's columns
+LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                  "mean_score", "max_score"]
+
+
+def lesion_table(lesions: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:
+    """One row per 26-connected lesion (`LESION_COLUMNS`): volume (ml), centroid in scanner
+    (RAS) millimetres, mean and max score; numbered from the largest."""
+    labels, _ = ndimage.label(lesions, structure=CONNECTIVITY)
+    return [{"lesion": rank + 1, **{k: row[k] for k in LESION_COLUMNS[1:]}}
+            for rank, row in enumerate(component_table(labels, score, affine))]

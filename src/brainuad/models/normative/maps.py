@@ -25,7 +25,7 @@ from brainuad.data.slices import load_preprocessed
 from brainuad.errors import BrainUADError
 from brainuad.io.files import atomic_path
 from brainuad.io.weights import safe_torch_load
-from brainuad.preprocessing.atlas import atlas
+from brainuad.preprocessing.atlas import atlas, regrid
 from brainuad.runtime.progress import track
 
 FILE = "normative.pt"
@@ -40,17 +40,6 @@ def grid() -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of the maps: nilearn's MNI152 grid at 2 mm."""
     maps = atlas(GRID_MM)
     return maps["wm"].shape, maps["affine"]
-
-
-def resample(data: np.ndarray, affine: np.ndarray, shape: tuple[int, ...],
-             target: np.ndarray, order: int = 1) -> np.ndarray:
-    """`data` (on `affine`) onto the grid `(shape, target)`, through world coordinates."""
-    if tuple(data.shape) == tuple(shape) and np.allclose(affine, target, atol=1e-3):
-        return data
-    voxels = np.linalg.inv(affine) @ target  # target voxel -> source voxel
-    return ndimage.affine_transform(np.asarray(data, np.float32), voxels[:3, :3],
-                                    voxels[:3, 3], output_shape=tuple(shape), order=order,
-                                    mode="constant", cval=0.0)
 
 
 def match(image: np.ndarray, mean: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -80,8 +69,8 @@ class Accumulator:
 
     def add(self, image: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> None:
         shape = self.sums.shape[1:]
-        inside = resample(mask.astype(np.float32), affine, shape, self.affine) > 0.5
-        values = resample(image * (mask > 0), affine, shape, self.affine)
+        inside = regrid(mask.astype(np.float32), affine, shape, self.affine) > 0.5
+        values = regrid(image * (mask > 0), affine, shape, self.affine)
         self.sums[0] += inside
         self.sums[1] += np.where(inside, values, 0)
         self.sums[2] += np.where(inside, values * values, 0)
@@ -115,9 +104,9 @@ class Normative:
         """(image - mean) / max(sd, floor) on the image's grid, after the image's intensities
         are matched to the maps (`match`); 0 where the maps have no data."""
         shape = image.shape
-        mean = resample(self.mean, self.affine, shape, affine)
-        sd = resample(self.sd, self.affine, shape, affine)
-        seen = resample(self.seen.astype(np.float32), self.affine, shape, affine) > 0.5
+        mean = regrid(self.mean, self.affine, shape, affine)
+        sd = regrid(self.sd, self.affine, shape, affine)
+        seen = regrid(self.seen.astype(np.float32), self.affine, shape, affine) > 0.5
         image = match(image, mean, seen & (brain > 0))
         return np.where(seen, (image - mean) / np.maximum(sd, floor), 0).astype(np.float32)
 

@@ -2,12 +2,10 @@
 grey matter, the brightest healthy tissue of a FLAIR. Nothing is learnt from other scans, so a
 scanner or protocol that shifts every tissue's brightness shifts the reference with it.
 
-The grey matter's level and spread are taken where the atlas says grey matter (its prior above
-`GM_PRIOR`, inside the eroded brain), leaving out the voxels darker than halfway between the
-scan's CSF and white matter (CSF mixed in by partial volume or a registration a few mm off): the
-median and the MAD, which lesions (a few % of those voxels at most) hardly move. With
+The grey matter's level and spread are the scan's own (`preprocessing/tissues.py`). With
 `detect.reference_mm` > 0 the level varies over the brain: a Gaussian-weighted mean of the grey
-matter voxels within a few cm (a normalised convolution), so a bias field that N4 left behind
+matter voxels around each voxel (sigma `reference_mm`, 7 mm in flair-ms; a normalised
+convolution), so a bias field that N4 left behind
 moves the reference with the tissue instead of flagging a whole lobe; with
 `detect.reference_passes` > 1 the lesion trimming is redone around that local level.
 """
@@ -22,42 +20,17 @@ from scipy import ndimage
 
 from brainuad.config import DetectConfig, RunConfig
 from brainuad.data.slices import check_unit_range, plan_slices, slice_region
-from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
-from brainuad.models.normative.maps import resample
-from brainuad.preprocessing.atlas import atlas, grid_resolution
 from brainuad.preprocessing.morphology import dilate
+from brainuad.preprocessing.tissues import grey_voxels, priors, stats_region, tissue_levels
 from brainuad.runtime.clock import Stopwatch
 from brainuad.scoring.postprocess import (
     Scored,
-    eroded_mask,
     hyper_floor,
     masked,
     median_filter,
     shape_residual,
 )
-
-#: Atlas probabilities above which a voxel counts as that tissue for the scan's own statistics.
-GM_PRIOR, PURE_PRIOR = 0.7, 0.9
-#: Where the statistics are taken: the brain eroded by this much (no skull, no partial volume).
-STATS_EROSION_MM = 3.0
-
-
-def priors(image: Volume) -> dict[str, np.ndarray]:
-    """The atlas's CSF, grey and white matter probabilities on the scan's (atlas) grid."""
-    resolution = grid_resolution(image.shape, image.affine)
-    maps = atlas(resolution or 1)
-    if resolution is not None:
-        return {k: maps[k] for k in ("csf", "gm", "wm")}
-    return {k: resample(maps[k], maps["affine"], image.shape, image.affine)
-            for k in ("csf", "gm", "wm")}
-
-
-def grey_voxels(values: np.ndarray, inner: np.ndarray, tissue: dict[str, np.ndarray],
-                levels: dict[str, float]) -> np.ndarray:
-    """Where the grey matter's statistics are taken: atlas grey matter inside the eroded brain
-    (`inner`, `stats_region`), brighter than halfway between CSF and white matter."""
-    return inner & (tissue["gm"] > GM_PRIOR) & (values > (levels["csf"] + levels["wm"]) / 2)
 
 
 def local_grey_level(values: np.ndarray, grey: np.ndarray, levels: dict[str, float],
@@ -98,28 +71,6 @@ def local_grey_level(values: np.ndarray, grey: np.ndarray, levels: dict[str, flo
             size=tuple(int(n * f) for n, f in zip(small.shape, factor, strict=True)))[0, 0]
         level = full.numpy()[tuple(slice(0, n) for n in values.shape)]
     return level
-
-
-def stats_region(brain: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """The brain eroded by `STATS_EROSION_MM`, where the scan's tissue statistics are taken."""
-    return eroded_mask(brain, spacing, STATS_EROSION_MM)
-
-
-def tissue_levels(values: np.ndarray, inner: np.ndarray, tissue: dict[str, np.ndarray],
-                  where: str = "") -> dict[str, float]:
-    """The scan's own CSF, white and grey matter levels, and the grey matter's spread, taken
-    inside `inner` (`stats_region`)."""
-    csf, wm = (values[inner & (tissue[k] > PURE_PRIOR)] for k in ("csf", "wm"))
-    if csf.size < 100 or wm.size < 100:
-        raise BrainUADError(f"{where}: too little CSF or white matter where the atlas has them "
-                            "to take the scan's own tissue levels (is it registered?)")
-    levels = {"csf": float(np.median(csf)), "wm": float(np.median(wm))}
-    grey = values[grey_voxels(values, inner, tissue, levels)]
-    if grey.size < 100:
-        raise BrainUADError(f"{where}: too little grey matter to take its level")
-    levels["gm"] = float(np.median(grey))
-    levels["gm_spread"] = max(float(1.4826 * np.median(np.abs(grey - levels["gm"]))), 1e-3)
-    return levels
 
 
 class TissueScorer:

@@ -27,10 +27,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from brainuad.longitudinal.visits import Visits
+from brainuad.preprocessing.intensity import robust_spread
 from brainuad.preprocessing.morphology import dilate
 from brainuad.scoring.postprocess import CONNECTIVITY, median_filter
 
 NEW, ENLARGING, SHRINKING = "new", "enlarging", "shrinking or resolving"
+#: the rule, in words, for each pair's summary
+RULE = ("after differential bias correction, a change reaches `threshold` spreads of the "
+        "difference's noise (normal-appearing white matter), is `lesion` spreads above its "
+        "visit's own grey matter, lies within `white_mm` of the atlas's white matter deeper than "
+        "`edge_mm` in the brain and holds `min_seed` voxels that changed lesion status and beat "
+        "the other visit's brightest voxel within `tolerance`; settings chosen on scan-rescan "
+        "and validation pairs (min_voxels leave one pair out; docs/results/compare.md)")
 #: change_mask.nii.gz values
 CODE = {NEW: 1, ENLARGING: 1, SHRINKING: 2}
 
@@ -60,38 +69,12 @@ class ChangeConfig:
 
 
 @dataclass
-class Visits:
-    """Both visits on one grid, as `detect_change` compares them."""
-
-    baseline: np.ndarray  # intensities matched to the follow-up's (`match`)
-    followup: np.ndarray
-    lesion_baseline: np.ndarray  # each visit's lesion z against its own grey matter
-    lesion_followup: np.ndarray
-    brain: np.ndarray
-    wm: np.ndarray  # the atlas's white-matter probability
-    correlation: float  # of the two visits inside the eroded brain
-    slice_mm: float = 1.0  # the thickest voxel side of the two visits' own grids
-
-
-@dataclass
 class Change:
     score: np.ndarray  # (X, Y, Z) the difference in spreads of its noise (signed)
     mask: np.ndarray  # (X, Y, Z) uint8: 1 new or enlarging, 2 shrinking or resolving
     components: list[dict]  # per change: type, voxels, label (in `labels`)
     labels: np.ndarray  # (X, Y, Z) int: change components
     noise: float  # the spread of the difference in normal-appearing white matter
-
-
-def match(moving: np.ndarray, fixed: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """`moving` mapped linearly onto `fixed`'s intensities: the line through the medians of
-    their darker and brighter halves inside `where` (lesions are too few to move them)."""
-    split_m, split_f = np.median(moving[where]), np.median(fixed[where])
-    m = [np.median(moving[where & (moving < split_m)]),
-         np.median(moving[where & (moving >= split_m)])]
-    f = [np.median(fixed[where & (fixed < split_f)]), np.median(fixed[where & (fixed >= split_f)])]
-    if m[1] - m[0] <= 1e-6:
-        return moving
-    return (moving - m[0]) * (f[1] - f[0]) / (m[1] - m[0]) + f[0]
 
 
 def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
@@ -105,7 +88,7 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
                           where=where) for v in (baseline, followup))
     difference = np.where(brain, f - b, 0).astype(np.float32)
     values = difference[calm] if calm.sum() > 100 else difference[brain]
-    noise = max(float(1.4826 * np.median(np.abs(values - np.median(values)))), 1e-6)
+    noise = max(robust_spread(values), 1e-6)
     score = difference / noise
     grown = _seeded((score > cfg.threshold) & (lesion_f > cfg.lesion) & allowed,
                     (f - ndimage.maximum_filter(b, footprint=near) > cfg.threshold * noise)
