@@ -22,6 +22,7 @@ import time
 
 import torch
 from inference import matmul_gflops  # benchmarks/inference.py
+from run_record import run_record  # benchmarks/run_record.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainuad.config import from_dict
@@ -98,7 +99,8 @@ def main() -> None:
                   f"{gflop:.0f} | {row['s_per_slice']:.3f} | {row['gflops']:.0f} | "
                   f"{row['floor_s_per_slice']:.2f} | {row['loss_first']:.3e} -> "
                   f"{row['loss_last']:.3e} |")
-    print("\n" + json.dumps({"benchmark": "anogan_search", "matmul_gflops": peaks,
+    print("\n" + json.dumps({"benchmark": "anogan_search", **run_record(vars(args)),
+                             "matmul_gflops": peaks,
                              "results": rows}))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from run_record import run_record  # benchmarks/run_record.py
 
 from brainuad.errors import BrainUADError
 from brainuad.io.images import load_scan
@@ -111,7 +112,7 @@ def main() -> None:
     results = {"flair": flair_rows(), "ixi_t1": ixi_rows()}
     for name, rows in results.items():
         print(f"\n{name}\n{table(rows)}")
-    print(json.dumps({"brain_mask": results}))
+    print(json.dumps({"benchmark": "brain_mask", **run_record({}), "brain_mask": results}))
 
 
 if __name__ == "__main__":

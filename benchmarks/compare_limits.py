@@ -28,6 +28,7 @@ Reference masks: Lesjak et al. 2016 (CC BY). Prints tables and one JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
 import tempfile
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures  # benchmarks/
+from run_record import code_hash, config_hash, run_record  # benchmarks/run_record.py
 from scipy import ndimage, signal
 
 from brainuad.data.shifts import rescanned
@@ -62,15 +64,18 @@ PEAKS = (4.0, 6.0, 8.0, 10.0)
 
 
 def cached_inputs(work: Path) -> dict[str, dict]:
-    """compare's atlas-space inputs of the three pairs and the 11 scan-rescan pairs."""
+    """compare's atlas-space inputs of the three pairs and the 11 scan-rescan pairs, cached
+    under a key of the package's code and the preprocessing settings (a rerun after a code
+    change makes them anew)."""
     work.mkdir(parents=True, exist_ok=True)
     cases = [(p, RAW / f"{p}_study1" / "FLAIR.nii.gz", RAW / f"{p}_study2" / "FLAIR.nii.gz",
               None) for p in PAIRS]
     cases += [(f"rescan_{f.name}", f / "FLAIR.nii.gz", f / "FLAIR.nii.gz", i)
               for i, f in enumerate(sorted(RAW.glob("patient*")))]
     cfg, inputs = PreprocessConfig(), {}
+    key = f"{code_hash()}-{config_hash(dataclasses.asdict(cfg))}"
     for name, first, second, seed in cases:
-        path = work / f"{name}.pkl"
+        path = work / f"{name}-{key}.pkl"
         if not path.exists():
             baseline = load_scan(first)
             followup = (load_scan(second) if seed is None
@@ -267,7 +272,7 @@ def main() -> None:
         result["min_voxels"] = sweep(inputs, truths, "min_voxels", SIZES,
                                      committed_but("min_voxels"))
         result["min_voxels_chosen"] = leave_one_out(result["min_voxels"], "min_voxels")
-    print(json.dumps(result))
+    print(json.dumps({**run_record(vars(args)), **result}))
 
 
 if __name__ == "__main__":

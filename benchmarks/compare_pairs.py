@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from run_record import run_record  # benchmarks/run_record.py
 from scipy import ndimage
 
 from brainuad.commands.compare import compare_scans
@@ -119,7 +120,7 @@ def main() -> None:
     if "r" in args.parts:
         result["rescan"] = part_r(args.work)
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    print(json.dumps(result))
+    print(json.dumps({**run_record(vars(args)), **result}))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from run_record import run_record  # benchmarks/run_record.py
 
 from brainuad.config import from_dict
 from brainuad.detection.calibration import calibrate
@@ -83,7 +84,8 @@ def main() -> None:
     print(f"| sum of stages | {sum(stages.values()):.2f} |")
     print(f"| process wall time (start-up, imports, model load included) | {wall:.2f} |")
     print(f"\npeak resident memory of the detect process: {peak_mb:.0f} MB")
-    print(json.dumps({"benchmark": "detect_volume", "model": cfg.model.name,
+    print(json.dumps({"benchmark": "detect_volume", **run_record(vars(args)),
+                      "model": cfg.model.name,
                       "precision": args.precision,
                       "image_size": cfg.model.image_size, "slices": timing["slices"],
                       "stages": stages, "wall_s": wall, "peak_rss_mb": peak_mb}))

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_record import run_record  # benchmarks/run_record.py
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -98,7 +99,7 @@ def run(work: Path) -> None:
     print("\n| what | figure |\n| --- | --- |")
     for key, value in result.items():
         print(f"| {key} | {value} |")
-    print("\n" + json.dumps(result))
+    print("\n" + json.dumps({**run_record({"work": str(work)}), **result}))
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from run_record import run_record  # benchmarks/run_record.py
 from torch.utils.flop_counter import FlopCounterMode
 
 from brainuad.config import from_dict
@@ -148,7 +149,7 @@ def main() -> None:
           f"paper's GPU time, {PAPER_GPU_S * 1000:.1f} ms per slice, needs {need:.0f} GFLOP/s, "
           f"{need / peak16:.1f}x that matmul.")
     result.update(floor_ms_per_slice=flops / peak16 / 1e6, paper_needs_gflops=need)
-    print("\n" + json.dumps(result))
+    print("\n" + json.dumps({**run_record(vars(args)), **result}))
 
 
 if __name__ == "__main__":

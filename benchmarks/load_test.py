@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from run_record import run_record  # benchmarks/run_record.py
 
 
 def tree_rss_mb(root: int) -> float:
@@ -146,7 +147,8 @@ def main() -> None:
     print(f"\nkills: {kills}\ncomparison with the uninterrupted run: {result['files']} NIfTI "
           f"files, differing {len(result['differing'])}, missing or extra "
           f"{len(result['missing'])}, temporaries left {len(result['temporaries_left'])}")
-    print(json.dumps({"benchmark": "load_test", "subjects": args.subjects, **steady,
+    print(json.dumps({"benchmark": "load_test", **run_record(vars(args)),
+                      "subjects": args.subjects, **steady,
                       "kills": kills, **{k: v if isinstance(v, int) else len(v)
                                          for k, v in result.items()}}))
 

@@ -2,6 +2,12 @@
 `brainuad.data.shifts` applied to raw scans, segmented with a model; flagged ml per scan.
 
     python benchmarks/protocol_shift.py [--model flair-ms] [--work /tmp/bench-shift] [--fresh]
+    python benchmarks/protocol_shift.py --variants round3 --shifts none,bias --small
+
+`--variants round3`: instead of one model, the three recipes of the cross-protocol validation's
+round 3 (docs/results/cross_protocol.md), each at its validation threshold (the mean of the two
+folds'): the table that chose flair-ms version 4 (its healthy scans under every shift). `--small`
+adds the 2 mm healthy scans of tests/test_shifts.py.
 
 Scans: 2 healthy synthetic 1 mm FLAIRs of the default contrast and 2 of the 3D-FLAIR-like one
 (`brainuad synth --contrast flair3d`; a seed no model was made with), which have no lesion, so
@@ -19,6 +25,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
+from run_record import run_record  # benchmarks/run_record.py
 
 from brainuad.commands.segment import SegmentOptions, segment_scans
 from brainuad.data.shifts import SHIFTS, shifted
@@ -43,6 +51,42 @@ def healthy(work: Path) -> list[Path]:
     return paths
 
 
+#: round 3's recipes (docs/results/cross_protocol.md): detection settings and the mean of the
+#: two folds' validation thresholds (scripts/cross_protocol.py --models tissue_passes)
+ROUND3 = {"ref10_p1 (version 3)": ({"reference_mm": 10.0, "reference_passes": 1}, 1.696),
+          "ref10_p5": ({"reference_mm": 10.0, "reference_passes": 5}, 1.646),
+          "ref7_p5 (version 4)": ({"reference_mm": 7.0, "reference_passes": 5}, 1.5855)}
+
+
+def variant_model(work: Path, name: str, detect: dict, threshold: float) -> Path:
+    """flair-ms with other detection settings at `threshold`: a model folder `segment` runs
+    (its operating point under the new scoring's key; its quantiles are flair-ms's, unused)."""
+    from brainuad.detection.detector import Detector
+    from brainuad.models.bundled import resolve
+
+    folder = work / "models" / name.split()[0]
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(resolve("flair-ms"), folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["detect"].update(detect)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    detector = Detector.load(folder, "cpu")
+    key = detector.scoring_key(detector.settings())
+    info = json.loads((folder / "threshold.json").read_text())
+    info["scorings"] = {key: next(iter(info["scorings"].values()))}
+    info["operating_points"] = {key: {"threshold": threshold, "dice": None, "subjects": []}}
+    (folder / "threshold.json").write_text(json.dumps(info))
+    return folder
+
+
+def small_healthy(work: Path) -> list[Path]:
+    """The 2 mm healthy scans of tests/test_shifts.py, as a scanner hands them over."""
+    from brainuad.data.example import example_scan
+
+    return [example_scan(work / "small" / contrast, seed=3, resolution=2, lesioned=False,
+                         contrast=contrast)[0] for contrast in ("flair", "flair3d")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="flair-ms")
@@ -50,30 +94,57 @@ def main() -> None:
     parser.add_argument("--shifts", default=",".join(SHIFTS))
     parser.add_argument("--fresh", action="store_true",
                         help="start over (by default, scans segmented before are reused)")
+    parser.add_argument("--variants", choices=["round3"], help="round 3's recipes, not --model")
+    parser.add_argument("--small", action="store_true",
+                        help="add the 2 mm healthy scans of tests/test_shifts.py")
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(args.work, ignore_errors=True)
-    scans = healthy(args.work)
-    if DATA.is_dir():
+    scans = healthy(args.work) + (small_healthy(args.work) if args.small else [])
+    if args.variants:  # healthy scans only: what round 3's table weighed
+        pass
+    elif DATA.is_dir():
         scans += [DATA / name / "FLAIR.nii.gz" for name in REAL]
     else:
         print(f"{DATA}: absent; synthetic scans only", file=sys.stderr)
+    models = ({name: variant_model(args.work, name, *spec) for name, spec in ROUND3.items()}
+              if args.variants else {args.model: args.model})
     rows = []
     for shift in args.shifts.split(","):
         for scan in scans:
-            name = scan.name.removesuffix(".nii.gz") if "synth" in scan.name else \
-                scan.parent.name
+            name = (scan.parent.parent.name + "_" + scan.parent.name if "small" in str(scan)
+                    else scan.name.removesuffix(".nii.gz") if "synth" in scan.name
+                    else scan.parent.name)
             path = save_volume(args.work / "shifted" / shift / f"{name}.nii.gz",
                                shifted(load_scan(scan), shift, seed=1).data,
                                load_scan(scan).affine)
-            out = args.work / "seg" / shift
-            try:
-                row = segment_scans([path], out, SegmentOptions(model=args.model))[0]
-                rows.append({"shift": shift, "scan": name, "flagged_ml": row["lesion_volume_ml"]})
-            except BrainUADError as err:  # refused (e.g. by the registration check): a row too
-                rows.append({"shift": shift, "scan": name, "flagged_ml": None,
-                             "error": str(err)})
-            print(json.dumps(rows[-1]), flush=True)
+            for model, folder in models.items():
+                out = args.work / "seg" / model.split()[0] / shift
+                try:
+                    row = segment_scans([path], out, SegmentOptions(model=folder))[0]
+                    rows.append({"model": model, "shift": shift, "scan": name,
+                                 "flagged_ml": row["lesion_volume_ml"]})
+                except BrainUADError as err:  # refused (by the registration check): a row too
+                    rows.append({"model": model, "shift": shift, "scan": name,
+                                 "flagged_ml": None, "error": str(err)})
+                print(json.dumps(rows[-1]), flush=True)
+    if args.variants:
+        print("\n| recipe | threshold | " + " | ".join(sorted({r["scan"] for r in rows
+                                                              if "patient" not in r["scan"]}))
+              + " | max over healthy scans and shifts |")
+        healthy_names = sorted({r["scan"] for r in rows if "patient" not in r["scan"]})
+        print("|" + " --- |" * (len(healthy_names) + 3))
+        for model, (_, threshold) in ROUND3.items():
+            cells = []
+            for scan in healthy_names:
+                values = {r["shift"]: r["flagged_ml"] for r in rows
+                          if r["model"] == model and r["scan"] == scan}
+                worst = max(values, key=lambda k: values[k] or 0)
+                cells.append(f"{values[worst]:.2f} ({worst})")
+            peak = max(r["flagged_ml"] or 0 for r in rows
+                       if r["model"] == model and "patient" not in r["scan"])
+            print(f"| {model} | {threshold} | " + " | ".join(cells) + f" | {peak:.2f} |")
+    rows_all, rows = rows, [r for r in rows if r["model"] == next(iter(models))]
     groups = {"synthetic 2D-like": "synth2d", "synthetic 3D-like": "synth3d", "real 2D": "patient"}
     print("\n| shift | " + " | ".join(f"{g}: ml mean (max)" for g in groups) + " |")
     print("|" + " --- |" * (len(groups) + 1))
@@ -86,7 +157,8 @@ def main() -> None:
             cells.append((f"{np.mean(values):.2f} ({np.max(values):.2f})" if values else "-")
                          + (f", {refused} refused" if refused else ""))
         print(f"| {shift} | " + " | ".join(cells) + " |")
-    print(json.dumps({"benchmark": "protocol_shift", "model": args.model, "rows": rows}))
+    print(json.dumps({"benchmark": "protocol_shift", **run_record(vars(args)),
+                      "model": args.model, "rows": rows_all}))
 
 
 if __name__ == "__main__":

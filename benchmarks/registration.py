@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from run_record import run_record  # benchmarks/run_record.py
 from scipy import ndimage
 
 from brainuad.data.gate_cases import broken_cases, hard_cases, phantom
@@ -299,7 +300,7 @@ def main() -> None:
             result |= part_c(work)
         if "q" in args.parts:
             result |= part_q()
-    print("\n" + json.dumps(result))
+    print("\n" + json.dumps({**run_record(vars(args)), **result}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from inference import matmul_gflops  # benchmarks/inference.py
+from run_record import run_record  # benchmarks/run_record.py
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mslub_longitudinal_raw"
 
@@ -78,7 +79,8 @@ def main() -> None:
     print(f"\nwall: mean {sum(walls) / len(walls):.1f} s, max {max(walls):.1f} s; peak memory "
           f"max {max(r['peak_mb'] for r in rows)} MB; fp32 matmul 2048^2 on 2 threads "
           f"{matmul[0]:.0f} GFLOP/s before the scans, {matmul[1]:.0f} after")
-    print(json.dumps({"benchmark": "segment", "rows": rows, "wall_max_s": max(walls),
+    print(json.dumps({"benchmark": "segment", **run_record(vars(args)), "rows": rows,
+                      "wall_max_s": max(walls),
                       "wall_mean_s": sum(walls) / len(walls), "matmul_fp32_gflops": matmul}))
 
 

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from run_record import run_record  # benchmarks/run_record.py
+
 from brainuad.data.synth import SynthConfig, synth_cohort
 from brainuad.preprocessing.pipeline import preprocess_manifest
 
@@ -64,7 +66,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['subjects']} | {r['calibration_subjects']} | {r['calibration_voxels']:,} | "
               f"{r['peak_mb']:.0f} | {r['seconds']:.0f} |")
-    print("\n" + json.dumps({"benchmark": "threshold_memory", "rows": rows}))
+    print("\n" + json.dumps({"benchmark": "threshold_memory", **run_record(vars(args)),
+                             "rows": rows}))
 
 
 if __name__ == "__main__":

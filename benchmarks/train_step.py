@@ -14,6 +14,7 @@ import json
 import time
 
 import torch
+from run_record import run_record  # benchmarks/run_record.py
 
 from brainuad.config import from_dict
 from brainuad.models.common import losses
@@ -86,7 +87,7 @@ def main() -> None:
                                channels_last, bf16)
         print(f"| {name} | {seconds * 1000:.0f} | {8 / seconds:.1f} |")
         result[name] = {"ms_per_step": seconds * 1000, "slices_per_s": 8 / seconds}
-    print("\n" + json.dumps(result))
+    print("\n" + json.dumps({**run_record(vars(args)), **result}))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from pathlib import Path
 import yaml
 
 from brainuad.commands.benchmark import BenchmarkOptions, run_benchmark
+from brainuad.io.files import file_checksum
 from brainuad.io.manifest import read_manifest, write_manifest
+from brainuad.io.provenance import git_commit
 from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +78,11 @@ def main() -> None:
     prep = preprocess_manifest(SCANS, args.out / "prep", PreprocessConfig(register="always"),
                                workers=args.workers).path
     folds = {name: fold(args.out, prep, name, models) for name in PATIENTS}
-    text = table(folds)
+    made = {"git_commit": git_commit(), "recipes_sha256": file_checksum(RECIPES),
+            "scans_sha256": file_checksum(SCANS), "models": models or "all"}
+    text = table(folds) + "\nMade by: " + ", ".join(f"{k} {v}" for k, v in made.items()) + "\n"
     (args.out / "cross.md").write_text(text)
+    (args.out / "cross.json").write_text(json.dumps({"folds": folds, "made_by": made}) + "\n")
     print(text)
 
 

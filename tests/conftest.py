@@ -141,3 +141,107 @@ def quick_brain_extraction(request, monkeypatch):
     from brainuad.preprocessing import pipeline
 
     monkeypatch.setattr(pipeline, "scan_brain", foreground)
+
+
+# --- segment's and compare's heavy work stubbed (tests of the bookkeeping around it) ---------
+
+STUB_QUALITY = {"brain_dice": 0.95, "coverage": 1.0, "scale": 1.0, "rotation": 0.0,
+                "metric": -0.6}
+
+
+def fake_find_lesions(path, job, lap):
+    """segment's heavy part (registration, scoring) on a tiny scan: its score is its
+    intensity / 100, thresholded at the job's threshold."""
+    from brainuad.commands.segment import Found
+    from brainuad.io.images import load_scan
+    from brainuad.preprocessing.atlas import template_shape
+    from brainuad.preprocessing.pipeline import Registered
+
+    raw = load_scan(path)
+    for stage in ("read", "preprocess", "score", "lesions"):
+        lap(stage)
+    brain = raw.data > 0
+    score = (raw.data / 100).astype(np.float32)
+    registered = np.zeros(template_shape(), np.float32)
+    native = {"score": score, "lesions": (score > job.threshold) & brain, "brain": brain}
+    lap("to scan grid")
+    return Found(raw, native, Registered({job.detector.cfg.train.modality: registered},
+                                         brain.astype(np.uint8), None, STUB_QUALITY))
+
+
+def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda s: None):
+    """compare's heavy part on two tiny scans of one grid: their difference / 10, a change
+    beyond 2 (new where it grew, shrinking where it faded)."""
+    from scipy import ndimage
+
+    from brainuad.io.images import load_scan
+    from brainuad.longitudinal.change import NEW, SHRINKING, Change
+    from brainuad.longitudinal.compare import Found
+    from brainuad.longitudinal.visits import Visits
+    from brainuad.preprocessing.pipeline import Registered
+
+    baseline, followup = load_scan(baseline_path), load_scan(followup_path)
+    for stage in ("read", "register", "intensities", "change"):
+        lap(stage)
+    brain = followup.data > 0
+    score = ((followup.data - baseline.data) / 10).astype(np.float32)
+    mask = np.where(score > 2, 1, np.where(score < -2, 2, 0)).astype(np.uint8)
+    labels, count = ndimage.label(mask > 0)
+    components = [{"label": i, "voxels": int((labels == i).sum()),
+                   "type": NEW if mask[labels == i].max() == 1 else SHRINKING}
+                  for i in range(1, count + 1)]
+    change = Change(score, mask, components, labels, 10.0)
+    visits = Visits(baseline.data, followup.data, score, score, brain, brain * 1.0, 0.9)
+    registered = Registered({"baseline": baseline.data, "followup": followup.data},
+                            brain.astype(np.uint8), None, STUB_QUALITY)
+    lap("to follow-up grid")
+    return Found(followup, registered, visits, change,
+                 {"score": score, "mask": mask, "labels": labels}, [])
+
+
+class Notes(list):
+    """The lines the commands say (`progress.note`) since the last `said()`."""
+
+    def said(self) -> str:
+        text = "\n".join(self)
+        self.clear()
+        return text
+
+
+def stub_heavy_work(monkeypatch) -> Notes:
+    """segment's and compare's heavy parts stubbed (`fake_find_lesions`, `fake_find_changes`),
+    a clock that always reads 0 (so that the seconds in two runs' summaries agree), the report's
+    registration panel left out (0.1 s a scan), and what the commands say collected."""
+    from types import SimpleNamespace
+
+    from brainuad.commands import bids_app
+    from brainuad.commands import compare as compare_command
+    from brainuad.commands import segment as segment_command
+    from brainuad.reporting import html
+    from brainuad.runtime import clock
+
+    monkeypatch.setattr(segment_command, "find_lesions", fake_find_lesions)
+    monkeypatch.setattr(compare_command, "find_changes", fake_find_changes)
+    still = SimpleNamespace(perf_counter=lambda: 0.0)
+    for module in (clock, segment_command, compare_command):
+        monkeypatch.setattr(module, "time", still)
+    monkeypatch.setattr(html, "_registration_figure", lambda registered: "")
+    notes = Notes()
+    for module in (segment_command, compare_command, bids_app):
+        monkeypatch.setattr(module, "note", notes.append)
+    return notes
+
+
+@pytest.fixture
+def stubbed(monkeypatch) -> Notes:
+    """`stub_heavy_work` for one test."""
+    return stub_heavy_work(monkeypatch)
+
+
+def tiny_scan(path: Path, seed: int = 0, lesion: float = 0.0) -> Path:
+    """A toy FLAIR on a 4 mm grid for the stubbed commands; `lesion` > 0: a bright 3^3 block."""
+    image, mask = ellipsoid_brain(seed=0)
+    image = image * 0.5 + np.random.default_rng(seed).normal(0, 1, image.shape) * mask
+    if lesion:
+        image[10:13, 12:15, 8:11] = lesion
+    return write_nifti(path, image.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))

@@ -142,7 +142,7 @@ def test_bids_killed_while_placing_a_pair_completes_on_a_rerun(tmp_path):
                         kill_at=kill_at)
         assert done.returncode == (-signal.SIGKILL if kill_at else 0), done.stderr
     anat = tmp_path / "killed" / "sub-01" / "ses-10" / "anat"
-    sidecar = anat / "sub-01_ses-10_space-orig_desc-change_mask.json"
+    sidecar = anat / "sub-01_ses-10_space-orig_desc-change_dseg.json"
     assert (anat / "sub-01_ses-10_desc-change_report.html").is_file() and not sidecar.exists()
     again = brainuad("bids", study, tmp_path / "killed", "participant", "--accelerator", "cpu")
     assert again.returncode == 0, again.stderr
@@ -151,8 +151,8 @@ def test_bids_killed_while_placing_a_pair_completes_on_a_rerun(tmp_path):
     assert not list((tmp_path / "killed" / "sub-01" / "ses-2").rglob("*change*"))
     assert not (tmp_path / "killed" / ".work").exists() or not any(
         (tmp_path / "killed" / ".work").iterdir())
-    for session, name in (("2", "lesion"), ("10", "lesion"), ("10", "change")):  # 2: none
-        path = f"sub-01/ses-{session}/anat/sub-01_ses-{session}_space-orig_desc-{name}_mask.nii.gz"
+    for session, name in (("2", "lesion_mask"), ("10", "lesion_mask"), ("10", "change_dseg")):
+        path = f"sub-01/ses-{session}/anat/sub-01_ses-{session}_space-orig_desc-{name}.nii.gz"
         got, want = (np.asarray(nib.load(str(tmp_path / out / path)).dataobj) > 0
                      for out in ("killed", "straight"))
         assert (dice(got, want) >= 0.95) if want.any() else not got.any(), path

@@ -260,3 +260,14 @@ def test_the_shipped_model_detects_with_the_settings_it_was_chosen_with():
     point = detector.operating_point(detector.settings())
     assert point is not None and detector.threshold(detector.settings()) == point["threshold"]
     assert json.loads((shipped / "threshold.json").read_text())["operating_points"]
+
+
+def test_every_kinds_scores_are_registered_scores():
+    """A score is one entry of config.SCORES (its range, whether it needs normative maps); a
+    kind names which it computes."""
+    from brainuad.config import SCORES
+    from brainuad.models.registry import KINDS
+
+    for kind in KINDS.values():
+        assert set(kind.scores) <= set(SCORES), kind.name
+    assert {s for k in KINDS.values() for s in k.scores} == set(SCORES)

@@ -15,100 +15,18 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-from scipy import ndimage
 from typer.testing import CliRunner
 
 from brainuad.commands import bids_app
-from brainuad.commands import compare as compare_command
 from brainuad.commands import segment as segment_command
 from brainuad.commands.bids_app import BidsOptions, group, participant
 from brainuad.commands.cli import app
 from brainuad.commands.compare import CompareOptions, compare_scans
 from brainuad.commands.segment import SegmentOptions, segment_scans
 from brainuad.io import files
-from brainuad.io.images import load_scan
-from brainuad.longitudinal import compare as longitudinal
-from brainuad.longitudinal.change import NEW, SHRINKING, Change
-from brainuad.longitudinal.visits import Visits
-from brainuad.preprocessing.atlas import template_shape
-from brainuad.preprocessing.pipeline import Registered
 from brainuad.preprocessing.registration import RegistrationConfig
-from brainuad.reporting import html
-from brainuad.runtime import clock
-from conftest import ellipsoid_brain, write_nifti
-
-QUALITY = {"brain_dice": 0.95, "coverage": 1.0, "scale": 1.0, "rotation": 0.0, "metric": -0.6}
-AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
-
-
-def fake_find_lesions(path, job, lap):
-    """segment's heavy part on a tiny scan: its score is its intensity / 100."""
-    raw = load_scan(path)
-    for stage in ("read", "preprocess", "score", "lesions"):
-        lap(stage)
-    brain = raw.data > 0
-    score = (raw.data / 100).astype(np.float32)
-    registered = np.zeros(template_shape(), np.float32)
-    native = {"score": score, "lesions": (score > job.threshold) & brain, "brain": brain}
-    lap("to scan grid")
-    return segment_command.Found(raw, native, Registered(
-        {job.detector.cfg.train.modality: registered}, brain.astype(np.uint8), None, QUALITY))
-
-
-def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda s: None):
-    """compare's heavy part on two tiny scans of one grid: their difference / 10."""
-    baseline, followup = load_scan(baseline_path), load_scan(followup_path)
-    for stage in ("read", "register", "intensities", "change"):
-        lap(stage)
-    brain = followup.data > 0
-    score = ((followup.data - baseline.data) / 10).astype(np.float32)
-    mask = np.where(score > 2, 1, np.where(score < -2, 2, 0)).astype(np.uint8)
-    labels, count = ndimage.label(mask > 0)
-    components = [{"label": i, "voxels": int((labels == i).sum()),
-                   "type": NEW if mask[labels == i].max() == 1 else SHRINKING}
-                  for i in range(1, count + 1)]
-    change = Change(score, mask, components, labels, 10.0)
-    visits = Visits(baseline.data, followup.data, score, score, brain, brain * 1.0, 0.9)
-    registered = Registered({"baseline": baseline.data, "followup": followup.data},
-                            brain.astype(np.uint8), None, QUALITY)
-    lap("to follow-up grid")
-    return longitudinal.Found(followup, registered, visits, change,
-                              {"score": score, "mask": mask, "labels": labels}, [])
-
-
-class Notes(list):
-    """The lines the commands say (`progress.note`) since the last `said()`."""
-
-    def said(self) -> str:
-        text = "\n".join(self)
-        self.clear()
-        return text
-
-
-@pytest.fixture
-def stubbed(monkeypatch) -> Notes:
-    """The heavy parts stubbed, a clock that always reads 0 (so that the seconds in the
-    summaries of two runs agree), and what the commands say collected."""
-    monkeypatch.setattr(segment_command, "find_lesions", fake_find_lesions)
-    monkeypatch.setattr(compare_command, "find_changes", fake_find_changes)
-    still = SimpleNamespace(perf_counter=lambda: 0.0)
-    for module in (clock, segment_command, compare_command):
-        monkeypatch.setattr(module, "time", still)
-    monkeypatch.setattr(html, "_registration_figure", lambda registered: "")  # 0.1 s a scan
-    notes = Notes()
-    for module in (segment_command, compare_command, bids_app):
-        monkeypatch.setattr(module, "note", notes.append)
-    return notes
-
-
-def _scan(path: Path, seed: int = 0, lesion: float = 0.0) -> Path:
-    image, mask = ellipsoid_brain(seed=0)
-    image = image * 0.5 + np.random.default_rng(seed).normal(0, 1, image.shape) * mask
-    if lesion:
-        image[10:13, 12:15, 8:11] = lesion
-    return write_nifti(path, image.astype(np.float32), AFFINE)
+from conftest import tiny_scan
 
 
 class Killed(BaseException):
@@ -169,7 +87,8 @@ def _killed_at_every_step_then_rerun(monkeypatch, tmp_path, run) -> int:
 
 
 def test_segment_killed_after_any_step_completes_on_a_rerun(stubbed, monkeypatch, tmp_path):
-    scans = [_scan(tmp_path / "in" / "a.nii.gz", 0, 400), _scan(tmp_path / "in" / "b.nii.gz", 1)]
+    scans = [tiny_scan(tmp_path / "in" / "a.nii.gz", 0, 400),
+             tiny_scan(tmp_path / "in" / "b.nii.gz", 1)]
     options = SegmentOptions(accelerator="cpu")
     steps = _killed_at_every_step_then_rerun(
         monkeypatch, tmp_path, lambda out: segment_scans(scans, out, options))
@@ -177,7 +96,7 @@ def test_segment_killed_after_any_step_completes_on_a_rerun(stubbed, monkeypatch
 
 
 def test_compare_killed_after_any_step_completes_on_a_rerun(stubbed, monkeypatch, tmp_path):
-    before, after = _scan(tmp_path / "v1.nii.gz"), _scan(tmp_path / "v2.nii.gz", 1, 600)
+    before, after = tiny_scan(tmp_path / "v1.nii.gz"), tiny_scan(tmp_path / "v2.nii.gz", 1, 600)
     steps = _killed_at_every_step_then_rerun(
         monkeypatch, tmp_path,
         lambda out: compare_scans([before, after], out, CompareOptions()))
@@ -189,7 +108,7 @@ def _flag_fraction_threshold(options: SegmentOptions) -> float:
 
 
 def test_a_segment_rerun_follows_the_settings(stubbed, tmp_path):
-    scan = _scan(tmp_path / "in" / "visit.nii.gz", 0, 400)
+    scan = tiny_scan(tmp_path / "in" / "visit.nii.gz", 0, 400)
     out = tmp_path / "out"
     summary = out / "visit" / "summary.json"
 
@@ -212,7 +131,7 @@ def test_a_segment_rerun_follows_the_settings(stubbed, tmp_path):
     made = segment(qc="warn")["made_by"]
     assert made["settings"]["preprocess"]["registration"]["qc"] == "warn"
     assert "preprocess.registration.qc refuse -> warn" in stubbed.said()
-    _scan(scan, 5, 400)  # another scan copied over the same path
+    tiny_scan(scan, 5, 400)  # another scan copied over the same path
     assert segment(qc="warn")["made_by"]["inputs"]["scan"] != made["inputs"]["scan"]
     assert stubbed.said().endswith("redone: the scan's content")
     before = summary.stat().st_mtime_ns
@@ -220,10 +139,10 @@ def test_a_segment_rerun_follows_the_settings(stubbed, tmp_path):
     assert summary.stat().st_mtime_ns > before and "--force" in stubbed.said()
 
 
-def test_another_model_or_its_files_redo_a_scan(stubbed, tmp_path):
+def test_another_model_or_its_files_redo_atiny_scan(stubbed, tmp_path):
     from brainuad.models.bundled import resolve
 
-    scan = _scan(tmp_path / "visit.nii.gz", 0, 400)
+    scan = tiny_scan(tmp_path / "visit.nii.gz", 0, 400)
     model = tmp_path / "flair-ms-copy"
     shutil.copytree(resolve("flair-ms"), model)
     out = tmp_path / "out"
@@ -241,7 +160,7 @@ def test_another_model_or_its_files_redo_a_scan(stubbed, tmp_path):
 
 def test_an_older_output_without_a_record_is_redone_and_another_version_is_said(
         stubbed, tmp_path):
-    scan = _scan(tmp_path / "visit.nii.gz", 0, 400)
+    scan = tiny_scan(tmp_path / "visit.nii.gz", 0, 400)
     out = tmp_path / "out"
     segment_scans([scan], out, SegmentOptions(accelerator="cpu"))
     summary = out / "visit" / "summary.json"
@@ -259,7 +178,7 @@ def test_an_older_output_without_a_record_is_redone_and_another_version_is_said(
 
 
 def test_a_compare_rerun_follows_its_inputs_and_settings(stubbed, tmp_path):
-    before, after = _scan(tmp_path / "v1.nii.gz"), _scan(tmp_path / "v2.nii.gz", 1, 600)
+    before, after = tiny_scan(tmp_path / "v1.nii.gz"), tiny_scan(tmp_path / "v2.nii.gz", 1, 600)
     out = tmp_path / "out"
     summary = out / "v1-v2" / "summary.json"
     compare_scans([before, after], out, CompareOptions())
@@ -268,7 +187,7 @@ def test_a_compare_rerun_follows_its_inputs_and_settings(stubbed, tmp_path):
     assert summary.stat().st_mtime_ns == made and stubbed.said() == ""
     compare_scans([before, after], out, CompareOptions(preprocess=replace_qc("warn")))
     assert "qc refuse -> warn" in stubbed.said()
-    _scan(before, 3)
+    tiny_scan(before, 3)
     compare_scans([before, after], out, CompareOptions(preprocess=replace_qc("warn")))
     assert "the baseline's content" in stubbed.said()
 
@@ -291,7 +210,7 @@ def _study(root: Path, sessions: dict[str, float], times: dict[str, str] | None 
     (root / "README").write_text("A tiny synthetic study.\n")
     for i, (label, lesion) in enumerate(sessions.items()):
         anat = root / "sub-01" / f"ses-{label}" / "anat"
-        _scan(anat / f"sub-01_ses-{label}_FLAIR.nii.gz", i, lesion)
+        tiny_scan(anat / f"sub-01_ses-{label}_FLAIR.nii.gz", i, lesion)
         (anat / f"sub-01_ses-{label}_FLAIR.json").write_text("{}")
         if times and where == "scans":
             (anat.parent / f"sub-01_ses-{label}_scans.tsv").write_text(
@@ -304,7 +223,7 @@ def _study(root: Path, sessions: dict[str, float], times: dict[str, str] | None 
 
 def _change(out: Path, session: str) -> dict | None:
     path = (out / "sub-01" / f"ses-{session}" / "anat" /
-            f"sub-01_ses-{session}_space-orig_desc-change_mask.json")
+            f"sub-01_ses-{session}_space-orig_desc-change_dseg.json")
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -49,6 +49,7 @@ def test_an_unknown_shift_is_refused():
         shifted(_scan(), "rotate")
 
 
+@pytest.mark.slow  # four whole segment runs: about 20 s
 @pytest.mark.parametrize("contrast, shift, seed", [
     ("flair", "contrast", 2), ("flair3d", "none", 2), ("flair", "bias", 2),
     ("flair3d", "bias", 1),  # a field version 3 flagged 2.6 ml under (version 4: 0.0)

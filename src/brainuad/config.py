@@ -25,7 +25,8 @@ Fields = dict[str, "tuple[str, ...] | None"]
 @dataclass
 class ModelConfig:
     """Which model, and its shape (networks only). `name` is a preset of a model kind
-    (`models/registry.py`): the names of the paper's Table 1, `threshold`, `normative`."""
+    (`models/registry.py`): the names of the paper's Table 1, `denoising`, `anogan`,
+    `normative`, `threshold`, `tissue`."""
 
     name: str = "anovaegan"  # what `brainuad train` trains unless told otherwise
     image_size: int = 256  # slices are S x S; 256 in the paper, 128 or 64 for quick CPU runs
@@ -137,10 +138,27 @@ class TrainConfig:
 RESIDUALS = ("abs", "positive", "hyperintense", "negative")
 #: Which lesions each residual can see.
 POLARITY = {"abs": "both", "positive": "bright", "hyperintense": "bright", "negative": "dark"}
+
+
+@dataclass(frozen=True)
+class Score:
+    """What a detector can score, in one place: its name (`DetectConfig.score`), where its
+    values lie (the calibration histograms' range: a residual of [0, 1] images in [0, 1];
+    z-scores above 50 are counted at 50, far beyond any threshold) and whether it is computed
+    against the normative maps (`normative.pt` in the model folder). Which kinds compute it:
+    each kind's `scores`."""
+
+    name: str
+    range: tuple[float, float]
+    needs_maps: bool = False
+
+
 #: What is scored: the network's residual (the paper); the normative model's z-score; their
 #: product, the residual where the voxel is also unusually bright; or the z-score against the
 #: scan's own grey matter (`tissue`).
-SCORES = ("residual", "normative", "product", "tissue")
+SCORES: dict[str, Score] = {s.name: s for s in (
+    Score("residual", (0.0, 1.0)), Score("normative", (0.0, 50.0), needs_maps=True),
+    Score("product", (0.0, 50.0), needs_maps=True), Score("tissue", (0.0, 50.0)))}
 
 
 @dataclass
@@ -148,9 +166,9 @@ class DetectConfig:
     """Post-processing of the paper: 5x5x5 median, eroded brain mask, threshold, small parts."""
 
     median_size: int = 5
-    # "residual" (the paper), "normative" or "product" (see SCORES). The normative scores are
-    # computed, median filtered and thresholded on the scan's own voxels; the paper's residual
-    # is median filtered on the stack of network-sized slices, as before.
+    # "residual" (the paper), "normative", "product" or "tissue" (see SCORES). The normative and
+    # tissue scores are computed, median filtered and thresholded on the scan's own voxels; the
+    # paper's residual is median filtered on the stack of network-sized slices, as before.
     score: str = "residual"
     normative_floor: float = 0.05  # lower bound of the normative spread, in [0, 1] units
     # "abs": |x - x_hat| as in the paper; "positive": max(x - x_hat, 0), only what is brighter

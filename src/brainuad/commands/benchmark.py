@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brainuad import __version__
 from brainuad.config import from_dict, load_yaml, merge
 from brainuad.data.lesions import has_real_lesions, lesioned_copies
 from brainuad.data.synth import SynthConfig, synth_cohort
@@ -43,8 +44,9 @@ from brainuad.detection.calibration import calibrate, choose_operating_point
 from brainuad.detection.cohort import DetectOptions, detect_manifest
 from brainuad.errors import BrainUADError
 from brainuad.evaluation.evaluate import evaluate
-from brainuad.io.files import write_csv, write_text
+from brainuad.io.files import file_checksum, write_csv, write_text
 from brainuad.io.manifest import Manifest, Subject, read_manifest, write_manifest
+from brainuad.io.provenance import git_commit
 from brainuad.models.registry import model_defaults, name_defaults
 from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_manifest
 from brainuad.reporting import figures, tables
@@ -282,19 +284,26 @@ def run_benchmark(config_path: str | Path, out: str | Path,
         figures.figure_examples(examples[variant], out / f"fig5_{variant}{tag}.png")
         figures.figure_histograms(histograms[variant], out / f"fig6_{variant}{tag}.png",
                                  thresholds=thresholds[variant])
-    write_results(rows, per_subject, out, bench.split)
+    made = {"config": str(config_path), "config_sha256": file_checksum(Path(config_path)),
+            "models": [r.name for r in chosen], "git_commit": git_commit(),
+            "brainuad": __version__}
+    write_results(rows, per_subject, out, bench.split, made)
     say("\n" + tables.benchmark_table(rows))
     return rows
 
 
 def write_results(rows: list[dict], per_subject: list[dict], out: Path,
-                  split: str = "test") -> None:
-    """results.md (the table, then one row per subject), results.csv (one row per model and
-    variant, means and sds), subjects.csv and results.json (one line); a `val` benchmark's
-    files are named results-val.md and so on, so it never overwrites the test's."""
+                  split: str = "test", made: dict | None = None) -> None:
+    """results.md (the table, then one row per subject, then what made it), results.csv (one
+    row per model and variant, means and sds), subjects.csv and results.json (one line, with
+    `made_by`: the config, its hash, the git commit); a `val` benchmark's files are named
+    results-val.md and so on, so it never overwrites the test's."""
     tag = "" if split == "test" else f"-{split}"
+    made = made or {}
+    footer = ("\nMade by: " + ", ".join(f"{k} {v}" for k, v in made.items()) + "\n"
+              if made else "")
     write_text(out / f"results{tag}.md", tables.benchmark_table(rows) + "\nPer subject:\n\n"
-               + tables.subject_table(per_subject))
+               + tables.subject_table(per_subject) + footer)
     write_csv(out / f"subjects{tag}.csv", per_subject)
     flat = []
     for row in rows:
@@ -306,4 +315,5 @@ def write_results(rows: list[dict], per_subject: list[dict], out: Path,
                 entry[key] = value
         flat.append(entry)
     write_csv(out / f"results{tag}.csv", flat)
-    write_text(out / f"results{tag}.json", json.dumps({"benchmark": flat}) + "\n")
+    write_text(out / f"results{tag}.json", json.dumps({"benchmark": flat, "made_by": made})
+               + "\n")

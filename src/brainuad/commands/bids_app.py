@@ -9,7 +9,7 @@ segmented, and every consecutive pair of a subject's sessions compared, into BID
                            <entities>_space-orig_desc-anomaly_score.nii.gz (+ .json)
                            <entities>_desc-lesion_lesions.tsv, <entities>_desc-lesion_report.html
     at the later session of each pair:
-                           <entities>_space-orig_desc-change_mask.nii.gz   (+ .json)
+                           <entities>_space-orig_desc-change_dseg.nii.gz   (+ .json, + .tsv)
                            <entities>_space-orig_desc-change_score.nii.gz  (+ .json)
                            <entities>_desc-change_changes.tsv, <entities>_desc-change_report.html
 
@@ -56,7 +56,7 @@ from brainuad.runtime.progress import note, track
 RAW = "raw"  # the source dataset's name in BIDS URIs (`DatasetLinks`)
 #: BIDS suffixes of the modality a model reads
 SUFFIXES = {"flair": "FLAIR", "t2": "T2w", "t1": "T1w"}
-BIDSIGNORE = ["*_desc-anomaly_score.*", "*_desc-change_score.*", "*_desc-change_mask.*",
+BIDSIGNORE = ["*_desc-anomaly_score.*", "*_desc-change_score.*",
               "*_lesions.tsv", "*_changes.tsv", "*_report.html", "/lesions.tsv", "/index.html",
               "/.work/"]
 
@@ -286,9 +286,12 @@ def segment_one(scan: Scan, out: Path, job) -> dict:
 
 
 #: what a pair leaves at its follow-up session, after the follow-up's prefix
-CHANGE_OUTPUTS = ("_space-orig_desc-change_mask.nii.gz", "_space-orig_desc-change_score.nii.gz",
-                  "_space-orig_desc-change_score.json", "_desc-change_changes.tsv",
-                  "_desc-change_report.html", "_space-orig_desc-change_mask.json")
+CHANGE_OUTPUTS = ("_space-orig_desc-change_dseg.nii.gz", "_space-orig_desc-change_dseg.tsv",
+                  "_space-orig_desc-change_score.nii.gz", "_space-orig_desc-change_score.json",
+                  "_desc-change_changes.tsv", "_desc-change_report.html",
+                  "_space-orig_desc-change_dseg.json")
+#: the change segmentation's labels (BIDS `dseg.tsv`: index, name)
+CHANGE_LABELS = "index\tname\n1\tnew or enlarging lesion\n2\tshrinking or resolving lesion\n"
 
 
 def compare_one(pair: Pair, out: Path, options: CompareOptions) -> dict:
@@ -297,7 +300,7 @@ def compare_one(pair: Pair, out: Path, options: CompareOptions) -> dict:
     baseline, followup = pair.baseline, pair.followup
     folder = out / followup.folder
     name = f"{followup.prefix}_space-orig_desc"
-    change_json = folder / f"{name}-change_mask.json"
+    change_json = folder / f"{name}-change_dseg.json"
     work = out / ".work" / f"{followup.prefix}_change"
     made = pair_made_by(baseline.path, followup.path, options)
     kept, said = reuse(change_json, made, options.force)
@@ -316,7 +319,8 @@ def compare_one(pair: Pair, out: Path, options: CompareOptions) -> dict:
                                        "noise of their difference"})
     _tsv(work / "changes.csv", folder / f"{followup.prefix}_desc-change_changes.tsv")
     _place(work / "report.html", folder / f"{followup.prefix}_desc-change_report.html")
-    _place(work / "change_mask.nii.gz", folder / f"{name}-change_mask.nii.gz")
+    write_text(folder / f"{name}-change_dseg.tsv", CHANGE_LABELS)
+    _place(work / "change_mask.nii.gz", folder / f"{name}-change_dseg.nii.gz")
     sidecar = {**common, "Description": "1: new or enlarging lesion, 2: shrinking or "
                                         "resolving, since the baseline session",
                "subject": followup.subject, "session": followup.session,
@@ -399,7 +403,7 @@ def group(out: str | Path) -> list[dict]:
     for sidecar in found:
         scan = json.loads(sidecar.read_text())
         prefix = sidecar.name.removesuffix("_space-orig_desc-lesion_mask.json")
-        change_json = sidecar.with_name(f"{prefix}_space-orig_desc-change_mask.json")
+        change_json = sidecar.with_name(f"{prefix}_space-orig_desc-change_dseg.json")
         change = json.loads(change_json.read_text()) if change_json.is_file() else {}
         counts = change.get("changes", {})
         shrinking = counts.get("shrinking or resolving", {})

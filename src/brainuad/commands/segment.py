@@ -3,7 +3,8 @@ package (or any run directory): no cohort, no training.
 
 Per scan (a FLAIR as it leaves the scanner: NIfTI, or a folder holding one DICOM series), the
 preprocessing of `preprocess` runs in memory (N4, registration to MNI152 checked for
-plausibility, template brain mask, CurvatureFlow, [0, 1] scaling), the model scores it and its
+plausibility, the scan's contrast checked to be the model's, the scan's own brain mask from
+deepbet or the template's, CurvatureFlow, [0, 1] scaling), the model scores it and its
 threshold cuts the mask, and everything is written on the scan's own grid:
 
     OUT/<scan>/lesion_mask.nii.gz    0/1

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 
-from brainuad.config import DetectConfig, RunConfig
+from brainuad.config import SCORES, DetectConfig, RunConfig
 from brainuad.detection.detector import Detector
 from brainuad.errors import BrainUADError
 from brainuad.io.manifest import read_manifest
 from brainuad.models import folder as model_folder
-from brainuad.models.kind import MAP_SCORES
 from brainuad.models.normative import maps as normative
 from brainuad.models.registry import check_scoring
 from brainuad.runtime import distributed
@@ -46,7 +45,7 @@ def calibrate(run: str | Path, manifest_path: str | Path | None = None,
     wanted = [cfg.detect, *(settings or [])] if previous is None else (settings or [])
     for detect in wanted:  # before any work
         check_scoring(cfg, detect.score, str(run))
-    if detector.maps is None and any(d.score in MAP_SCORES for d in wanted):
+    if detector.maps is None and any(SCORES[d.score].needs_maps for d in wanted):
         training = [s for s in manifest.select(split="train", health=cfg.train.health)
                     if s.subject not in excluded]
         sums = normative.accumulate(training, cfg.train.modality, manifest_path,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from brainuad.config import DetectConfig, RunConfig
+from brainuad.config import SCORES, DetectConfig, RunConfig
 from brainuad.data.slices import load_preprocessed
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume, load_binary, load_image
@@ -167,7 +167,7 @@ class Detector:
                 key = self.scoring_key(detect, precision)
                 if key not in skip:
                     runs[key] = (detect, precision)
-        histograms = {key: [thresholds.ScoreHistogram(*thresholds.SCORE_RANGES[detect.score])
+        histograms = {key: [thresholds.ScoreHistogram(*SCORES[detect.score].range)
                             for _ in range(1 + labelled)] for key, (detect, _) in runs.items()}
         mine = subjects[shard[0]::shard[1]]
         for subject in (track(mine, desc) if desc else mine):

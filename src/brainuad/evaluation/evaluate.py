@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from brainuad.config import SCORES
 from brainuad.data.slices import to_ras
 from brainuad.detection.cohort import SETTINGS, read_timing
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
@@ -96,7 +97,7 @@ def evaluate(pred: str | Path, manifest_path: str | Path, out: str | Path | None
                             f"{split or 'any'}) that have a label and did not train the model; "
                             "run `brainuad detect` on this manifest first")
     result = Evaluation(warnings=warnings, pooled=tuple(
-        thresholds.ScoreHistogram(*thresholds.SCORE_RANGES[detect_info.get("score", "residual")])
+        thresholds.ScoreHistogram(*SCORES[detect_info.get("score", "residual")].range)
         for _ in range(2)))
     rng = np.random.default_rng(0)
     outcomes, done = [], []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 from brainuad import __version__
@@ -20,6 +21,17 @@ from brainuad.io.files import file_checksum
 
 #: the key of the record in a summary or sidecar
 KEY = "made_by"
+
+
+def git_commit() -> str | None:
+    """The git commit of brainuad's source tree, where it runs from a clone (None from a
+    wheel): what benchmark results and trained runs record."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5,
+                              check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def content_hash(path: Path) -> str:

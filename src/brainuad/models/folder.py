@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from brainuad.config import RunConfig, from_dict, load_yaml
+from brainuad.config import SCORES, RunConfig, from_dict, load_yaml
 from brainuad.errors import BrainUADError
 from brainuad.io.files import atomic_path, file_checksum, write_text
 from brainuad.io.manifest import MODALITIES
+from brainuad.io.provenance import git_commit
 from brainuad.io.weights import safe_torch_load
-from brainuad.models.kind import MAP_SCORES, POLARITIES, polarity
+from brainuad.models.kind import POLARITIES, polarity
 from brainuad.models.registry import KINDS, kind_of
 
 INFO, CONFIG, MODEL, MAPS, THRESHOLD, PROVENANCE = (
@@ -136,7 +136,7 @@ def read_config(run: Path) -> RunConfig:
 
 
 def needs_maps(cfg: RunConfig) -> bool:
-    return cfg.detect.score in MAP_SCORES
+    return SCORES[cfg.detect.score].needs_maps
 
 
 def save_weights(run: Path, state_dict: dict[str, torch.Tensor]) -> None:
@@ -197,14 +197,8 @@ def provenance(manifest: Path, excluded: dict[str, str] | None = None,
 
     import brainuad
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(brainuad.__file__).parent, timeout=5,
-                                check=False).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
     return {
-        "brainuad": brainuad.__version__, "git_commit": commit,
+        "brainuad": brainuad.__version__, "git_commit": git_commit(),
         "python": platform.python_version(), "torch": torch.__version__,
         "lightning": version("lightning"), "numpy": numpy.__version__,
         "manifest": str(Path(manifest).resolve()), "manifest_sha256": file_checksum(manifest),

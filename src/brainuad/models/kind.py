@@ -22,8 +22,6 @@ from brainuad.scoring.postprocess import Scored
 
 #: Which lesions a model can see: brighter, darker than expected, or either.
 POLARITIES = ("bright", "dark", "both")
-#: Scores computed against the normative maps (`normative.pt` in the model folder).
-MAP_SCORES = ("normative", "product")
 
 
 class Scorer(Protocol):

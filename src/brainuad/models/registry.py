@@ -1,6 +1,6 @@
 """Every model kind, and the preset names `brainuad train --model NAME` takes: the names of the
 paper's Table 1 (described at 256 px: `sae16` has four stride-2 levels, 16 x 16 at 256 px and
-8 x 8 at 128; `sae8` one more), `denoising`, `anogan`, `normative` and `threshold`.
+8 x 8 at 128; `sae8` one more), `denoising`, `anogan`, `normative`, `threshold` and `tissue`.
 """
 
 from __future__ import annotations

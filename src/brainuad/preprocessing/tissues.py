@@ -66,9 +66,10 @@ def tissue_levels(values: np.ndarray, inner: np.ndarray, tissue: dict[str, np.nd
 
 #: What each contrast brainuad reads looks like: bounds on the median of CSF and of grey matter
 #: as fractions of the white matter's, after registration. Measured on every real scan in
-#: ../shared/data (benchmarks/inputs_check.py --parts c: 16 FLAIRs, 20 T1s, 9 T2s, raw and
-#: preprocessed): FLAIR CSF 0.27-0.74, GM 1.01-1.18; T1 (and T1 after contrast) CSF 0.15-0.65,
-#: GM 0.79-0.89; T2 CSF 1.68-3.16, GM 1.09-1.35. The cuts lie midway between the groups.
+#: ../shared/data (benchmarks/inputs_check.py --parts c: 13 FLAIRs, 22 T1s of which 2 after
+#: contrast, 9 T2s, raw and preprocessed): FLAIR CSF 0.27-0.74, GM 1.01-1.18; T1 (and T1 after
+#: contrast) CSF 0.15-0.65, GM 0.79-0.89; T2 CSF 1.68-3.16, GM 1.09-1.35. The cuts lie midway
+#: between the groups (docs/results/inputs_check.md).
 CSF_CUT, GM_CUT = 1.2, 0.95
 CONTRASTS: dict[str, dict[str, tuple[float, float]]] = {
     "flair": {"csf": (0.0, CSF_CUT), "gm": (GM_CUT, np.inf)},
@@ -101,8 +102,12 @@ def contrast_ratios(image: np.ndarray, brain: np.ndarray, affine: np.ndarray | N
 
 
 def _outside(ratios: dict[str, float], modality: str) -> list[str]:
-    return [f"{tissue.upper()} {ratios[tissue]:.2f} x white matter (expected {low:g}-{high:g})"
-            for tissue, (low, high) in CONTRASTS[modality].items()
+    def expected(low: float, high: float) -> str:
+        return (f"over {low:g}" if high == np.inf else f"under {high:g}" if low == 0
+                else f"{low:g}-{high:g}")
+
+    return [f"{tissue.upper()} {ratios[tissue]:.2f} x white matter (expected "
+            f"{expected(low, high)})" for tissue, (low, high) in CONTRASTS[modality].items()
             if not low <= ratios[tissue] <= high]
 
 

@@ -32,11 +32,6 @@ PERCENTILES = np.arange(1001) / 10
 #: within 1e-5 of the exact one (the bound asked for is 1e-4 of the range); 800 kB per scoring.
 BINS = 100_000
 VERSION = 2
-#: Where scores lie, for the histograms: residuals in [0, 1] (images are in [0, 1],
-#: reconstructions end in a sigmoid); z-scores above 50 are counted at 50 (and the exact maximum
-#: kept), far beyond any threshold.
-SCORE_RANGES = {"residual": (0.0, 1.0), "normative": (0.0, 50.0), "product": (0.0, 50.0),
-                "tissue": (0.0, 50.0)}
 
 
 class ScoreHistogram:
