@@ -39,11 +39,14 @@ def config_hash(config: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def code_hash(*paths: str) -> str:
-    """SHA-256 (first 16 hex digits) of the package's source and the given files: what a cache
-    of computed inputs is keyed by, with its settings, so a code change is never served stale."""
+def code_hash(*parts: str) -> str:
+    """SHA-256 (first 16 hex digits) of the package's source (or of these of its parts,
+    folders or files under src/brainuad): what a cache of computed inputs is keyed by, with
+    its settings, so a change to the code that made it is never served stale."""
     digest = hashlib.sha256()
-    files = sorted((REPO / "src" / "brainuad").rglob("*.py")) + [REPO / p for p in paths]
+    package = REPO / "src" / "brainuad"
+    files = sorted(f for part in (parts or ("",)) for f in (
+        (package / part).rglob("*.py") if (package / part).is_dir() else [package / part]))
     for path in files:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]

@@ -173,3 +173,39 @@ def test_two_visits_that_are_not_one_persons_are_refused_or_warned():
                                             "same person's .--qc warn compares them anyway"):
         same_person(0.3, a, b, "refuse")
     assert "not the same person's" in same_person(0.3, a, b, "warn")[0]
+
+
+def _pair_with(shape=(60, 60, 60), seed=3, faint=1.5):
+    """Two visits of noise (spread 0.01) in a box of white matter, with changes too faint for
+    any one voxel: a 5^3 new lesion `faint` spreads brighter at the follow-up, a 5^3 lesion as
+    much fainter at the follow-up than at the baseline, where it is a lesion."""
+    rng = np.random.default_rng(seed)
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    baseline, followup = (0.5 + rng.normal(0, 0.01, shape) for _ in range(2))
+    new, gone = (slice(20, 25),) * 3, (slice(35, 40),) * 3
+    followup[new] += faint * 0.01
+    baseline[gone] += 0.05  # a lesion at the baseline
+    followup[gone] += 0.05 - faint * 0.01
+    lesion = {k: (v - 0.5) / 0.01 / 2 for k, v in (("b", baseline), ("f", followup))}
+    return Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0), new, gone
+
+
+def test_blobs_find_changes_too_faint_for_any_voxel():
+    """Averaged over a lesion's extent, a change of 1.5 noise spreads a voxel stands out: the
+    blob statistic finds the new lesion and the fading one (types and places), which the
+    voxel rule does not; the same visits without the changes give nothing."""
+    from brainuad.longitudinal.blobs import BlobConfig, detect_blobs, statistic
+
+    visits, new, gone = _pair_with()
+    cfg = BlobConfig(edge_mm=0, lesion=0.5, threshold=5.0)
+    change = detect_blobs(visits, cfg)
+    assert sorted(c["type"] for c in change.components) == ["new", "shrinking or resolving"]
+    assert change.mask[22, 22, 22] == 1 and change.mask[37, 37, 37] == 2
+    assert not detect_change(visits, ChangeConfig(threshold=5, lesion=0.5, median_size=1,
+                                                  edge_mm=0)).mask.any()
+    quiet, _, _ = _pair_with(faint=0.0)
+    quiet.lesion_followup = quiet.lesion_baseline  # no lesion faded either
+    stat = statistic(quiet, cfg)
+    assert stat.peaks.max(initial=0) < 5.0
+    assert 0.3 < np.abs(statistic(visits, cfg).z).max() / 10 < 3  # z in spreads, not raw

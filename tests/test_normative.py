@@ -11,7 +11,7 @@ from brainuad.detection.cohort import DetectOptions, detect_manifest
 from brainuad.errors import BrainUADError
 from brainuad.evaluation.evaluate import evaluate
 from brainuad.models import folder as rundir
-from brainuad.models.normative.maps import FILE, Accumulator, Normative
+from brainuad.models.common.normative_maps import FILE, Accumulator, Normative
 from brainuad.training.train import train
 from conftest import tiny_config
 

@@ -13,7 +13,7 @@ from brainuad.detection.detector import Detector
 from brainuad.errors import BrainUADError
 from brainuad.io.manifest import read_manifest
 from brainuad.models import folder as model_folder
-from brainuad.models.normative import maps as normative
+from brainuad.models.common import normative_maps as normative
 from brainuad.models.registry import check_scoring
 from brainuad.runtime import distributed
 from brainuad.scoring import thresholds

@@ -20,6 +20,7 @@ from brainuad.data.slices import load_preprocessed
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume, load_binary, load_image
 from brainuad.models.bundled import resolve
+from brainuad.models.common.normative_maps import Normative
 from brainuad.models.folder import (
     MODEL,
     ModelInfo,
@@ -29,7 +30,6 @@ from brainuad.models.folder import (
     read_threshold_info,
 )
 from brainuad.models.kind import Scorer
-from brainuad.models.normative.maps import Normative
 from brainuad.models.registry import build_network, check_scoring, kind_of
 from brainuad.preprocessing.registration import read_transform, to_atlas
 from brainuad.runtime.clock import Stopwatch

@@ -85,6 +85,7 @@ def changed(old: dict | None, new: dict) -> str | None:
     for name in new["inputs"]:
         if old.get("inputs", {}).get(name) != new["inputs"][name]:
             said.append(f"the {name}'s content")
+    said += [f"no {name} now" for name in old.get("inputs", {}) if name not in new["inputs"]]
     old_model, new_model = old.get("model") or {}, new.get("model") or {}
     if (old_model.get("name"), old_model.get("version")) != (new_model.get("name"),
                                                               new_model.get("version")):

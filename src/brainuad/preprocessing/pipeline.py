@@ -28,9 +28,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
-from brainuad.io.files import file_checksum, remove_partials, write_text
+from brainuad.io.files import remove_partials, write_text
 from brainuad.io.images import Volume, load_binary, load_image, save_volume
 from brainuad.io.manifest import Manifest, Subject, read_manifest, shard, write_manifest
+from brainuad.io.provenance import changed, record
 from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
 from brainuad.preprocessing.atlas import on_template_grid, template, template_affine
 from brainuad.preprocessing.brain_mask import (
@@ -242,7 +243,7 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
     # Every file is written atomically and the mask last, so existing means complete; done with
     # other settings or from other input files (the fingerprint differs), it is done again.
     done = mask_path.exists() and all(p.exists() for p in targets.values())
-    if overwrite or not done or _read_json(folder / FINGERPRINT) != stamp:
+    if overwrite or not done or changed(_read_json(folder / FINGERPRINT), stamp) is not None:
         fresh = not folder.exists()
         remove_partials(folder)  # of a run that was killed while writing this subject
         # redone: the old mask goes first, so a redo that fails is never taken for complete
@@ -264,13 +265,12 @@ def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
 
 
 def fingerprint(subject: Subject, cfg: PreprocessConfig) -> dict:
-    """What shapes a subject's outputs: the settings, and each input file's path and content
-    checksum (not its modification time: a dataset copied anew is not preprocessed again)."""
-    files = {}
-    for key, path in (*subject.images.items(), ("mask", subject.mask)):
-        if path is not None and Path(path).exists():
-            files[key] = [str(path), file_checksum(path)]
-    return {"settings": json.loads(json.dumps(dataclasses.asdict(cfg))), "inputs": files}
+    """What shapes a subject's outputs (`io/provenance.py`, as segment's and compare's records):
+    the settings, and each input file's content hash (not its path or modification time: a
+    dataset moved or copied anew is not preprocessed again)."""
+    files = {key: Path(path) for key, path in (*subject.images.items(), ("mask", subject.mask))
+             if path is not None and Path(path).exists()}
+    return record(files, json.loads(json.dumps(dataclasses.asdict(cfg))))
 
 
 def _read_json(path: Path) -> dict | None:

@@ -16,7 +16,7 @@ from brainuad.data.slices import SubjectSlices, cut_slices, slice_region, to_vol
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
 from brainuad.models.common.blocks import fuse_batchnorm
-from brainuad.models.normative.maps import FILE, Normative
+from brainuad.models.common.normative_maps import FILE, Normative
 from brainuad.preprocessing.morphology import dilate
 from brainuad.runtime.clock import Stopwatch
 from brainuad.scoring.postprocess import (

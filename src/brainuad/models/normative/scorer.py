@@ -13,7 +13,7 @@ from brainuad.config import DetectConfig, RunConfig
 from brainuad.data.slices import check_unit_range, plan_slices, slice_region
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
-from brainuad.models.normative.maps import FILE, Normative
+from brainuad.models.common.normative_maps import FILE, Normative
 from brainuad.preprocessing.morphology import dilate
 from brainuad.runtime.clock import Stopwatch
 from brainuad.scoring.postprocess import (

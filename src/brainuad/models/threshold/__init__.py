@@ -9,9 +9,9 @@ import torch
 
 from brainuad.config import DetectConfig, RunConfig
 from brainuad.data.slices import SubjectSlices
+from brainuad.models.common.normative_maps import Normative
 from brainuad.models.common.residual import ResidualScorer
 from brainuad.models.kind import Kind
-from brainuad.models.normative.maps import Normative
 
 _MAPS_FREE = ("median_size", "score", "residual", "hyper_quantile", "erosion_mm", "percentile",
               "min_component", "seed_margin", "slices")

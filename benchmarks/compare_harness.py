@@ -1,0 +1,280 @@
+"""The evaluation harness of compare's change detectors (issue 39): one command that scores a
+detector on the three real pairs with reference change masks, leave one pair out, and on
+scan-rescan pairs of the raw FLAIRs, each rescan's null calibrated without its patient.
+
+    python benchmarks/compare_harness.py [--detectors rule,scale] [--work /tmp/bench-harness]
+
+Cases: patient03, patient12, patient19 (study 1 -> study 2; references of Lesjak et al. 2016, CC
+BY, both directions) and every raw FLAIR against a simulated rescan of itself (`data.shifts.
+rescanned`: rigid motion, a new bias field, new noise, a second interpolation), where every
+flagged voxel is false. Patient01's scans are never used to calibrate or choose anything (its
+change mask is the test kept outside the project): its two rescans are scored last, for the
+record.
+
+For each detector (`DETECTORS`): its settings grid and its statistic's threshold. The threshold
+of a case is calibrated on the null of the other patients' rescans (patient01 excluded) at the
+expected false-change volume `--false-ml` (mean ml flagged per rescan); the settings of each
+pair are chosen on the other two pairs (the best sum of lesion-wise F1, among settings whose
+calibration rescans all stay under 0.5 ml). Per pair: lesion-wise detection, false-discovery
+rate, F1, voxel Dice, direction (the sign of study 2 - study 1 on the dataset's own alignment at
+the voxels both call changed), detection by reference-change size and by the oracle's z (the
+mean difference inside the change against its shape placed elsewhere, `compare_limits.py`
+part o), how many reference changes each predicted change covers; per rescan: flagged ml.
+
+compare's atlas-space inputs are cached under --work, keyed by the code that makes them and its
+settings; the oracle's z too. Prints tables and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import compare_limits  # benchmarks/
+import numpy as np
+from compare_limits import on_common, oracle, reference  # benchmarks/
+from compare_pairs import PAIRS, RAW, figures  # benchmarks/
+from run_record import code_hash, config_hash, run_record  # benchmarks/run_record.py
+from scipy import ndimage
+
+from brainuad.data.shifts import rescanned
+from brainuad.io.images import Volume, load_scan
+from brainuad.longitudinal import blobs
+from brainuad.longitudinal.change import ChangeConfig, detect_change
+from brainuad.longitudinal.visits import on_atlas
+from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
+from brainuad.scoring.postprocess import CONNECTIVITY
+
+#: the code that makes compare's atlas-space inputs (what the cache is keyed by)
+INPUT_CODE = ("preprocessing", "io", "data/shifts.py", "longitudinal/visits.py")
+TEST = "patient01"  # never calibrates or chooses
+SIZE_BINS = ((0, 0.03), (0.03, 0.1), (0.1, 1.0), (1.0, np.inf))  # ml
+Z_BINS = ((0, 2), (2, 3), (3, 4), (4, np.inf))
+
+
+def patient_of(name: str) -> str:
+    return name.removeprefix("rescan_").split("_")[0]
+
+
+def cached_inputs(work: Path) -> dict[str, dict]:
+    """compare's atlas-space inputs (`on_atlas`) of the three pairs and of every raw FLAIR
+    against its simulated rescan."""
+    work.mkdir(parents=True, exist_ok=True)
+    cases = [(p, RAW / f"{p}_study1" / "FLAIR.nii.gz", RAW / f"{p}_study2" / "FLAIR.nii.gz",
+              None) for p in PAIRS]
+    cases += [(f"rescan_{f.name}", f / "FLAIR.nii.gz", f / "FLAIR.nii.gz", i)
+              for i, f in enumerate(sorted(RAW.glob("patient*")))]
+    cfg, inputs = PreprocessConfig(), {}
+    key = f"{code_hash(*INPUT_CODE)}-{config_hash(dataclasses.asdict(cfg))}"
+    for name, first, second, seed in cases:
+        path = work / f"inputs-{name}-{key}.pkl"
+        if not path.exists():
+            baseline = load_scan(first)
+            followup = (load_scan(second) if seed is None
+                        else Volume(rescanned(baseline, seed).data, baseline.affine, second))
+            registered = register_volumes({"followup": followup, "baseline": baseline},
+                                          "followup", cfg)
+            path.write_bytes(pickle.dumps({
+                "visits": on_atlas(registered, baseline, followup, cfg),
+                "transform": registered.transform.GetParameters(),
+                "centre": registered.transform.GetFixedParameters(),
+                "affine": followup.affine, "shape": followup.shape}))
+            print(f"inputs of {name} made", flush=True)
+        inputs[name] = pickle.loads(path.read_bytes())
+    return inputs
+
+
+@dataclass
+class Reference:
+    truth: np.ndarray  # the reference change mask on the dataset's common grid
+    labels: np.ndarray  # its changes, numbered
+    sizes_ml: np.ndarray  # per change
+    oracle_z: np.ndarray  # per change: how visible it is in the difference (part o)
+    brighter: np.ndarray  # study 2 brighter than study 1 (each by its brain median)
+
+
+def references(work: Path) -> dict[str, Reference]:
+    """The reference changes of each pair, their size and their oracle z (cached)."""
+    out = {}
+    for patient in PAIRS:
+        truth, brain, difference, voxel_ml = reference(patient)
+        labels, count = ndimage.label(truth, CONNECTIVITY)
+        sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * voxel_ml
+        key = config_hash([code_hash("longitudinal/change.py"),
+                           Path(compare_limits.__file__).read_text()])
+        path = work / f"oracle-{patient}-{key}.npy"
+        if not path.exists():
+            np.save(path, oracle(truth, brain, difference, labels))
+        out[patient] = Reference(truth, labels, sizes, np.load(path), difference > 0)
+    return out
+
+
+def score_pair(codes: np.ndarray, ref: Reference) -> dict:
+    """A pair's figures from our change mask on the common grid (1 growth, 2 shrinkage)."""
+    got = codes > 0
+    found = figures(got, ref.truth)
+    precision = 1 - found["fdr"] if found["changes"] else 0.0
+    f1 = 2 * found["detection"] * precision / max(found["detection"] + precision, 1e-9)
+    both = got & ref.truth
+    hit = np.zeros(len(ref.sizes_ml) + 1, bool)
+    hit[np.unique(ref.labels[got])] = True
+    hit = hit[1:]
+    ours, count = ndimage.label(got, CONNECTIVITY)
+    covers = [len(set(np.unique(ref.labels[ours == i])) - {0}) for i in range(1, count + 1)]
+
+    def rate(bins, values):
+        inside = [(values >= lo) & (values < hi) for lo, hi in bins]
+        return [f"{hit[where].sum()}/{where.sum()}" for where in inside]
+
+    return {**found, "f1": f1, "direction": (float(((codes == 1) == ref.brighter)[both].mean())
+                                             if both.any() else None),
+            "by_size": rate(SIZE_BINS, ref.sizes_ml), "by_z": rate(Z_BINS, ref.oracle_z),
+            "covers": [int(sum(c == k for c in covers)) for k in (0, 1, 2)]
+            + [int(sum(c >= 3 for c in covers))]}
+
+
+# --- the detectors: each maps (visits, settings) to a statistic, then (statistic, threshold) to
+# a change mask on the atlas grid (0, 1 growth, 2 shrinkage), so that a threshold sweep is cheap
+
+@dataclass
+class Detector:
+    name: str
+    grid: list[dict]  # settings to try
+    thresholds: tuple[float, ...]  # of its statistic, low to high
+    statistic: Callable[[object, dict], object]
+    mask: Callable[[object, float], np.ndarray]
+
+
+def _rule_statistic(visits, settings):
+    return visits, settings
+
+
+def _rule_mask(stat, threshold):
+    visits, settings = stat
+    return detect_change(visits, dataclasses.replace(ChangeConfig(), threshold=threshold,
+                                                     **settings)).mask
+
+
+def _blob_statistic(visits, settings):
+    return blobs.statistic(visits, dataclasses.replace(blobs.BlobConfig(), **settings))
+
+
+def _blob_mask(stat, threshold):
+    return blobs.changes_at(stat, threshold, blobs.BlobConfig().min_voxels).mask
+
+
+DETECTORS = {
+    "rule": Detector("rule", [{}], (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0),
+                     _rule_statistic, _rule_mask),
+    "blobs": Detector("blobs", [{"scales_mm": s, "low": low, "lesion": lesion}
+                                for s, low, lesion in itertools.product(
+                                    [(1.0, 2.0, 3.0), (2.0,)], [2.0, 3.0], [0.0, 1.0, 2.0])],
+                      tuple(np.arange(3.0, 15.01, 0.5)), _blob_statistic, _blob_mask),
+}
+
+
+def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> dict:
+    names = sorted(inputs)
+    rescans = [n for n in names if n.startswith("rescan_")]
+    null = [n for n in rescans if patient_of(n) != TEST]
+    results = []
+    for settings in detector.grid:
+        start = time.perf_counter()
+        flagged, masks = {}, {}
+        for name in names:
+            stat = detector.statistic(inputs[name]["visits"], settings)
+            for t in detector.thresholds:
+                mask = detector.mask(stat, t)
+                if name.startswith("rescan_"):
+                    flagged[(name, t)] = float((mask > 0).sum()) / 1000
+                else:
+                    masks[(name, t)] = mask
+        seconds = (time.perf_counter() - start) / len(names)
+
+        def calibrated(excluded: set[str], flagged: dict = flagged) -> float:
+            """The lowest threshold whose mean flagged ml over the calibration rescans is at
+            most `false_ml` (the highest where none is)."""
+            calibration = [n for n in null if patient_of(n) not in excluded]
+            for t in detector.thresholds:
+                if np.mean([flagged[(n, t)] for n in calibration]) <= false_ml:
+                    return t
+            return detector.thresholds[-1]
+
+        pairs = {}
+        for patient in PAIRS:
+            t = calibrated({patient})
+            codes = on_common(inputs[patient], patient, masks[(patient, t)]).astype(np.uint8)
+            pairs[patient] = {"threshold": t, **score_pair(codes, refs[patient])}
+        rescan_rows = {n: {"threshold": (t := calibrated({patient_of(n)})),
+                           "flagged_ml": flagged[(n, t)]} for n in rescans}
+        calibration_max = {p: max(flagged[(n, pairs[p]["threshold"])] for n in null
+                                  if patient_of(n) != p) for p in PAIRS}
+        results.append({"settings": settings, "pairs": pairs, "rescans": rescan_rows,
+                        "calibration_rescan_max_ml": calibration_max,
+                        "seconds_per_case": round(seconds, 1)})
+        print(f"{detector.name} {settings}: " + ", ".join(
+            f"{p} F1 {pairs[p]['f1']:.2f} (det {pairs[p]['detection']:.2f}, fdr "
+            f"{pairs[p]['fdr']:.2f}, dice {pairs[p]['dice']:.2f}, t {pairs[p]['threshold']})"
+            for p in PAIRS), flush=True)
+    chosen = {}
+    for patient in PAIRS:
+        others = [p for p in PAIRS if p != patient]
+        allowed = [r for r in results if all(r["calibration_rescan_max_ml"][p] < 0.5
+                                             for p in others)] or results
+        best = max(allowed, key=lambda r: sum(r["pairs"][p]["f1"] for p in others))
+        chosen[patient] = {"settings": best["settings"], **best["pairs"][patient]}
+    return {"detector": detector.name, "false_ml": false_ml, "grid": results,
+            "left_out": chosen}
+
+
+def table(result: dict) -> None:
+    chosen = result["left_out"]
+    print(f"\n{result['detector']}, each pair's settings chosen on the other two, its threshold "
+          f"on the other patients' rescans at {result['false_ml']} ml:\n")
+    print("| pair | settings | threshold | detection | FDR | F1 | Dice | direction | changes "
+          "(ours / reference) | by size <0.03 / 0.03-0.1 / 0.1-1 / >1 ml | by oracle z <2 / "
+          "2-3 / 3-4 / >=4 | ours covering 0 / 1 / 2 / 3+ references |")
+    print("|" + " --- |" * 12)
+    for patient, r in chosen.items():
+        direction = f"{r['direction']:.2f}" if r["direction"] is not None else "-"
+        print(f"| {patient} | {r['settings']} | {r['threshold']} | {r['detection']:.2f} | "
+              f"{r['fdr']:.2f} | {r['f1']:.2f} | {r['dice']:.3f} | {direction} | "
+              f"{r['changes']} / {r['reference_changes']} | {' / '.join(r['by_size'])} | "
+              f"{' / '.join(r['by_z'])} | {' / '.join(map(str, r['covers']))} |")
+    f1 = [r["f1"] for r in chosen.values()]
+    print(f"\nmean F1 {np.mean(f1):.3f}, lowest {min(f1):.3f}; Dice "
+          + " / ".join(f"{r['dice']:.3f}" for r in chosen.values()))
+    best = max(result["grid"], key=lambda r: sum(r["pairs"][p]["f1"] for p in PAIRS))
+    print(f"\nrescans (settings {best['settings']}; each threshold on the other patients' "
+          "rescans; patient01 scored, never used):\n\n| rescan | threshold | flagged ml |\n"
+          "| --- | --- | --- |")
+    for name, r in best["rescans"].items():
+        print(f"| {name.removeprefix('rescan_')} | {r['threshold']} | {r['flagged_ml']:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--detectors", default="rule")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench-harness"))
+    parser.add_argument("--false-ml", type=float, default=0.1,
+                        help="expected false-change volume per rescan pair (ml)")
+    args = parser.parse_args()
+    inputs = cached_inputs(args.work)
+    refs = references(args.work)
+    out = {"benchmark": "compare_harness", **run_record(vars(args)), "results": []}
+    for name in args.detectors.split(","):
+        result = evaluate(DETECTORS[name], inputs, refs, args.false_ml)
+        table(result)
+        out["results"].append(result)
+    print(json.dumps(out, default=str))
+
+
+if __name__ == "__main__":
+    main()
