@@ -18,42 +18,47 @@ pair are chosen on the other two pairs (the best sum of lesion-wise F1, among se
 calibration rescans all stay under 0.5 ml). Per pair: lesion-wise detection, false-discovery
 rate, F1, voxel Dice, direction (the sign of study 2 - study 1 on the dataset's own alignment at
 the voxels both call changed), detection by reference-change size and by the oracle's z (the
-mean difference inside the change against its shape placed elsewhere, `compare_limits.py`
-part o), how many reference changes each predicted change covers; per rescan: flagged ml.
+mean difference inside the change against its shape placed elsewhere, on the dataset's own
+alignment), how many reference changes each predicted change covers; per rescan: flagged ml.
 
-compare's atlas-space inputs are cached under --work, keyed by the code that makes them and its
-settings; the oracle's z too. Prints tables and one JSON line.
+compare's inputs (both visits on the follow-up's grid, `longitudinal.visits`) are cached under
+--work, keyed by the code that makes them and its settings; the oracle's z too. Prints tables
+and one JSON line. (It replaces benchmarks/compare_limits.py, the diagnosis of the rule on the
+atlas grid, last run at git commit adea8f6: docs/results/compare.md.)
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import itertools
 import json
 import pickle
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import compare_limits  # benchmarks/
 import numpy as np
-from compare_limits import on_common, oracle, reference  # benchmarks/
-from compare_pairs import PAIRS, RAW, figures  # benchmarks/
+import SimpleITK as sitk
+from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures  # benchmarks/
 from run_record import code_hash, config_hash, run_record  # benchmarks/run_record.py
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from brainuad.data.shifts import rescanned
-from brainuad.io.images import Volume, load_scan
-from brainuad.longitudinal import blobs
-from brainuad.longitudinal.change import ChangeConfig, detect_change
-from brainuad.longitudinal.visits import on_atlas
-from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
+from brainuad.io.images import Volume, load_scan, save_volume
+from brainuad.longitudinal import blobs, change
+from brainuad.longitudinal.change import ChangeConfig, smooth_inside
+from brainuad.longitudinal.visits import on_followup_grid, register_pair
+from brainuad.preprocessing.intensity import robust_spread
+from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.scoring.postprocess import CONNECTIVITY
 
-#: the code that makes compare's atlas-space inputs (what the cache is keyed by)
-INPUT_CODE = ("preprocessing", "io", "data/shifts.py", "longitudinal/visits.py")
+#: the code that makes compare's inputs (what the cache is keyed by)
+INPUT_CODE = ("preprocessing", "io/images.py", "io/sitk.py", "data/shifts.py",
+              "longitudinal/visits.py")
 TEST = "patient01"  # never calibrates or chooses
 SIZE_BINS = ((0, 0.03), (0.03, 0.1), (0.1, 1.0), (1.0, np.inf))  # ml
 Z_BINS = ((0, 2), (2, 3), (3, 4), (4, np.inf))
@@ -64,8 +69,8 @@ def patient_of(name: str) -> str:
 
 
 def cached_inputs(work: Path) -> dict[str, dict]:
-    """compare's atlas-space inputs (`on_atlas`) of the three pairs and of every raw FLAIR
-    against its simulated rescan."""
+    """compare's inputs (both visits on the follow-up's grid) of the three pairs and of every
+    raw FLAIR against its simulated rescan."""
     work.mkdir(parents=True, exist_ok=True)
     cases = [(p, RAW / f"{p}_study1" / "FLAIR.nii.gz", RAW / f"{p}_study2" / "FLAIR.nii.gz",
               None) for p in PAIRS]
@@ -76,19 +81,60 @@ def cached_inputs(work: Path) -> dict[str, dict]:
     for name, first, second, seed in cases:
         path = work / f"inputs-{name}-{key}.pkl"
         if not path.exists():
+            start = time.perf_counter()
             baseline = load_scan(first)
             followup = (load_scan(second) if seed is None
                         else Volume(rescanned(baseline, seed).data, baseline.affine, second))
-            registered = register_volumes({"followup": followup, "baseline": baseline},
-                                          "followup", cfg)
+            registered = register_pair(baseline, followup, cfg)
             path.write_bytes(pickle.dumps({
-                "visits": on_atlas(registered, baseline, followup, cfg),
-                "transform": registered.transform.GetParameters(),
-                "centre": registered.transform.GetFixedParameters(),
-                "affine": followup.affine, "shape": followup.shape}))
+                "visits": on_followup_grid(registered, baseline, followup, cfg),
+                "affine": followup.affine, "shape": followup.shape,
+                "seconds": time.perf_counter() - start}))
             print(f"inputs of {name} made", flush=True)
         inputs[name] = pickle.loads(path.read_bytes())
     return inputs
+
+
+def on_common(case: dict, patient: str, mask: np.ndarray) -> np.ndarray:
+    """A change mask on the follow-up's grid (as compare writes it) carried to the dataset's
+    common grid (its study 2 transform, nearest neighbour): 1 growth, 2 shrinkage."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_volume(Path(tmp) / "mask.nii.gz", mask, case["affine"], np.uint8)
+        return _on_common(path, patient, 2, True).round().astype(np.uint8)
+
+
+def reference(patient: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The reference change mask, the brain, study 2 - study 1 (each divided by its brain
+    median) on the common grid, and the voxel volume in ml."""
+    image = sitk.ReadImage(str(COMMON / patient / "change_mask.nii.gz"))
+    truth = sitk.GetArrayFromImage(image) > 0
+    brain = sitk.GetArrayFromImage(sitk.ReadImage(str(COMMON / patient /
+                                                      "brain_mask.nii.gz"))) > 0
+    second, first = (_on_common(RAW / f"{patient}_study{s}" / "FLAIR.nii.gz", patient, s, False)
+                     for s in (2, 1))
+    difference = second / np.median(second[brain]) - first / np.median(first[brain])
+    return truth, brain, difference, float(np.prod(image.GetSpacing())) / 1000
+
+
+def oracle(truth: np.ndarray, brain: np.ndarray, difference: np.ndarray,
+           labels: np.ndarray, sigma=(2.0, 8.0, 8.0)) -> np.ndarray:
+    """Per reference change (`labels`): its mean difference against its shape placed at every
+    other voxel of the brain, in MADs of those placements: how visible it is if where to look
+    and its shape were known. First the difference's smooth part is taken off (`sigma`,
+    voxels: 6 mm on the dataset's common grid of about 3 x 0.72 x 0.72 mm)."""
+    smooth = smooth_inside(difference, brain, sigma)
+    difference = np.where(brain, difference - smooth, 0).astype(np.float32)
+    elsewhere = (ndimage.binary_erosion(brain, iterations=3)
+                 & ~ndimage.binary_dilation(truth, iterations=3))
+    z = []
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        shape = (labels[box] == index).astype(np.float32)
+        inside = float(difference[box][shape > 0].mean())
+        placed = signal.fftconvolve(difference, shape[::-1, ::-1, ::-1] / shape.sum(),
+                                    mode="same")[elsewhere]
+        centre = float(np.median(placed))
+        z.append(abs(inside - centre) / robust_spread(placed, centre))
+    return np.asarray(z)
 
 
 @dataclass
@@ -108,12 +154,49 @@ def references(work: Path) -> dict[str, Reference]:
         labels, count = ndimage.label(truth, CONNECTIVITY)
         sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:] * voxel_ml
         key = config_hash([code_hash("longitudinal/change.py"),
-                           Path(compare_limits.__file__).read_text()])
+                           inspect.getsource(oracle)])
         path = work / f"oracle-{patient}-{key}.npy"
         if not path.exists():
             np.save(path, oracle(truth, brain, difference, labels))
         out[patient] = Reference(truth, labels, sizes, np.load(path), difference > 0)
     return out
+
+
+def visibility(inputs: dict, refs: dict) -> list[dict]:
+    """How visible the reference changes are in compare's own inputs: each pair's reference
+    mask carried onto the follow-up's grid (the dataset's study 2 transform, nearest neighbour)
+    and the oracle's z on the difference of our two visits there; beside it the oracle on the
+    dataset's own alignment."""
+    from brainuad.io.sitk import from_sitk, to_sitk
+    from brainuad.preprocessing.registration import read_transform
+
+    rows = []
+    for patient in PAIRS:
+        case, visits = inputs[patient], inputs[patient]["visits"]
+        transform = read_transform(COMMON / patient / "study2_FLAIR_to_common_space.tfm")
+        grid = to_sitk(np.zeros(case["shape"], np.float32), case["affine"])
+        truth = from_sitk(sitk.Resample(sitk.ReadImage(str(COMMON / patient /
+                                                            "change_mask.nii.gz")),
+                                        grid, transform.GetInverse(),
+                                        sitk.sitkNearestNeighbor, 0))[0] > 0
+        labels, _ = ndimage.label(truth, CONNECTIVITY)
+        difference = np.where(visits.brain, visits.followup - visits.baseline, 0)
+        ours = oracle(truth, visits.brain, difference.astype(np.float32), labels,
+                      sigma=6.0 / visits.spacing)
+        theirs = refs[patient].oracle_z
+        rows.append({"pair": patient, "changes": len(theirs),
+                     **{f"theirs_beyond_{k}": int((theirs > k).sum()) for k in (3, 4)},
+                     "theirs_median": round(float(np.median(theirs)), 2),
+                     **{f"ours_beyond_{k}": int((ours > k).sum()) for k in (3, 4)},
+                     "ours_median": round(float(np.median(ours)), 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| pair | changes | oracle z > 3 / > 4 / median, the dataset's alignment | on "
+          "compare's inputs (the follow-up's grid) |\n| --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['pair']} | {r['changes']} | {r['theirs_beyond_3']} / {r['theirs_beyond_4']}"
+              f" / {r['theirs_median']} | {r['ours_beyond_3']} / {r['ours_beyond_4']} / "
+              f"{r['ours_median']} |")
+    return rows
 
 
 def score_pair(codes: np.ndarray, ref: Reference) -> dict:
@@ -153,13 +236,13 @@ class Detector:
 
 
 def _rule_statistic(visits, settings):
-    return visits, settings
+    cfg = dataclasses.replace(ChangeConfig(), **settings)
+    return change.statistic(visits, cfg), cfg
 
 
 def _rule_mask(stat, threshold):
-    visits, settings = stat
-    return detect_change(visits, dataclasses.replace(ChangeConfig(), threshold=threshold,
-                                                     **settings)).mask
+    stat, cfg = stat
+    return change.changes_at(stat, cfg, threshold).mask
 
 
 def _blob_statistic(visits, settings):
@@ -167,16 +250,24 @@ def _blob_statistic(visits, settings):
 
 
 def _blob_mask(stat, threshold):
-    return blobs.changes_at(stat, threshold, blobs.BlobConfig().min_voxels).mask
+    return blobs.changes_at(stat, threshold, blobs.BlobConfig().min_mm3).mask
 
 
+#: thresholds of the rule's statistic (spreads of the difference's noise), low to high
+RULE_THRESHOLDS = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0)
 DETECTORS = {
-    "rule": Detector("rule", [{}], (3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0),
-                     _rule_statistic, _rule_mask),
-    "blobs": Detector("blobs", [{"scales_mm": s, "low": low, "lesion": lesion}
-                                for s, low, lesion in itertools.product(
-                                    [(1.0, 2.0, 3.0), (2.0,)], [2.0, 3.0], [0.0, 1.0, 2.0])],
-                      tuple(np.arange(3.0, 15.01, 0.5)), _blob_statistic, _blob_mask),
+    "rule": Detector("rule", [{}], RULE_THRESHOLDS, _rule_statistic, _rule_mask),
+    # (tolerance is at least half the thickest slice, 1.5 mm on these 3 mm pairs: not swept;
+    # the white-matter reference lost to the grey one in every earlier round)
+    "rule-grid": Detector("rule-grid", [
+        {"reference": "grey", "lesion": lesion, "min_seed_mm3": seed, "median_mm": median}
+        for lesion, seed, median in itertools.product((1.0, 1.5), (5.0, 10.0),
+                                                      (1.0, 2.0, 3.0))],
+                          RULE_THRESHOLDS, _rule_statistic, _rule_mask),
+    "blobs": Detector("blobs", [{"scales_mm": s, "lesion": lesion, "tolerance_mm": tolerance}
+                                for s, lesion, tolerance in itertools.product(
+                                    [(1.0,), (1.0, 2.0), (2.0,)], [1.0, 2.0], [0.0, 1.0, 2.0])],
+                      tuple(np.arange(2.0, 15.01, 0.25)), _blob_statistic, _blob_mask),
 }
 
 
@@ -193,7 +284,8 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
             for t in detector.thresholds:
                 mask = detector.mask(stat, t)
                 if name.startswith("rescan_"):
-                    flagged[(name, t)] = float((mask > 0).sum()) / 1000
+                    voxel_ml = float(np.prod(inputs[name]["visits"].spacing)) / 1000
+                    flagged[(name, t)] = float((mask > 0).sum()) * voxel_ml
                 else:
                     masks[(name, t)] = mask
         seconds = (time.perf_counter() - start) / len(names)
@@ -210,14 +302,20 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
         pairs = {}
         for patient in PAIRS:
             t = calibrated({patient})
-            codes = on_common(inputs[patient], patient, masks[(patient, t)]).astype(np.uint8)
+            codes = on_common(inputs[patient], patient, masks[(patient, t)])
             pairs[patient] = {"threshold": t, **score_pair(codes, refs[patient])}
         rescan_rows = {n: {"threshold": (t := calibrated({patient_of(n)})),
                            "flagged_ml": flagged[(n, t)]} for n in rescans}
         calibration_max = {p: max(flagged[(n, pairs[p]["threshold"])] for n in null
                                   if patient_of(n) != p) for p in PAIRS}
+        null_table = {"thresholds": list(detector.thresholds),
+                      "mean_false_ml": [round(float(np.mean([flagged[(n, t)] for n in null])), 4)
+                                        for t in detector.thresholds],
+                      "max_false_ml": [round(max(flagged[(n, t)] for n in null), 4)
+                                       for t in detector.thresholds],
+                      "scans": [n.removeprefix("rescan_") for n in null]}
         results.append({"settings": settings, "pairs": pairs, "rescans": rescan_rows,
-                        "calibration_rescan_max_ml": calibration_max,
+                        "calibration_rescan_max_ml": calibration_max, "null": null_table,
                         "seconds_per_case": round(seconds, 1)})
         print(f"{detector.name} {settings}: " + ", ".join(
             f"{p} F1 {pairs[p]['f1']:.2f} (det {pairs[p]['detection']:.2f}, fdr "
@@ -230,8 +328,13 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
                                              for p in others)] or results
         best = max(allowed, key=lambda r: sum(r["pairs"][p]["f1"] for p in others))
         chosen[patient] = {"settings": best["settings"], **best["pairs"][patient]}
+    # what ships: chosen the same way on all three pairs
+    allowed = [r for r in results if all(r["calibration_rescan_max_ml"][p] < 0.5
+                                         for p in PAIRS)] or results
+    shipped = max(allowed, key=lambda r: sum(r["pairs"][p]["f1"] for p in PAIRS))
     return {"detector": detector.name, "false_ml": false_ml, "grid": results,
-            "left_out": chosen}
+            "left_out": chosen, "shipped": {"settings": shipped["settings"],
+                                            "null": shipped["null"]}}
 
 
 def table(result: dict) -> None:
@@ -251,11 +354,11 @@ def table(result: dict) -> None:
     f1 = [r["f1"] for r in chosen.values()]
     print(f"\nmean F1 {np.mean(f1):.3f}, lowest {min(f1):.3f}; Dice "
           + " / ".join(f"{r['dice']:.3f}" for r in chosen.values()))
-    best = max(result["grid"], key=lambda r: sum(r["pairs"][p]["f1"] for p in PAIRS))
-    print(f"\nrescans (settings {best['settings']}; each threshold on the other patients' "
-          "rescans; patient01 scored, never used):\n\n| rescan | threshold | flagged ml |\n"
-          "| --- | --- | --- |")
-    for name, r in best["rescans"].items():
+    shipped = next(r for r in result["grid"] if r["settings"] == result["shipped"]["settings"])
+    print(f"\nrescans (the shipped settings {shipped['settings']}; each threshold on the other "
+          "patients' rescans; patient01 scored, never used):\n\n| rescan | threshold | "
+          "flagged ml |\n| --- | --- | --- |")
+    for name, r in shipped["rescans"].items():
         print(f"| {name.removeprefix('rescan_')} | {r['threshold']} | {r['flagged_ml']:.3f} |")
 
 
@@ -265,15 +368,47 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-harness"))
     parser.add_argument("--false-ml", type=float, default=0.1,
                         help="expected false-change volume per rescan pair (ml)")
+    parser.add_argument("--write", metavar="DETECTOR",
+                        help="write the shipped choice of this detector (one of --detectors) "
+                             "to src/brainuad/longitudinal/detector.json")
+    parser.add_argument("--version", default="3", help="its version, with --write")
+    parser.add_argument("--visibility", action="store_true",
+                        help="also the oracle's z on compare's own inputs")
     args = parser.parse_args()
     inputs = cached_inputs(args.work)
     refs = references(args.work)
     out = {"benchmark": "compare_harness", **run_record(vars(args)), "results": []}
+    if args.visibility:
+        out["visibility"] = visibility(inputs, refs)
     for name in args.detectors.split(","):
         result = evaluate(DETECTORS[name], inputs, refs, args.false_ml)
         table(result)
         out["results"].append(result)
+        if name == args.write:
+            write_detector(result, args, out)
     print(json.dumps(out, default=str))
+
+
+def write_detector(result: dict, args, record: dict) -> None:
+    """The shipped detector (`longitudinal/calibration.py`): the settings chosen on all three
+    pairs and their null over every allowed rescan."""
+    from brainuad.io.files import write_text
+    from brainuad.longitudinal.calibration import FILE
+
+    shipped = result["shipped"]
+    commit = record["git_commit"] + (" with uncommitted changes" if record["git_dirty"] else "")
+    data = {"name": result["detector"].removesuffix("-grid"), "version": args.version,
+            "settings": shipped["settings"], "null": shipped["null"],
+            "false_ml": args.false_ml,
+            "chosen": (f"settings chosen on the validation pairs patient03, patient12 and "
+                       f"patient19 (the best sum of lesion-wise F1, every calibration rescan "
+                       f"under 0.5 ml; each pair's own figures with the settings chosen on the "
+                       f"other two: docs/results/compare.md); null: the rescans of "
+                       f"{len(shipped['null']['scans'])} raw FLAIRs against a simulated rescan "
+                       f"(patient01's never); benchmarks/compare_harness.py at git commit "
+                       f"{commit}")}
+    write_text(FILE, json.dumps(data, indent=2) + "\n")
+    print(f"wrote {FILE}")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from run_record import run_record  # benchmarks/run_record.py
 
-from brainuad.io.images import load_scan
+from brainuad.io.images import Volume, load_scan
+from brainuad.preprocessing.atlas import template_affine
 from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
-from brainuad.preprocessing.tissues import CONTRASTS, contrast_problem, contrast_ratios
+from brainuad.preprocessing.tissues import CONTRASTS, contrast_problem, contrast_ratios, priors
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: the modality each file name is, in the shared data
@@ -46,7 +48,9 @@ def part_c() -> list[dict]:
         volume = load_scan(path)
         registered = register_volumes({modality: volume}, modality,
                                       PreprocessConfig(reference=modality))
-        ratios = contrast_ratios(registered.images[modality], registered.mask, where=str(path))
+        ratios = contrast_ratios(registered.images[modality], registered.mask,
+                                 priors(Volume(registered.mask, template_affine())), np.ones(3),
+                                 str(path))
         verdicts = {reads: contrast_problem(ratios, reads) is None for reads in CONTRASTS}
         rows.append({"scan": name, "modality": modality, **{k: round(v, 3)
                                                             for k, v in ratios.items()},
@@ -78,7 +82,7 @@ OTHER = [("patient03_study1", "patient12_study2"), ("patient12_study1", "patient
 
 
 def part_v() -> list[dict]:
-    from brainuad.longitudinal.visits import MIN_SAME_PERSON, on_atlas
+    from brainuad.longitudinal.visits import MIN_SAME_PERSON, on_followup_grid, register_pair
 
     cfg = PreprocessConfig()
     rows = []
@@ -86,9 +90,8 @@ def part_v() -> list[dict]:
         for a, b in pairs:
             baseline, followup = (load_scan(DATA / "mslub_longitudinal_raw" / s / "FLAIR.nii.gz")
                                   for s in (a, b))
-            registered = register_volumes({"followup": followup, "baseline": baseline},
-                                          "followup", cfg)
-            visits = on_atlas(registered, baseline, followup, cfg)
+            visits = on_followup_grid(register_pair(baseline, followup, cfg), baseline,
+                                      followup, cfg)
             rows.append({"baseline": a, "followup": b, "same_person": same,
                          "correlation": round(visits.correlation, 3)})
             print(f"{a} -> {b}: {rows[-1]}", file=sys.stderr, flush=True)

@@ -144,7 +144,10 @@ def main() -> None:
             peak = max(r["flagged_ml"] or 0 for r in rows
                        if r["model"] == model and "patient" not in r["scan"])
             print(f"| {model} | {threshold} | " + " | ".join(cells) + f" | {peak:.2f} |")
-    rows_all, rows = rows, [r for r in rows if r["model"] == next(iter(models))]
+    if args.variants:
+        print(json.dumps({"benchmark": "protocol_shift", **run_record(vars(args)),
+                          "variants": args.variants, "rows": rows}))
+        return
     groups = {"synthetic 2D-like": "synth2d", "synthetic 3D-like": "synth3d", "real 2D": "patient"}
     print("\n| shift | " + " | ".join(f"{g}: ml mean (max)" for g in groups) + " |")
     print("|" + " --- |" * (len(groups) + 1))
@@ -158,7 +161,7 @@ def main() -> None:
                          + (f", {refused} refused" if refused else ""))
         print(f"| {shift} | " + " | ".join(cells) + " |")
     print(json.dumps({"benchmark": "protocol_shift", **run_record(vars(args)),
-                      "model": args.model, "rows": rows_all}))
+                      "model": args.model, "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -52,9 +52,15 @@ def code_hash(*parts: str) -> str:
     return digest.hexdigest()[:16]
 
 
+#: the tree the benchmark started from (read when it is imported: a commit made while a long
+#: run goes on is not the code it runs)
+STARTED = {"git_commit": _git("rev-parse", "HEAD") or None,
+           "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+           "started": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
 def run_record(config: object) -> dict:
-    """The git commit, a dirty flag, the settings' hash, the CPU and the date."""
-    return {"git_commit": _git("rev-parse", "HEAD") or None,
-            "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
-            "config_sha256": config_hash(config), "cpu": cpu(),
+    """The git commit and dirty flag the run started from, the settings' hash, the CPU, the
+    start and end dates."""
+    return {**STARTED, "config_sha256": config_hash(config), "cpu": cpu(),
             "date": datetime.datetime.now().isoformat(timespec="seconds")}

@@ -177,11 +177,11 @@ def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda 
     from brainuad.io.images import load_scan
     from brainuad.longitudinal.change import NEW, SHRINKING, Change
     from brainuad.longitudinal.compare import Found
-    from brainuad.longitudinal.visits import Visits
-    from brainuad.preprocessing.pipeline import Registered
+    from brainuad.longitudinal.visits import Registered, Visits
+    from brainuad.preprocessing.brain_mask import BrainMask
 
     baseline, followup = load_scan(baseline_path), load_scan(followup_path)
-    for stage in ("read", "register", "intensities", "change"):
+    for stage in ("read", "register", "intensities"):
         lap(stage)
     brain = followup.data > 0
     score = ((followup.data - baseline.data) / 10).astype(np.float32)
@@ -191,12 +191,12 @@ def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda 
                    "type": NEW if mask[labels == i].max() == 1 else SHRINKING}
                   for i in range(1, count + 1)]
     change = Change(score, mask, components, labels, 10.0)
-    visits = Visits(baseline.data, followup.data, score, score, brain, brain * 1.0, 0.9)
-    registered = Registered({"baseline": baseline.data, "followup": followup.data},
-                            brain.astype(np.uint8), None, STUB_QUALITY)
-    lap("to follow-up grid")
-    return Found(followup, registered, visits, change,
-                 {"score": score, "mask": mask, "labels": labels}, [])
+    visits = Visits(baseline.data, followup.data, score, score, brain, brain * 1.0, 0.9,
+                    spacing=followup.spacing)
+    registered = Registered(followup.data, baseline.data, brain, {}, None, STUB_QUALITY,
+                            BrainMask("template"))
+    lap("change")
+    return Found(followup, registered, visits, change, [])
 
 
 class Notes(list):
@@ -225,7 +225,7 @@ def stub_heavy_work(monkeypatch) -> Notes:
     still = SimpleNamespace(perf_counter=lambda: 0.0)
     for module in (clock, segment_command, compare_command):
         monkeypatch.setattr(module, "time", still)
-    monkeypatch.setattr(html, "_registration_figure", lambda registered: "")
+    monkeypatch.setattr(html, "_registration_figure", lambda registered, full_fov=False: "")
     notes = Notes()
     for module in (segment_command, compare_command, bids_app):
         monkeypatch.setattr(module, "note", notes.append)

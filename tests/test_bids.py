@@ -5,6 +5,7 @@ test_realdata.py (real raw FLAIRs) and test_interrupted.py (killed and rerun).""
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 
@@ -20,7 +21,7 @@ from brainuad.commands.segment import SegmentOptions
 from brainuad.errors import BrainUADError
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
-from conftest import bids_validator, stub_heavy_work, tiny_scan
+from conftest import bids_validator, fetched_urls, stub_heavy_work, tiny_scan
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
     shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
@@ -88,6 +89,8 @@ def test_participant_writes_bids_derivatives_with_sidecars(study, derivatives):
     change = json.loads((anat / f"{prefix}_space-orig_desc-change_dseg.json").read_text())
     assert change["baseline_session"] == "01" and len(change["Sources"]) == 2
     assert change["changes"]["new"]["count"] > 0
+    # the detector and its operating point (the shipped default)
+    assert change["detector"]["false_ml"] == 0.1 and change["detector"]["threshold"] > 0
     # the first session and the other subject: no change outputs
     assert not list((out / "sub-01" / "ses-01" / "anat").glob("*change*"))
     assert not list((out / "sub-02").rglob("*change*"))
@@ -135,7 +138,9 @@ def test_group_writes_the_study_table_and_index(derivatives):
     assert float(table[2]["lesion_volume_ml"]) > 0
     page = (out / "index.html").read_text()
     assert 'href="sub-01/ses-02/anat/sub-01_ses-02_desc-change_report.html"' in page
-    assert "data:image/png;base64," in page
+    assert page.count("data:image/png;base64,") == 2  # volumes over visits; lesions, pairs
+    assert all('alt="' in tag for tag in re.findall(r"<img[^>]*>", page))
+    assert 'class="sortable"' in page and not fetched_urls(page)
 
 
 def test_input_errors_name_the_file_and_the_problem(study, stubbed_module, tmp_path):

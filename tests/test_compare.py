@@ -17,13 +17,28 @@ from brainuad.data.shifts import rescanned
 from brainuad.errors import BrainUADError
 from brainuad.io.images import load_scan, save_volume
 from brainuad.longitudinal.change import ChangeConfig, detect_change
-from brainuad.longitudinal.visits import Visits
+from brainuad.longitudinal.visits import Visits, match
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
 from conftest import fetched_urls
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
     shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
+
+
+def test_visits_are_matched_by_a_gain_that_keeps_a_lesions_contrast():
+    """Another session's gain is taken off by the ratio of the medians: a lesion twice as bright
+    as its white matter stays twice as bright, and a volume with no signal is left as it is."""
+    rng = np.random.default_rng(1)
+    fixed = rng.choice([0.3, 0.6, 0.8], size=(20, 20, 20)) * rng.normal(1, 0.01, (20, 20, 20))
+    fixed[:2, :2, :2] = 1.6  # a lesion, twice the white matter's 0.8
+    moving = 1.7 * fixed
+    where = np.ones(fixed.shape, bool)
+    matched = match(moving, fixed, where)
+    np.testing.assert_allclose(matched, fixed, rtol=1e-6)
+    assert matched[0, 0, 0] == pytest.approx(1.6)
+    empty = np.zeros_like(fixed)
+    assert match(empty, fixed, where) is empty
 
 
 def test_change_types_on_a_hand_built_pair():
@@ -43,8 +58,8 @@ def test_change_types_on_a_hand_built_pair():
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
     visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
     # a 36 mm box of "white matter": no part of it lies 8 mm deep enough for the edge rule
-    change = detect_change(visits, ChangeConfig(threshold=5, lesion=2, min_voxels=10,
-                                                median_size=1, edge_mm=0))
+    change = detect_change(visits, ChangeConfig(threshold=5, lesion=2, min_mm3=10,
+                                                median_mm=1, edge_mm=0))
     kinds = sorted(c["type"] for c in change.components)
     assert kinds == ["enlarging", "new", "shrinking or resolving"]
     assert change.mask[7, 7, 7] == 1 and change.mask[32, 32, 32] == 2
@@ -64,7 +79,7 @@ def test_no_change_is_looked_for_near_the_brains_outline():
     followup[3:8, 27:33, 27:33] = 1.0  # 2-6 mm inside the outline
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
     visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
-    cfg = ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1)
+    cfg = ChangeConfig(threshold=5, lesion=2, min_mm3=10, median_mm=1)
     mask = detect_change(visits, cfg).mask
     assert mask[30, 30, 30] == 1 and not mask[:12].any()
     assert detect_change(visits, replace(cfg, edge_mm=0)).mask[5, 30, 30] == 1
@@ -81,11 +96,36 @@ def test_a_lesion_edge_that_moved_within_a_thick_slice_is_no_change():
     baseline[25:33, 25:33, 25:33] = 1.0
     followup[25:35, 25:35, 25:35] = 1.0  # the same lesion, 2 mm further at three faces
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
-    cfg = ChangeConfig(threshold=5, lesion=2, min_voxels=10, median_size=1)
+    cfg = ChangeConfig(threshold=5, lesion=2, min_mm3=10, median_mm=1)
     thin = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
     assert detect_change(thin, cfg).mask.any()
     thick = replace(thin, slice_mm=6.0)
     assert not detect_change(thick, cfg).mask.any()
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 2.0), (1.0000001, 0.9999999, 2.0)])
+def test_on_thick_slices_a_lesion_moved_in_plane_is_none_and_a_new_one_is_counted_in_mm(
+        spacing):
+    """On 1 x 1 x 2 mm voxels (and a float32 affine's 1.0000001 mm): a lesion moved by one
+    in-plane voxel is within the tolerance (1 mm: one voxel in-plane, none across the slices);
+    a new one of 6 x 6 x 2 voxels is one change of 144 mm^3."""
+    rng = np.random.default_rng(3)
+    shape = (60, 60, 24)
+    brain = np.zeros(shape, bool)
+    brain[2:-2, 2:-2, 2:-2] = True
+    baseline, followup = (0.5 + rng.normal(0, 0.01, shape) for _ in range(2))
+    baseline[20:26, 20:26, 10:13] = 1.0
+    followup[21:27, 20:26, 10:13] = 1.0  # the same lesion, one voxel (1 mm) along x
+    followup[36:42, 36:42, 10:12] = 1.0  # new
+    lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
+    visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0,
+                    slice_mm=max(spacing), spacing=np.asarray(spacing))
+    cfg = ChangeConfig(threshold=5, lesion=2, min_mm3=10, min_seed_mm3=5, median_mm=1,
+                       edge_mm=0)
+    change = detect_change(visits, cfg)
+    assert [c["type"] for c in change.components] == ["new"]
+    assert not change.mask[15:30, 15:30].any()
+    assert change.components[0]["voxels"] * np.prod(spacing) == pytest.approx(144, rel=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +160,7 @@ def test_compare_finds_the_new_lesions_of_a_synthetic_pair(pair, tmp_path):
     assert sum(float(r["volume_ml"]) for r in table) == pytest.approx(
         (mask > 0).sum() * voxel_ml, abs=0.05)
     page = (folder / "report.html").read_text()
-    assert 'src="data:image/png;base64,' in page and not fetched_urls(page)
+    assert 'id="viewer"' in page and 'id="change-1"' in page and not fetched_urls(page)
 
 
 def test_a_scan_against_its_own_rescan_changes_nothing(pair, tmp_path):
@@ -198,14 +238,62 @@ def test_blobs_find_changes_too_faint_for_any_voxel():
     from brainuad.longitudinal.blobs import BlobConfig, detect_blobs, statistic
 
     visits, new, gone = _pair_with()
-    cfg = BlobConfig(edge_mm=0, lesion=0.5, threshold=5.0)
+    cfg = BlobConfig(edge_mm=0, lesion=0.5, threshold=5.0, tolerance_mm=0)
     change = detect_blobs(visits, cfg)
     assert sorted(c["type"] for c in change.components) == ["new", "shrinking or resolving"]
     assert change.mask[22, 22, 22] == 1 and change.mask[37, 37, 37] == 2
-    assert not detect_change(visits, ChangeConfig(threshold=5, lesion=0.5, median_size=1,
+    assert not detect_change(visits, ChangeConfig(threshold=5, lesion=0.5, median_mm=1,
                                                   edge_mm=0)).mask.any()
     quiet, _, _ = _pair_with(faint=0.0)
     quiet.lesion_followup = quiet.lesion_baseline  # no lesion faded either
     stat = statistic(quiet, cfg)
     assert stat.peaks.max(initial=0) < 5.0
     assert 0.3 < np.abs(statistic(visits, cfg).z).max() / 10 < 3  # z in spreads, not raw
+
+
+def _detector_file(tmp_path, **changes):
+    data = {"name": "rule", "version": "9", "settings": {"lesion": 1.0},
+            "null": {"thresholds": [3.0, 4.0, 5.0], "mean_false_ml": [0.5, 0.2, 0.05],
+                     "max_false_ml": [1.0, 0.4, 0.1], "scans": ["a", "b"]},
+            "false_ml": 0.1, "chosen": "by hand"}
+    for key, value in changes.items():
+        (data["null"] if key in data["null"] else data)[key] = value
+    path = tmp_path / f"detector-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_operating_point_picks_the_lowest_threshold_within_the_false_volume(tmp_path):
+    from brainuad.longitudinal.calibration import shipped
+
+    detector = shipped(_detector_file(tmp_path))
+    assert detector.threshold() == 5.0  # 0.05 ml <= the default 0.1
+    assert detector.threshold(0.2) == 4.0 and detector.threshold(1.0) == 3.0
+    assert detector.config(0.2) == ChangeConfig(lesion=1.0, threshold=4.0)
+    assert detector.describe(0.5)["threshold"] == 3.0
+    with pytest.raises(BrainUADError, match="must be >= 0"):
+        detector.threshold(-0.1)
+    with pytest.raises(BrainUADError, match="below what the detector's strictest threshold"):
+        detector.threshold(0.01)
+    # the shipped one reads, and its default point is within its own null
+    default = shipped()
+    assert default.mean_false_ml[default.thresholds.index(default.threshold())] <= \
+        default.false_ml
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"mean_false_ml": [0.5, 0.2]}, "differ in number"),
+    ({"thresholds": [3.0, 5.0, 4.0]}, "not increasing"),
+    ({"settings": {"lesions": 1.0}}, "unknown settings"),
+    ({"thresholds": ["x", 4.0, 5.0]}, "could not convert"),
+])
+def test_a_damaged_detector_file_is_one_line_naming_it(tmp_path, changes, reason):
+    from brainuad.longitudinal.calibration import shipped
+
+    path = _detector_file(tmp_path, **changes)
+    with pytest.raises(BrainUADError, match=f"{path.name}: compare's detector cannot be read"
+                                            f".*{reason}"):
+        shipped(path)
+    path.write_text("{not json")
+    with pytest.raises(BrainUADError, match="cannot be read"):
+        shipped(path)

@@ -309,13 +309,13 @@ def test_bids_app_on_a_bids_layout_of_the_raw_longitudinal_flairs(tmp_path):
     assert [i["code"] for i in issues if i["severity"] == "error"] == []
 
 
-@pytest.mark.slow  # one real pair and one scan-rescan pair through compare: about 1.5 minutes
-def test_compare_on_a_real_pair_and_on_a_real_rescan(tmp_path):
-    """patient19's two studies against the dataset's reference of lesion change (Lesjak et al.
-    2016, CC BY; our change mask carried to its common space by the dataset's transform), and
-    one raw FLAIR against its own rescan (moved, a new bias field, new noise: nothing changed).
-    These pairs chose compare's settings (docs/results/compare.md): validation figures, fixed
-    here so a change that loses them is seen."""
+@pytest.mark.slow  # three real pairs and one scan-rescan pair through compare: about 80 s
+def test_compare_on_the_real_pairs_and_on_a_real_rescan(tmp_path):
+    """The three MSLUB pairs' studies against the dataset's reference of lesion change
+    (Lesjak et al. 2016, CC BY; our change mask carried to its common space by the dataset's
+    transform), and one raw FLAIR against its own rescan (moved, a new bias field, new noise:
+    nothing changed). These pairs chose compare's settings (docs/models/compare.md): validation
+    figures, fixed here so that a change that loses them is seen."""
     import nibabel as nib
     import SimpleITK as sitk
     from scipy import ndimage
@@ -325,30 +325,41 @@ def test_compare_on_a_real_pair_and_on_a_real_rescan(tmp_path):
     from brainuad.io.images import load_scan, save_volume
     from brainuad.preprocessing.registration import read_transform
 
-    common = shared_data("mslub_longitudinal_common", "patient19")
-    visits = [shared_data("mslub_longitudinal_raw", f"patient19_study{s}", "FLAIR.nii.gz")
-              for s in (1, 2)]
-    row = compare_scans(visits, tmp_path / "pair")[0]
-    reference = sitk.ReadImage(str(common / "change_mask.nii.gz"))
-    ours = sitk.Resample(sitk.ReadImage(str(tmp_path / "pair" / row["pair"] /
-                                            "change_mask.nii.gz")), reference,
-                         read_transform(common / "study2_FLAIR_to_common_space.tfm"),
-                         sitk.sitkNearestNeighbor, 0)
-    found, truth = sitk.GetArrayFromImage(ours) > 0, sitk.GetArrayFromImage(reference) > 0
-    dice = 2 * (found & truth).sum() / (found.sum() + truth.sum())
-    labels, count = ndimage.label(found, np.ones((3, 3, 3)))
-    false = len(set(range(1, count + 1)) - set(np.unique(labels[truth])))
-    # measured 0.541 and 5 of 36 (docs/results/compare.md); the Dice bound leaves room for
-    # ITK's registration, which is not bit-reproducible from machine to machine
-    assert dice > 0.45 and false / count < 0.3, (dice, false, count)
+    # measured with the shipped detector (rule 3): detection, false-discovery rate, Dice
+    # patient03 0.30 / 0.54 / 0.17, patient12 0.15 / 0.27 / 0.60, patient19 0.57 / 0.15 / 0.63
+    # (benchmarks/compare_harness.py); the bounds leave room for ITK's registration, which is
+    # not bit-reproducible from machine to machine
+    bounds = {"patient03": {"detection": 0.2}, "patient12": {"dice": 0.5, "fdr": 0.4},
+              "patient19": {"dice": 0.5, "fdr": 0.3, "detection": 0.45}}
+    for patient, bound in bounds.items():
+        common = shared_data("mslub_longitudinal_common", patient)
+        visits = [shared_data("mslub_longitudinal_raw", f"{patient}_study{s}", "FLAIR.nii.gz")
+                  for s in (1, 2)]
+        row = compare_scans(visits, tmp_path / patient)[0]
+        reference = sitk.ReadImage(str(common / "change_mask.nii.gz"))
+        ours = sitk.Resample(sitk.ReadImage(str(tmp_path / patient / row["pair"] /
+                                                "change_mask.nii.gz")), reference,
+                             read_transform(common / "study2_FLAIR_to_common_space.tfm"),
+                             sitk.sitkNearestNeighbor, 0)
+        found, truth = sitk.GetArrayFromImage(ours) > 0, sitk.GetArrayFromImage(reference) > 0
+        labels, count = ndimage.label(found, np.ones((3, 3, 3)))
+        references, total = ndimage.label(truth, np.ones((3, 3, 3)))
+        got = {"dice": 2 * (found & truth).sum() / (found.sum() + truth.sum()),
+               "fdr": len(set(range(1, count + 1)) - set(np.unique(labels[truth])))
+               / max(count, 1),
+               "detection": len(set(np.unique(references[found])) - {0}) / total}
+        assert got["dice"] > bound.get("dice", 0), (patient, got)
+        assert got["fdr"] < bound.get("fdr", 1), (patient, got)
+        assert got["detection"] > bound.get("detection", 0), (patient, got)
 
-    scan = load_scan(visits[1])
+    followup = shared_data("mslub_longitudinal_raw", "patient19_study2", "FLAIR.nii.gz")
+    scan = load_scan(followup)
     again = save_volume(tmp_path / "rescan.nii.gz", rescanned(scan, 9).data, scan.affine,
                         np.float32)
-    row = compare_scans([visits[1], again], tmp_path / "rescan")[0]
+    row = compare_scans([followup, again], tmp_path / "rescan")[0]
     flagged = np.asarray(nib.load(tmp_path / "rescan" / row["pair"] /
                                   "change_mask.nii.gz").dataobj) > 0
-    assert flagged.sum() * scan.spacing.prod() / 1000 < 0.5, row  # measured 0.235 ml
+    assert flagged.sum() * scan.spacing.prod() / 1000 < 0.5, row  # measured 0.000 ml
 
 
 def test_a_t1_or_another_persons_flair_is_refused_whatever_its_name(tmp_path):

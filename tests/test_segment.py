@@ -87,7 +87,8 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     assert summary["brain_mask"]["source"] == "scan (deepbet)"  # the scan's own outline
     page = (folder / "report.html").read_text()
     assert "scan (deepbet)" in page
-    assert page.count('src="data:image/png;base64,') == 2 and "<img" in page
+    assert page.count('src="data:image/png;base64,') == 1  # the registration check
+    assert 'id="viewer"' in page and 'id="viewer-data"' in page  # the slice viewer
     assert not fetched_urls(page)  # opens offline: nothing to fetch
     assert len((tmp_path / "out" / "summary.csv").read_text().splitlines()) == 2
     # a second call finds the scan done and writes nothing new

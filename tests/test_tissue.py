@@ -166,7 +166,8 @@ def test_a_scans_contrast_is_told_by_its_tissues_order(contrast, levels, reads):
     maps = atlas(2)
     image = sum(maps[t] * level for t, level in zip(("csf", "gm", "wm"), levels, strict=True))
     image = image + np.random.default_rng(0).normal(0, 0.01, image.shape) * (maps["brain"] > 0)
-    ratios = contrast_ratios(image, maps["brain"] > 0, maps["affine"], contrast)
+    tissue = {t: maps[t] for t in ("csf", "gm", "wm")}
+    ratios = contrast_ratios(image, maps["brain"] > 0, tissue, np.full(3, 2.0), contrast)
     assert {m for m in CONTRASTS if contrast_problem(ratios, m) is None} == {reads}
     if reads != "flair":
         said = contrast_problem(ratios, "flair")

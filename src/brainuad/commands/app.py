@@ -62,6 +62,11 @@ Force = Annotated[bool, typer.Option(
                     "settings (a rerun otherwise skips those and redoes the others, saying why).")]
 
 
+FullFov = Annotated[bool, typer.Option(
+    "--report-full-fov", help="The report's viewer shows the scan's whole field of view (the "
+                              "face included); by default the brain and 10 mm around it.")]
+
+
 def order_option(value: str | None) -> list[str] | None:
     """`--session-order pre,post` as a list of labels (without `ses-`)."""
     if value is None:

@@ -33,6 +33,7 @@ group: `OUT/lesions.tsv` (a row per scan, with its changes since the previous se
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -223,8 +224,6 @@ def write_description(out: Path, bids_dir: Path, model: dict) -> None:
 
 
 def _tsv(rows_csv: Path, target: Path) -> None:
-    import csv
-
     rows = list(csv.reader(rows_csv.read_text().splitlines()))
     write_text(target, "".join("\t".join(cell if cell != "" else "n/a" for cell in row) + "\n"
                                for row in rows))
@@ -325,8 +324,8 @@ def compare_one(pair: Pair, out: Path, options: CompareOptions) -> dict:
                                         "resolving, since the baseline session",
                "subject": followup.subject, "session": followup.session,
                "baseline_session": baseline.session, "sessions_ordered_by": pair.ordered_by,
-               **{k: summary[k] for k in ("changes", "registration", "noise", "settings",
-                                          "warnings", "seconds")},
+               **{k: summary[k] for k in ("changes", "registration", "noise", "detector",
+                                          "settings", "warnings", "seconds")},
                "brainuad": __version__, KEY: made}
     _sidecar(change_json, sidecar)  # last: the pair is done
     shutil.rmtree(work, ignore_errors=True)
@@ -399,7 +398,7 @@ def group(out: str | Path) -> list[dict]:
     found = sorted(out.glob("sub-*/**/anat/*_space-orig_desc-lesion_mask.json"))
     if not found:
         raise BrainUADError(f"{out}: no segmented scan (run the participant step first)")
-    rows = []
+    rows, lesion_volumes = [], []
     for sidecar in found:
         scan = json.loads(sidecar.read_text())
         prefix = sidecar.name.removesuffix("_space-orig_desc-lesion_mask.json")
@@ -409,6 +408,10 @@ def group(out: str | Path) -> list[dict]:
         shrinking = counts.get("shrinking or resolving", {})
         quality = scan.get("registration", {})
         report = sidecar.with_name(f"{prefix}_desc-lesion_report.html")
+        lesions_tsv = sidecar.with_name(f"{prefix}_desc-lesion_lesions.tsv")
+        if lesions_tsv.is_file():
+            lesion_volumes += [float(r["volume_ml"]) for r in csv.DictReader(
+                lesions_tsv.read_text().splitlines(), delimiter="\t")]
         change_report = sidecar.with_name(f"{prefix}_desc-change_report.html")
         rows.append({
             "subject": scan["subject"], "session": scan.get("session") or "n/a",
@@ -431,7 +434,7 @@ def group(out: str | Path) -> list[dict]:
     lines = ["\t".join(GROUP_COLUMNS)] + ["\t".join(str(row[c]) for c in GROUP_COLUMNS)
                                           for row in rows]
     write_text(out / "lesions.tsv", "\n".join(lines) + "\n")
-    cohort_index(out / "index.html", rows)
+    cohort_index(out / "index.html", rows, lesion_volumes)
     return rows
 
 

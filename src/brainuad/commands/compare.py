@@ -35,23 +35,31 @@ from brainuad.io.images import check_scan, save_volume
 from brainuad.io.provenance import KEY, record, reuse
 from brainuad.io.scans import scan_name
 from brainuad.io.visits import parse_time, visit_order
+from brainuad.longitudinal.calibration import shipped
 from brainuad.longitudinal.change import ENLARGING, NEW, RULE, SHRINKING, ChangeConfig
-from brainuad.longitudinal.compare import CHANGE_COLUMNS, change_table, find_changes
-from brainuad.preprocessing.atlas import template_affine
+from brainuad.longitudinal.compare import CHANGE_COLUMNS, Found, change_table, find_changes
+from brainuad.longitudinal.visits import match
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.progress import Stages, note, track
 
 SUMMARY = "summary.json"
-STAGES = ("read", "register", "intensities", "change", "to follow-up grid", "write", "report")
+STAGES = ("read", "register", "intensities", "change", "write", "report")
 @dataclass(frozen=True)
 class CompareOptions:
-    change: ChangeConfig = field(default_factory=ChangeConfig)
+    """How to compare: the detector's settings (`change`; None: the shipped detector,
+    `longitudinal/calibration.py`) at the operating point `false_ml` (the expected
+    false-change volume on a scan-rescan pair, ml; None: the shipped one), the
+    preprocessing, and whether a failed pair stops the others."""
+
+    change: ChangeConfig | None = None
+    false_ml: float | None = None
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     keep_going: bool = False
     visit_order: list[str] | None = None  # the visits' order where labels and times cannot tell
     force: bool = False  # redo pairs done before, even with the same settings
+    report_full_fov: bool = False  # the report's viewer shows the whole field of view
 
 
 def read_visits(path: Path, stated: list[str] | None = None) -> list[tuple[str, Path, Path]]:
@@ -125,10 +133,28 @@ def _row(summary: dict) -> dict:
             "error": ""}
 
 
+def detector_config(options: CompareOptions) -> ChangeConfig:
+    """The detector's settings: the options', or the shipped ones at `false_ml`."""
+    return options.change if options.change is not None else shipped().config(options.false_ml)
+
+
+def _shown(found: Found, options: CompareOptions) -> dict[str, np.ndarray]:
+    """The visits the report shows: as the detector compared them (the brain only), or with
+    `report_full_fov` the whole field of view (bias corrected, the baseline's gain matched)."""
+    if not options.report_full_fov:
+        return {"baseline": found.visits.baseline, "followup": found.visits.followup}
+    pair = found.registered
+    return {"followup": pair.followup, "baseline": match(pair.baseline, pair.followup,
+                                                          found.visits.brain)}
+
+
 def made_by(baseline: Path, followup: Path, options: CompareOptions) -> dict:
     """The record of a pair's outputs (`io/provenance.py`): what would make them now."""
-    settings = {"change": dataclasses.asdict(options.change),
-                "preprocess": dataclasses.asdict(options.preprocess)}
+    settings = {"change": dataclasses.asdict(detector_config(options)),
+                "detector": (None if options.change is not None
+                             else f"{shipped().name} {shipped().version}"),
+                "preprocess": dataclasses.asdict(options.preprocess),
+                "report_full_fov": options.report_full_fov}
     return record({"baseline": baseline, "followup": followup},
                   json.loads(json.dumps(settings)))
 
@@ -159,11 +185,12 @@ def _compare(baseline_path: Path, followup_path: Path, folder: Path, name: str,
         clock.lap(name)
         stages.done(name)
 
-    found = find_changes(baseline_path, followup_path, options.preprocess, options.change, lap)
-    followup, native = found.followup, found.native
-    table = change_table(found)
-    save_volume(folder / "change_score.nii.gz", native["score"], followup.affine, np.float32)
-    save_volume(folder / "change_mask.nii.gz", native["mask"], followup.affine, np.uint8)
+    cfg = detector_config(options)
+    found = find_changes(baseline_path, followup_path, options.preprocess, cfg, lap)
+    followup, change = found.followup, found.change
+    table, numbered = change_table(found, cfg)
+    save_volume(folder / "change_score.nii.gz", change.score, followup.affine, np.float32)
+    save_volume(folder / "change_mask.nii.gz", change.mask, followup.affine, np.uint8)
     write_csv(folder / "changes.csv", table, CHANGE_COLUMNS)
     lap("write")
     summary = {
@@ -173,15 +200,18 @@ def _compare(baseline_path: Path, followup_path: Path, folder: Path, name: str,
                            "ml": round(sum(r["volume_ml"] for r in table if r["type"] == kind),
                                        4)}
                     for kind in (NEW, ENLARGING, SHRINKING)},
+        "brain_mask": found.registered.brain_source.to_dict(),
         "registration": {**found.registered.quality,
                          "visit_correlation": found.visits.correlation},
         "noise": found.change.noise,
-        "settings": {**dataclasses.asdict(options.change), "rule": RULE},
+        "detector": (shipped().describe(options.false_ml) if options.change is None
+                     else {"name": "rule", "settings given": True}),
+        "settings": {**dataclasses.asdict(cfg), "rule": RULE},
         "warnings": found.warnings,
         "grid": {"shape": list(followup.shape), "spacing_mm": followup.spacing.round(4).tolist()},
     }
-    compare_report(folder / "report.html", summary, table, found.registered.images,
-                   found.change, template_affine())
+    compare_report(folder / "report.html", summary, table, _shown(found, options),
+                   numbered, found.visits.brain, followup.affine, options.report_full_fov)
     lap("report")
     summary["seconds"] = clock.seconds(start)
     stages.close()

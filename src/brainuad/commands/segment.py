@@ -53,7 +53,7 @@ from brainuad.preprocessing.registration import (
 from brainuad.reporting.html import segment_report
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.progress import Stages, note, track
-from brainuad.scoring.postprocess import lesion_table
+from brainuad.scoring.postprocess import numbered_lesions
 
 SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
@@ -80,6 +80,8 @@ class SegmentOptions:
     brain_mask: str = "scan"
     preprocess: PreprocessConfig | None = None  # None: the defaults, on the model's modality
     force: bool = False  # redo scans done before, even with the same settings
+    #: the report's viewer shows the whole field of view (face included), not the brain
+    report_full_fov: bool = False
 
 
 @dataclass
@@ -92,6 +94,7 @@ class _Job:
     rule: str
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     force: bool = False
+    report_full_fov: bool = False
 
     def made_by(self, path: Path) -> dict:
         """The record of a scan's outputs (`io/provenance.py`): what would make them now."""
@@ -101,7 +104,8 @@ class _Job:
         settings = {"threshold": self.threshold, "rule": self.rule,
                     "precision": self.detector.precision(self.detect),
                     "detect": dataclasses.asdict(self.detect),
-                    "preprocess": dataclasses.asdict(self.preprocess)}
+                    "preprocess": dataclasses.asdict(self.preprocess),
+                    "report_full_fov": self.report_full_fov}
         return record({"scan": path}, json.loads(json.dumps(settings)), model)
 
 
@@ -137,7 +141,8 @@ def make_job(options: SegmentOptions) -> _Job:
                 detector.rule(detect, options.flag_fraction),
                 options.preprocess or PreprocessConfig(
                     reference=modality, brain_mask=options.brain_mask,
-                    registration=RegistrationConfig(qc=options.qc)), options.force)
+                    registration=RegistrationConfig(qc=options.qc)), options.force,
+                options.report_full_fov)
 
 
 def _row(summary: dict) -> dict:
@@ -210,7 +215,7 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
 
     found = find_lesions(path, job, lap)
     raw, native, registration = found.raw, found.native, found.registration
-    table = lesion_table(native["lesions"], native["score"], raw.affine)
+    table, numbered = numbered_lesions(native["lesions"], native["score"], raw.affine)
     voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000
     save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
     save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
@@ -234,7 +239,8 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
                     "lesions.csv", "report.html"],
     }
     segment_report(folder / "report.html", summary, raw, native,
-                   registration.images[job.detector.cfg.train.modality])
+                   registration.images[job.detector.cfg.train.modality], table, numbered,
+                   job.report_full_fov)
     lap("report")
     summary["seconds"] = clock.seconds(start)
     summary["preprocess_seconds"] = {k: round(v, 3) for k, v in registration.seconds.items()}

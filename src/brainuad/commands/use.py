@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from brainuad.commands.app import USE, Force, KeepGoing, _command, _drop_none, order_option
+from brainuad.commands.app import (
+    USE,
+    Force,
+    FullFov,
+    KeepGoing,
+    _command,
+    _drop_none,
+    order_option,
+)
 
 
 @_command(USE)
@@ -41,6 +49,7 @@ def segment(
              "registration (skips deepbet: seconds less per scan).")] = None,
     keep_going: KeepGoing = False,
     force: Force = False,
+    report_full_fov: FullFov = False,
 ) -> None:
     """Raw scans in: lesion mask, score, lesion table and QC report per scan.
 
@@ -67,7 +76,7 @@ def segment(
     options = SegmentOptions(**_drop_none(model=model, accelerator=accelerator,
                                           flag_fraction=flag_fraction,
                                           keep_going=keep_going, qc=qc, brain_mask=brain_mask,
-                                          force=force))
+                                          force=force, report_full_fov=report_full_fov))
     rows = segment_scans(scans, out, options)
     for row in rows:
         if row.get("error"):
@@ -105,8 +114,13 @@ def compare(
     visit_order: Annotated[str | None, typer.Option(
         help="The visits' labels in time order, e.g. pre,post: for a CSV whose visits have no "
              "acq_time and labels that are not numbers or dates.")] = None,
+    false_ml: Annotated[float | None, typer.Option(
+        help="The operating point: the change volume (ml) it flags on average on a scan "
+             "against a simulated rescan of itself, where every change is false (default: "
+             "the detector's own; docs/models/compare.md).")] = None,
     keep_going: KeepGoing = False,
     force: Force = False,
+    report_full_fov: FullFov = False,
 ) -> None:
     """Two visits in: new, enlarging and shrinking lesions between them.
 
@@ -127,7 +141,8 @@ def compare(
         scans = [made["baseline"], made["followup"]]
     options = CompareOptions(preprocess=PreprocessConfig(
         registration=RegistrationConfig(**_drop_none(qc=qc))), keep_going=keep_going,
-        visit_order=order_option(visit_order), force=force)
+        visit_order=order_option(visit_order), force=force, false_ml=false_ml,
+        report_full_fov=report_full_fov)
     for row in compare_scans(scans, out, options):
         if row.get("error"):
             continue
@@ -166,6 +181,10 @@ def bids(
         help="Session labels in time order, e.g. pre,post: for subjects whose sessions have "
              "no acq_time (sessions.tsv, scans.tsv) and labels that are not numbers or dates "
              "(such subjects are otherwise not compared).")] = None,
+    false_ml: Annotated[float | None, typer.Option(
+        help="compare's operating point: the change volume (ml) it flags on average on a scan "
+             "against a simulated rescan of itself, where every change is false (default: "
+             "the detector's; docs/models/compare.md).")] = None,
     keep_going: KeepGoing = False,
     force: Force = False,
 ) -> None:
@@ -193,7 +212,8 @@ def bids(
         segment=SegmentOptions(**_drop_none(model=model, accelerator=accelerator, qc=qc,
                                             keep_going=keep_going, force=force)),
         compare=CompareOptions(preprocess=PreprocessConfig(
-            registration=RegistrationConfig(**_drop_none(qc=qc))), force=force))
+            registration=RegistrationConfig(**_drop_none(qc=qc))), force=force,
+            false_ml=false_ml))
     done = participant(bids_dir, out_dir, options)
     typer.echo(f"{len(done)} scans and pairs done: {out_dir}")
 

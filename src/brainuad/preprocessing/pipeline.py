@@ -55,7 +55,7 @@ from brainuad.preprocessing.registration import (
     to_template,
     write_transform,
 )
-from brainuad.preprocessing.tissues import NAMES, contrast_problem, contrast_ratios
+from brainuad.preprocessing.tissues import check_contrast, priors
 from brainuad.runtime.clock import Stopwatch
 
 REGISTER = ("auto", "always", "never")
@@ -202,12 +202,10 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     clock.lap("brain mask")
     if not mask.any():
         raise BrainUADError(f"{reference.path}: no brain left after registration to the template")
+    tissue = priors(Volume(mask, template_affine()))
     for key, image in images.items():
-        modality = (contrasts or {}).get(key, key)
-        problem = contrast_problem(contrast_ratios(image, mask, where=str(volumes[key].path)),
-                                   modality)
-        if problem:
-            raise BrainUADError(f"{volumes[key].path}: given as {NAMES[modality]}, but {problem}")
+        check_contrast(image, mask, tissue, np.ones(3), (contrasts or {}).get(key, key),
+                       str(volumes[key].path))
     return Registered(images, mask.astype(np.uint8), to_ref, figures, source, clock.stages)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
-from brainuad.preprocessing.atlas import atlas, grid_resolution, regrid, template_affine
+from brainuad.preprocessing.atlas import atlas, grid_resolution, regrid
 from brainuad.preprocessing.intensity import robust_spread
 from brainuad.preprocessing.morphology import eroded_mask
 
@@ -80,14 +80,13 @@ CONTRASTS: dict[str, dict[str, tuple[float, float]]] = {
 NAMES = {"flair": "a FLAIR", "t1": "a T1", "t2": "a T2"}
 
 
-def contrast_ratios(image: np.ndarray, brain: np.ndarray, affine: np.ndarray | None = None,
-                    where: str = "") -> dict[str, float]:
+def contrast_ratios(image: np.ndarray, brain: np.ndarray, tissue: dict[str, np.ndarray],
+                    spacing: np.ndarray, where: str = "") -> dict[str, float]:
     """The median of CSF and of grey matter as fractions of the white matter's median, where
-    the atlas puts each tissue (pure CSF and white matter, grey matter above `GM_PRIOR`) inside
-    the eroded brain of a scan on an atlas grid (`affine`; default the template's)."""
-    affine = template_affine() if affine is None else affine
-    inner = stats_region(brain > 0, np.sqrt((affine[:3, :3] ** 2).sum(0)))
-    tissue = priors(Volume(image, affine))
+    the atlas puts each tissue (`tissue`: its CSF, grey and white matter probabilities on the
+    scan's grid; pure CSF and white matter, grey matter above `GM_PRIOR`) inside the brain
+    eroded by `STATS_EROSION_MM`."""
+    inner = stats_region(brain > 0, spacing)
     levels = {}
     for name, prior in (("csf", PURE_PRIOR), ("gm", GM_PRIOR), ("wm", PURE_PRIOR)):
         values = image[inner & (tissue[name] > prior)]
@@ -99,6 +98,14 @@ def contrast_ratios(image: np.ndarray, brain: np.ndarray, affine: np.ndarray | N
         raise BrainUADError(f"{where}: the white matter is dark as background: not a scan "
                             "brainuad can read")
     return {"csf": levels["csf"] / levels["wm"], "gm": levels["gm"] / levels["wm"]}
+
+
+def check_contrast(image: np.ndarray, brain: np.ndarray, tissue: dict[str, np.ndarray],
+                   spacing: np.ndarray, modality: str, where: str) -> None:
+    """A scan given as `modality` whose tissues' order is another contrast's: refused."""
+    problem = contrast_problem(contrast_ratios(image, brain, tissue, spacing, where), modality)
+    if problem:
+        raise BrainUADError(f"{where}: given as {NAMES[modality]}, but {problem}")
 
 
 def _outside(ratios: dict[str, float], modality: str) -> list[str]:
