@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import locale
 import re
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -245,3 +247,41 @@ def tiny_scan(path: Path, seed: int = 0, lesion: float = 0.0) -> Path:
     if lesion:
         image[10:13, 12:15, 8:11] = lesion
     return write_nifti(path, image.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+
+
+def write_series(image: sitk.Image, folder, frame_of_reference: bool = True) -> None:
+    """`image` as a scanner writes an MR series: one file per slice, with its position,
+    orientation, study, series and frame of reference (files named out of slice order)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    d = image.GetDirection()
+    tags = {"0020|000e": "1.2.826.0.1.3680043.2.1125.41.1", "0020|000d":
+            "1.2.826.0.1.3680043.2.1125.41.2", "0008|0060": "MR",
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0010|0020": "P41", "0020|0010": "1",
+            "0008|103e": "AX FLAIR", "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))}
+    tags["0020|0052"] = "1.2.826.0.1.3680043.2.1125.41.3"
+    depth = image.GetDepth()
+    names = np.random.default_rng(0).permutation(depth)
+    # GDCM's writer leaves the process in the "C" locale (ASCII text I/O for every later
+    # test): put it back
+    saved = locale.setlocale(locale.LC_ALL)
+    for z in range(depth):
+        piece = image[:, :, z]
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        origin = image.TransformIndexToPhysicalPoint((0, 0, z))
+        piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in origin))
+        piece.SetMetaData("0020|0013", str(z + 1))
+        writer.SetFileName(str(folder / f"{names[z]:03d}.dcm"))
+        writer.Execute(piece)
+    locale.setlocale(locale.LC_ALL, saved)
+    if not frame_of_reference:  # GDCM writes one whatever it is given: taken out after
+        import pydicom
+
+        for path in folder.glob("*.dcm"):
+            dataset = pydicom.dcmread(path)
+            del dataset.FrameOfReferenceUID
+            dataset.save_as(path)

@@ -15,12 +15,12 @@ from brainuad.commands.compare import CompareOptions, compare_scans, read_visits
 from brainuad.data.example import example_pair
 from brainuad.data.shifts import rescanned
 from brainuad.errors import BrainUADError
-from brainuad.io.images import load_scan, save_volume
+from brainuad.io.images import dicom_series, load_scan, save_volume
 from brainuad.longitudinal.change import ChangeConfig, detect_change
 from brainuad.longitudinal.visits import Visits, match
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
-from conftest import fetched_urls
+from conftest import fetched_urls, write_series
 
 QUICK = PreprocessConfig(registration=RegistrationConfig(
     shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
@@ -161,6 +161,31 @@ def test_compare_finds_the_new_lesions_of_a_synthetic_pair(pair, tmp_path):
         (mask > 0).sum() * voxel_ml, abs=0.05)
     page = (folder / "report.html").read_text()
     assert 'id="viewer"' in page and 'id="change-1"' in page and not fetched_urls(page)
+
+
+def test_a_dicom_follow_up_gets_the_changes_back_as_a_dicom_seg_on_it(pair, tmp_path):
+    """Issue 41: a follow-up given as a DICOM series also gets the change mask as a DICOM
+    Segmentation on it: two segments (new or enlarging, shrinking or resolving), frame by
+    source slice the NIfTI change mask."""
+    import highdicom as hd
+    import pydicom
+    import SimpleITK as sitk
+
+    series = tmp_path / "followup"
+    write_series(sitk.ReadImage(str(pair["followup"])), series)
+    rows = compare_scans([pair["baseline"], series], tmp_path / "out",
+                         CompareOptions(preprocess=QUICK))
+    folder = tmp_path / "out" / rows[0]["pair"]
+    mask = np.asarray(nib.load(folder / "change_mask.nii.gz").dataobj)
+    assert (mask == 1).any()
+    seg = hd.seg.segread(folder / "change_seg.dcm")
+    assert [seg.get_segment_description(n).segment_label for n in (1, 2)] == [
+        "new or enlarging lesion", "shrinking or resolving lesion"]
+    uids = [pydicom.dcmread(f).SOPInstanceUID for f in dicom_series(series)]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               combine_segments=True, relabel=False)
+    np.testing.assert_array_equal(frames.transpose(2, 1, 0), mask)
+    assert "change_seg.dcm" in json.loads((folder / "summary.json").read_text())["outputs"]
 
 
 def test_a_scan_against_its_own_rescan_changes_nothing(pair, tmp_path):

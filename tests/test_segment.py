@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 from brainuad.commands.cli import app
 from brainuad.commands.segment import SegmentOptions, segment_scans
 from brainuad.data.example import example_scan
+from brainuad.io.images import dicom_series
 from brainuad.io.scans import find_scans
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
 from brainuad.training.train import train
-from conftest import fetched_urls, tiny_config
+from conftest import fetched_urls, tiny_config, write_series
 
 #: Registration cut to two coarse levels: these tests check the plumbing, not its accuracy
 #: (benchmarks/registration.py and the realdata tests do that on real scans).
@@ -123,6 +124,32 @@ def test_a_dicom_series_gives_the_nifti_result(model, scan, tmp_path):
     dicom = nib.load(tmp_path / "out" / "dicom" / "lesion_mask.nii.gz")
     np.testing.assert_allclose(dicom.affine, nifti.affine, atol=1e-3)
     np.testing.assert_array_equal(np.asarray(dicom.dataobj), np.asarray(nifti.dataobj))
+
+
+def test_a_dicom_series_gets_its_lesions_back_as_a_dicom_seg_on_it(scan, tmp_path):
+    """Issue 41: the lesion mask of a DICOM series also as a DICOM Segmentation on that series
+    (the shipped model, which finds the example's lesions): frame by source slice the NIfTI
+    mask's voxels; a NIfTI input gets none."""
+    import highdicom as hd
+    import pydicom
+
+    raw, _ = scan
+    series = tmp_path / "dicom"
+    write_series(sitk.ReadImage(str(raw)), series)
+    segment_scans([raw, series], tmp_path / "out", SegmentOptions(accelerator="cpu",
+                                                                  preprocess=QUICK))
+    mask = np.asarray(nib.load(tmp_path / "out" / "dicom" / "lesion_mask.nii.gz").dataobj)
+    assert mask.any()
+    seg = hd.seg.segread(tmp_path / "out" / "dicom" / "lesion_seg.dcm")
+    algorithm = seg.get_segment_description(1).algorithm_identification[0]
+    assert algorithm.AlgorithmName == "brainuad flair-ms"
+    uids = [pydicom.dcmread(f).SOPInstanceUID for f in dicom_series(series)]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               combine_segments=True, relabel=False)
+    np.testing.assert_array_equal(frames.transpose(2, 1, 0), mask)
+    summary = json.loads((tmp_path / "out" / "dicom" / "summary.json").read_text())
+    assert "lesion_seg.dcm" in summary["outputs"]
+    assert not (tmp_path / "out" / "example_flair" / "lesion_seg.dcm").exists()
 
 
 def test_scan_names_that_differ_only_in_case_are_refused(tmp_path):

@@ -7,8 +7,11 @@ and writes what a person and a program read, on the follow-up's grid:
     OUT/<pair>/change_mask.nii.gz    1 new or enlarging, 2 shrinking or resolving
     OUT/<pair>/change_score.nii.gz   the difference in spreads of its noise (signed)
     OUT/<pair>/changes.csv           one row per change: type, ml, centroid (scanner mm), score
-    OUT/<pair>/summary.json          counts and volumes by type, registration, settings, seconds
-    OUT/<pair>/report.html           baseline | follow-up | difference at each change
+    OUT/<pair>/summary.json          counts and volumes by type, the detector, registration,
+                                     settings, seconds
+    OUT/<pair>/report.html           both visits in a slice viewer, a panel per change
+    OUT/<pair>/change_seg.dcm        where the follow-up is a DICOM series: the change mask as a
+                                     DICOM Segmentation on it (two segments)
     OUT/summary.csv                  one row per pair
 
 A pair's folder is written whole under a temporary name and renamed when complete; its
@@ -30,6 +33,7 @@ import numpy as np
 
 from brainuad import __version__
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
+from brainuad.io.dicom_seg import Segment, dicom_outputs
 from brainuad.io.files import atomic_folder, write_csv, write_text
 from brainuad.io.images import check_scan, save_volume
 from brainuad.io.provenance import KEY, record, reuse
@@ -192,6 +196,14 @@ def _compare(baseline_path: Path, followup_path: Path, folder: Path, name: str,
     save_volume(folder / "change_score.nii.gz", change.score, followup.affine, np.float32)
     save_volume(folder / "change_mask.nii.gz", change.mask, followup.affine, np.uint8)
     write_csv(folder / "changes.csv", table, CHANGE_COLUMNS)
+    detector = (shipped().describe(options.false_ml) if options.change is None
+                else {"name": "rule", "settings given": True})
+    dicom = dicom_outputs(followup_path, folder / "change_seg.dcm", change.mask,
+                          [Segment(1, "new or enlarging lesion"),
+                           Segment(2, "shrinking or resolving lesion", (60, 130, 255))],
+                          (f"brainuad compare {detector['name']}",
+                           str(detector.get("version", "given"))),
+                          "NeighborhoodAnalysis", "brainuad lesion change", series_offset=2000)
     lap("write")
     summary = {
         "pair": name, "baseline": str(baseline_path), "followup": str(followup_path),
@@ -204,10 +216,11 @@ def _compare(baseline_path: Path, followup_path: Path, folder: Path, name: str,
         "registration": {**found.registered.quality,
                          "visit_correlation": found.visits.correlation},
         "noise": found.change.noise,
-        "detector": (shipped().describe(options.false_ml) if options.change is None
-                     else {"name": "rule", "settings given": True}),
+        "detector": detector,
         "settings": {**dataclasses.asdict(cfg), "rule": RULE},
-        "warnings": found.warnings,
+        "warnings": found.warnings + dicom["warnings"],
+        "outputs": ["change_mask.nii.gz", "change_score.nii.gz", "changes.csv", "report.html",
+                    *dicom["outputs"]],
         "grid": {"shape": list(followup.shape), "spacing_mm": followup.spacing.round(4).tolist()},
     }
     compare_report(folder / "report.html", summary, table, _shown(found, options),

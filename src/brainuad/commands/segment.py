@@ -13,7 +13,9 @@ threshold cuts the mask, and everything is written on the scan's own grid:
     OUT/<scan>/lesions.csv           one row per connected lesion: ml, centroid (scanner mm),
                                      mean and max score
     OUT/<scan>/summary.json          counts, volume, model, threshold, registration, seconds
-    OUT/<scan>/report.html           a QC page that opens offline (images embedded)
+    OUT/<scan>/report.html           a QC page that opens offline (a slice viewer, a panel per
+                                     lesion)
+    OUT/<scan>/lesion_seg.dcm        for a DICOM series: the mask as a DICOM Segmentation on it
     OUT/summary.csv                  one row per scan
 
 A scan's folder is written whole under a temporary name and renamed when complete, so it is
@@ -37,6 +39,7 @@ from brainuad import __version__
 from brainuad.config import DetectConfig
 from brainuad.detection.detector import Detector
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
+from brainuad.io.dicom_seg import Segment, dicom_outputs
 from brainuad.io.files import atomic_folder, write_csv, write_text
 from brainuad.io.images import Volume, check_scan, load_scan, save_volume
 from brainuad.io.provenance import KEY, model_record, record, reuse
@@ -59,6 +62,12 @@ SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
 LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                   "mean_score", "max_score"]
+
+
+#: each model kind's algorithm family (DICOM CID 7162) in its DICOM SEG: the networks' is
+#: "ArtificialIntelligence"
+FAMILY = {"tissue": "NeighborhoodAnalysis", "normative": "NeighborhoodAnalysis",
+          "threshold": "HistogramAnalysis"}
 
 
 @dataclass(frozen=True)
@@ -221,8 +230,12 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
     save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
     save_volume(folder / "lesion_mask.nii.gz", native["lesions"], raw.affine, np.uint8)
     write_csv(folder / "lesions.csv", table, LESION_COLUMNS)
-    lap("write")
     model = job.detector.model_info
+    dicom = dicom_outputs(path, folder / "lesion_seg.dcm", native["lesions"].astype(np.uint8),
+                          [Segment(1, "lesion")], (f"brainuad {model.name}", str(model.version)),
+                          FAMILY.get(model.kind, "ArtificialIntelligence"),
+                          f"brainuad {model.name} lesions")
+    lap("write")
     summary = {
         "scan": name, "input": str(path), "brainuad": __version__,
         "model": {"name": model.name, "version": model.version, "kind": model.kind,
@@ -233,10 +246,10 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
         "registration": registration.quality,
         "brain_mask": registration.brain.to_dict(),
         "warnings": quality_warnings(registration.quality, job.preprocess.registration)
-        + ([registration.brain.reason] if registration.brain.reason else []),
+        + ([registration.brain.reason] if registration.brain.reason else []) + dicom["warnings"],
         "grid": {"shape": list(raw.shape), "spacing_mm": raw.spacing.round(4).tolist()},
         "outputs": ["lesion_mask.nii.gz", "anomaly_score.nii.gz", "brain_mask.nii.gz",
-                    "lesions.csv", "report.html"],
+                    "lesions.csv", "report.html", *dicom["outputs"]],
     }
     segment_report(folder / "report.html", summary, raw, native,
                    registration.images[job.detector.cfg.train.modality], table, numbered,

@@ -134,12 +134,12 @@ def check_scan(path: str | os.PathLike) -> None:
     header, or a folder's one DICOM series and its size."""
     path = Path(path)
     if path.is_dir():
-        _dicom_series(path)
+        dicom_series(path)
     else:
         _open(path)
 
 
-def _dicom_series(path: Path) -> list[str]:
+def dicom_series(path: Path) -> list[str]:
     """The files of the one DICOM series in `path`, its size checked from the first header."""
     import SimpleITK as sitk
 
@@ -172,7 +172,7 @@ def load_scan(path: str | os.PathLike) -> Volume:
     from brainuad.io.sitk import from_sitk, itk_reason
 
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(_dicom_series(path))
+    reader.SetFileNames(dicom_series(path))
     try:
         image = reader.Execute()
     except RuntimeError as err:

@@ -1,0 +1,121 @@
+"""DICOM Segmentation objects on the source series (issue 41): read back with highdicom, the
+frames and positions are the NIfTI mask's voxel for voxel; dciodvfy (dicom3tools) finds no
+error where it is installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+from brainuad.errors import BrainUADError
+from brainuad.io.dicom_seg import Segment, write_segmentation
+from brainuad.io.images import dicom_series, load_scan
+from conftest import write_series
+
+
+def _tilted_series(tmp_path, frame_of_reference: bool = True):
+    rng = np.random.default_rng(0)
+    image = sitk.GetImageFromArray(rng.integers(0, 500, (7, 30, 26)).astype(np.int16))
+    image.SetSpacing((0.9, 0.8, 3.0))
+    turn = sitk.VersorRigid3DTransform()
+    turn.SetRotation((0.2, 0.0, 1.0), 0.3)
+    image.SetDirection(np.asarray(turn.GetMatrix()).tolist())
+    image.SetOrigin((-12.0, 30.0, 5.0))
+    series = tmp_path / "series"
+    write_series(image, series, frame_of_reference)
+    return series
+
+
+def test_a_seg_holds_the_mask_voxel_for_voxel_on_the_source_instances(tmp_path):
+    import highdicom as hd
+
+    series = _tilted_series(tmp_path)
+    scan = load_scan(series)
+    labels = np.zeros(scan.shape, np.uint8)
+    labels[3:9, 5:20, 2:4] = 1
+    labels[20:24, 1:4, 0] = 2
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+                                [Segment(1, "new or enlarging lesion"),
+                                 Segment(2, "shrinking or resolving lesion", (60, 130, 255))],
+                                ("brainuad compare", "3"), "NeighborhoodAnalysis",
+                                "brainuad changes")
+    seg = hd.seg.segread(target)
+    assert seg.number_of_segments == 2
+    assert seg.get_segment_description(1).segment_label == "new or enlarging lesion"
+    algorithm = seg.get_segment_description(2).algorithm_identification[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("brainuad compare", "3")
+    assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Neighborhood Analysis"
+    # each segment with its own display colour (OHIF needs one), and the brain's lesion code
+    colours = [tuple(seg.SegmentSequence[n].RecommendedDisplayCIELabValue) for n in (0, 1)]
+    assert colours[0] != colours[1]
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "301766008"
+    files = dicom_series(series)
+    sources = [pydicom.dcmread(f) for f in files]
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[s.SOPInstanceUID for s in sources], combine_segments=True,
+        relabel=False)
+    np.testing.assert_array_equal(frames.transpose(2, 1, 0), labels)
+    # each frame lies where its source slice lies
+    positions = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID:
+                 [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient]
+                 for f in seg.PerFrameFunctionalGroupsSequence}
+    for source in sources:
+        np.testing.assert_allclose(positions[source.SOPInstanceUID],
+                                   [float(v) for v in source.ImagePositionPatient], atol=1e-4)
+
+
+def test_dciodvfy_finds_no_error_in_a_seg(tmp_path):
+    """The reference validator of DICOM objects (dicom3tools) on a SEG of the tilted series."""
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
+    series = _tilted_series(tmp_path)
+    labels = np.zeros(load_scan(series).shape, np.uint8)
+    labels[3:9, 5:20, 2:4] = 1
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+                                [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
+                                "NeighborhoodAnalysis", "lesions")
+    said = subprocess.run([dciodvfy, str(target)], capture_output=True, text=True,
+                          timeout=60)
+    report = said.stdout + said.stderr
+    assert "Error" not in report and "Segmentation" in report, report
+
+
+def test_a_series_without_a_frame_of_reference_is_one_line(tmp_path):
+    series = _tilted_series(tmp_path, frame_of_reference=False)
+    labels = np.zeros(load_scan(series).shape, np.uint8)
+    with pytest.raises(BrainUADError, match="no Frame of Reference UID"):
+        write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+                           [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
+                           "NeighborhoodAnalysis", "lesions")
+    with pytest.raises(BrainUADError, match="not the series'"):
+        write_segmentation(tmp_path / "seg.dcm", dicom_series(_tilted_series(tmp_path / "b")),
+                           labels[:, :, :3], [Segment(1, "lesion")], ("a", "1"),
+                           "NeighborhoodAnalysis", "lesions")
+    assert not list(tmp_path.glob("seg.dcm*"))
+
+
+def test_a_de_identified_series_still_gets_its_seg(tmp_path):
+    """A series whose patient and study attributes were removed (de-identified) gets a SEG
+    with them empty, as DICOM allows."""
+    import highdicom as hd
+
+    series = _tilted_series(tmp_path)
+    for path in series.glob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                        "StudyDate", "StudyTime", "AccessionNumber", "StudyID"):
+            if keyword in dataset:
+                delattr(dataset, keyword)
+        dataset.save_as(path)
+    labels = np.zeros(load_scan(series).shape, np.uint8)
+    labels[3:9, 5:20, 2:4] = 1
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+                                [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
+                                "NeighborhoodAnalysis", "lesions")
+    assert hd.seg.segread(target).PatientID == ""
