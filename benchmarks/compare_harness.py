@@ -48,6 +48,7 @@ from run_record import code_hash, config_hash, run_record  # benchmarks/run_reco
 from scipy import ndimage, signal
 
 from brainuad.data.shifts import rescanned
+from brainuad.io.files import atomic_path
 from brainuad.io.images import Volume, load_scan, save_volume
 from brainuad.longitudinal import blobs, change
 from brainuad.longitudinal.change import ChangeConfig, smooth_inside
@@ -86,10 +87,12 @@ def cached_inputs(work: Path) -> dict[str, dict]:
             followup = (load_scan(second) if seed is None
                         else Volume(rescanned(baseline, seed).data, baseline.affine, second))
             registered = register_pair(baseline, followup, cfg)
-            path.write_bytes(pickle.dumps({
+            payload = pickle.dumps({
                 "visits": on_followup_grid(registered, baseline, followup, cfg),
                 "affine": followup.affine, "shape": followup.shape,
-                "seconds": time.perf_counter() - start}))
+                "seconds": time.perf_counter() - start})
+            with atomic_path(path) as tmp:  # a killed run leaves no truncated cache
+                tmp.write_bytes(payload)
             print(f"inputs of {name} made", flush=True)
         inputs[name] = pickle.loads(path.read_bytes())
     return inputs
@@ -157,7 +160,8 @@ def references(work: Path) -> dict[str, Reference]:
                            inspect.getsource(oracle)])
         path = work / f"oracle-{patient}-{key}.npy"
         if not path.exists():
-            np.save(path, oracle(truth, brain, difference, labels))
+            with atomic_path(path) as tmp:
+                np.save(tmp, oracle(truth, brain, difference, labels))
         out[patient] = Reference(truth, labels, sizes, np.load(path), difference > 0)
     return out
 
@@ -371,10 +375,13 @@ def main() -> None:
     parser.add_argument("--write", metavar="DETECTOR",
                         help="write the shipped choice of this detector (one of --detectors) "
                              "to src/brainuad/longitudinal/detector.json")
-    parser.add_argument("--version", default="3", help="its version, with --write")
+    parser.add_argument("--version", help="its version (required with --write: a new one "
+                                           "for every new detector.json)")
     parser.add_argument("--visibility", action="store_true",
                         help="also the oracle's z on compare's own inputs")
     args = parser.parse_args()
+    if args.write and not args.version:
+        parser.error("--write needs --version")
     inputs = cached_inputs(args.work)
     refs = references(args.work)
     out = {"benchmark": "compare_harness", **run_record(vars(args)), "results": []}
@@ -397,8 +404,10 @@ def write_detector(result: dict, args, record: dict) -> None:
 
     shipped = result["shipped"]
     commit = record["git_commit"] + (" with uncommitted changes" if record["git_dirty"] else "")
+    settings = dataclasses.asdict(dataclasses.replace(ChangeConfig(), **shipped["settings"]))
+    del settings["threshold"]  # every other setting, so that no default of the code moves it
     data = {"name": result["detector"].removesuffix("-grid"), "version": args.version,
-            "settings": shipped["settings"], "null": shipped["null"],
+            "settings": settings, "null": shipped["null"],
             "false_ml": args.false_ml,
             "chosen": (f"settings chosen on the validation pairs patient03, patient12 and "
                        f"patient19 (the best sum of lesion-wise F1, every calibration rescan "

@@ -2,7 +2,7 @@
 
 import csv
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import nibabel as nib
 import numpy as np
@@ -55,7 +55,8 @@ def test_change_types_on_a_hand_built_pair():
                        (followup, (slice(19, 25), slice(4, 10), slice(4, 10))),
                        (baseline, (slice(30, 35),) * 3)):  # resolved
         image[box] = 1.0
-    lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
+    # lesions 5 spreads above "grey matter" at 0.5 (a baseline lesion is beyond `HAD_Z`)
+    lesion = {k: (v - 0.5) / 0.01 / 10 for k, v in (("b", baseline), ("f", followup))}
     visits = Visits(baseline, followup, lesion["b"], lesion["f"], brain, brain * 1.0, 1.0)
     # a 36 mm box of "white matter": no part of it lies 8 mm deep enough for the edge rule
     change = detect_change(visits, ChangeConfig(threshold=5, lesion=2, min_mm3=10,
@@ -155,6 +156,8 @@ def test_compare_finds_the_new_lesions_of_a_synthetic_pair(pair, tmp_path):
     grown_ml = summary["changes"]["new"]["ml"] + summary["changes"]["enlarging"]["ml"]
     assert grown_ml == pytest.approx(truth.sum() * voxel_ml, rel=0.5)
     assert summary["changes"]["shrinking or resolving"]["ml"] < 0.5  # nothing shrank
+    # the example's new lesions touch none of its baseline lesions: none is "enlarging"
+    assert summary["changes"]["enlarging"]["count"] == 0, summary["changes"]
     with open(folder / "changes.csv") as handle:
         table = list(csv.DictReader(handle))
     assert sum(float(r["volume_ml"]) for r in table) == pytest.approx(
@@ -277,7 +280,8 @@ def test_blobs_find_changes_too_faint_for_any_voxel():
 
 
 def _detector_file(tmp_path, **changes):
-    data = {"name": "rule", "version": "9", "settings": {"lesion": 1.0},
+    settings = {f.name: f.default for f in fields(ChangeConfig) if f.name != "threshold"}
+    data = {"name": "rule", "version": "9", "settings": {**settings, "lesion": 1.0},
             "null": {"thresholds": [3.0, 4.0, 5.0], "mean_false_ml": [0.5, 0.2, 0.05],
                      "max_false_ml": [1.0, 0.4, 0.1], "scans": ["a", "b"]},
             "false_ml": 0.1, "chosen": "by hand"}
@@ -300,16 +304,17 @@ def test_the_operating_point_picks_the_lowest_threshold_within_the_false_volume(
         detector.threshold(-0.1)
     with pytest.raises(BrainUADError, match="below what the detector's strictest threshold"):
         detector.threshold(0.01)
-    # the shipped one reads, and its default point is within its own null
+    # the shipped one: every setting written out, its default point 3.0 spreads (0.059 ml)
     default = shipped()
-    assert default.mean_false_ml[default.thresholds.index(default.threshold())] <= \
-        default.false_ml
+    assert set(default.settings) == {f.name for f in fields(ChangeConfig)} - {"threshold"}
+    assert default.threshold() == 3.0 and default.describe()["null_false_ml"] <= 0.1
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
     ({"mean_false_ml": [0.5, 0.2]}, "differ in number"),
     ({"thresholds": [3.0, 5.0, 4.0]}, "not increasing"),
     ({"settings": {"lesions": 1.0}}, "unknown settings"),
+    ({"settings": {"lesion": 1.0}}, "missing"),
     ({"thresholds": ["x", 4.0, 5.0]}, "could not convert"),
 ])
 def test_a_damaged_detector_file_is_one_line_naming_it(tmp_path, changes, reason):

@@ -36,10 +36,10 @@ def test_a_seg_holds_the_mask_voxel_for_voxel_on_the_source_instances(tmp_path):
 
     series = _tilted_series(tmp_path)
     scan = load_scan(series)
-    labels = np.zeros(scan.shape, np.uint8)
+    labels, affine = np.zeros(scan.shape, np.uint8), scan.affine
     labels[3:9, 5:20, 2:4] = 1
     labels[20:24, 1:4, 0] = 2
-    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels, affine,
                                 [Segment(1, "new or enlarging lesion"),
                                  Segment(2, "shrinking or resolving lesion", (60, 130, 255))],
                                 ("brainuad compare", "3"), "NeighborhoodAnalysis",
@@ -75,9 +75,10 @@ def test_dciodvfy_finds_no_error_in_a_seg(tmp_path):
     if dciodvfy is None:
         pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
     series = _tilted_series(tmp_path)
-    labels = np.zeros(load_scan(series).shape, np.uint8)
+    scan = load_scan(series)
+    labels, affine = np.zeros(scan.shape, np.uint8), scan.affine
     labels[3:9, 5:20, 2:4] = 1
-    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels, affine,
                                 [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
                                 "NeighborhoodAnalysis", "lesions")
     said = subprocess.run([dciodvfy, str(target)], capture_output=True, text=True,
@@ -88,15 +89,26 @@ def test_dciodvfy_finds_no_error_in_a_seg(tmp_path):
 
 def test_a_series_without_a_frame_of_reference_is_one_line(tmp_path):
     series = _tilted_series(tmp_path, frame_of_reference=False)
-    labels = np.zeros(load_scan(series).shape, np.uint8)
+    scan = load_scan(series)
+    labels, affine = np.zeros(scan.shape, np.uint8), scan.affine
     with pytest.raises(BrainUADError, match="no Frame of Reference UID"):
-        write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+        write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels, affine,
                            [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
                            "NeighborhoodAnalysis", "lesions")
+    other = dicom_series(_tilted_series(tmp_path / "b"))
     with pytest.raises(BrainUADError, match="not the series'"):
-        write_segmentation(tmp_path / "seg.dcm", dicom_series(_tilted_series(tmp_path / "b")),
-                           labels[:, :, :3], [Segment(1, "lesion")], ("a", "1"),
-                           "NeighborhoodAnalysis", "lesions")
+        write_segmentation(tmp_path / "seg.dcm", other, labels[:, :, :3], affine,
+                           [Segment(1, "lesion")], ("a", "1"), "NeighborhoodAnalysis", "lesions")
+    # the right shape on another grid: its slices reversed, or moved by a millimetre
+    flipped = affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, labels.shape[2] - 1],
+                                 [0, 0, 0, 1]])
+    moved = affine.copy()
+    moved[:3, 3] += [1.0, 0, 0]
+    for wrong in (flipped, moved):
+        with pytest.raises(BrainUADError, match="does not lie where the series' file"):
+            write_segmentation(tmp_path / "seg.dcm", other, labels, wrong,
+                               [Segment(1, "lesion")], ("a", "1"), "NeighborhoodAnalysis",
+                               "lesions")
     assert not list(tmp_path.glob("seg.dcm*"))
 
 
@@ -113,9 +125,10 @@ def test_a_de_identified_series_still_gets_its_seg(tmp_path):
             if keyword in dataset:
                 delattr(dataset, keyword)
         dataset.save_as(path)
-    labels = np.zeros(load_scan(series).shape, np.uint8)
+    scan = load_scan(series)
+    labels, affine = np.zeros(scan.shape, np.uint8), scan.affine
     labels[3:9, 5:20, 2:4] = 1
-    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels,
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels, affine,
                                 [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
                                 "NeighborhoodAnalysis", "lesions")
     assert hd.seg.segread(target).PatientID == ""

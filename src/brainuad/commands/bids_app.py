@@ -42,7 +42,7 @@ from datetime import datetime
 from pathlib import Path
 
 from brainuad import __version__
-from brainuad.commands.compare import CompareOptions, compare_pair
+from brainuad.commands.compare import CompareOptions, compare_pair, detector_config
 from brainuad.commands.compare import made_by as pair_made_by
 from brainuad.commands.segment import SegmentOptions, make_job, segment_scan
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
@@ -351,6 +351,7 @@ def participant(bids_dir: str | Path, out: str | Path,
     """Segment every scan and compare every consecutive pair of sessions (of the labels and
     shard asked for) into BIDS derivatives under `out`; a sidecar per scan and pair."""
     options = options or BidsOptions()
+    detector_config(options.compare)  # a --false-ml out of range: said before any work
     bids_dir, out = Path(bids_dir), Path(out)
     job = make_job(options.segment)
     scans = _shard(find_scans(bids_dir, job.detector.cfg.train.modality, options),

@@ -107,6 +107,7 @@ def compare_scans(sources: list[str | Path], out: str | Path,
     """Compare BASELINE FOLLOWUP (two scans) or every consecutive pair of a visits CSV into
     `out/<pair>/`, and write `out/summary.csv`. Every scan's header is checked first."""
     options = options or CompareOptions()
+    detector_config(options)  # a --false-ml out of the detector's range: said before any work
     out = Path(out)
     sources = [Path(s) for s in sources]
     if len(sources) == 1 and sources[0].suffix == ".csv":
@@ -157,6 +158,7 @@ def made_by(baseline: Path, followup: Path, options: CompareOptions) -> dict:
     settings = {"change": dataclasses.asdict(detector_config(options)),
                 "detector": (None if options.change is not None
                              else f"{shipped().name} {shipped().version}"),
+                "false_ml": None if options.change is not None else options.false_ml,
                 "preprocess": dataclasses.asdict(options.preprocess),
                 "report_full_fov": options.report_full_fov}
     return record({"baseline": baseline, "followup": followup},
@@ -199,7 +201,7 @@ def _compare(baseline_path: Path, followup_path: Path, folder: Path, name: str,
     detector = (shipped().describe(options.false_ml) if options.change is None
                 else {"name": "rule", "settings given": True})
     dicom = dicom_outputs(followup_path, folder / "change_seg.dcm", change.mask,
-                          [Segment(1, "new or enlarging lesion"),
+                          followup.affine, [Segment(1, "new or enlarging lesion"),
                            Segment(2, "shrinking or resolving lesion", (60, 130, 255))],
                           (f"brainuad compare {detector['name']}",
                            str(detector.get("version", "given"))),

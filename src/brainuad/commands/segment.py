@@ -232,7 +232,8 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
     write_csv(folder / "lesions.csv", table, LESION_COLUMNS)
     model = job.detector.model_info
     dicom = dicom_outputs(path, folder / "lesion_seg.dcm", native["lesions"].astype(np.uint8),
-                          [Segment(1, "lesion")], (f"brainuad {model.name}", str(model.version)),
+                          raw.affine, [Segment(1, "lesion")],
+                          (f"brainuad {model.name}", str(model.version)),
                           FAMILY.get(model.kind, "ArtificialIntelligence"),
                           f"brainuad {model.name} lesions")
     lap("write")

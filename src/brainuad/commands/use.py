@@ -114,7 +114,7 @@ def compare(
     visit_order: Annotated[str | None, typer.Option(
         help="The visits' labels in time order, e.g. pre,post: for a CSV whose visits have no "
              "acq_time and labels that are not numbers or dates.")] = None,
-    false_ml: Annotated[float | None, typer.Option(
+    false_ml: Annotated[float | None, typer.Option(min=0.0,
         help="The operating point: the change volume (ml) it flags on average on a scan "
              "against a simulated rescan of itself, where every change is false (default: "
              "the detector's own; docs/models/compare.md).")] = None,
@@ -181,7 +181,7 @@ def bids(
         help="Session labels in time order, e.g. pre,post: for subjects whose sessions have "
              "no acq_time (sessions.tsv, scans.tsv) and labels that are not numbers or dates "
              "(such subjects are otherwise not compared).")] = None,
-    false_ml: Annotated[float | None, typer.Option(
+    false_ml: Annotated[float | None, typer.Option(min=0.0,
         help="compare's operating point: the change volume (ml) it flags on average on a scan "
              "against a simulated rescan of itself, where every change is false (default: "
              "the detector's; docs/models/compare.md).")] = None,

@@ -36,11 +36,26 @@ def _lo(text: str) -> str:
     return text.replace("\\", "/")[:64]
 
 
+def _check_geometry(sources: list, affine: np.ndarray, folder: Path) -> None:
+    """Each source slice k must lie where the mask's voxel (0, 0, k) and its axes lie (the
+    mask's RAS affine against the files' LPS position and orientation, within 0.01 mm)."""
+    lps = np.diag([-1.0, -1.0, 1.0])
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    axes = lps @ affine[:3, :3] / spacing  # its columns: the row and column directions, LPS
+    for k, source in enumerate(sources):
+        position = lps @ (affine @ [0.0, 0.0, k, 1.0])[:3]
+        orientation = np.asarray(source.ImageOrientationPatient, float)
+        if (np.abs(np.asarray(source.ImagePositionPatient, float) - position).max() > 0.01
+                or np.abs(orientation - np.r_[axes[:, 0], axes[:, 1]]).max() > 1e-3):
+            raise BrainUADError(f"{folder}: the mask's slice {k} does not lie where the "
+                                f"series' file {k} does (another grid or slice order)")
+
+
 def write_segmentation(target: str | os.PathLike, series_files: list[str], labels: np.ndarray,
-                       segments: list[Segment], algorithm: tuple[str, str], family: str,
-                       description: str, series_offset: int = 1000) -> Path:
-    """`labels` (X, Y, Z on the series' grid) as a binary DICOM SEG of `segments` at
-    `target` (atomically); `algorithm`: its name and version, `family` the name of its
+                       affine: np.ndarray, segments: list[Segment], algorithm: tuple[str, str],
+                       family: str, description: str, series_offset: int = 1000) -> Path:
+    """`labels` (X, Y, Z on the series' grid, RAS `affine`) as a binary DICOM SEG of
+    `segments` at `target` (atomically); `algorithm`: its name and version, `family` the name of its
     algorithm family in DICOM CID 7162 (e.g. "NeighborhoodAnalysis"), both in every segment's
     algorithm identification; `description`: the SEG series' description; its series number
     is the source's plus `series_offset`."""
@@ -63,6 +78,7 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
     if labels.T.shape != shape:
         raise BrainUADError(f"{folder}: the mask's grid {labels.shape} is not the series' "
                             f"({shape[2]}, {shape[1]}, {shape[0]})")
+    _check_geometry(sources, affine, folder)
     if not all("FrameOfReferenceUID" in s for s in sources):
         raise BrainUADError(f"{folder}: the series has no Frame of Reference UID, so no DICOM "
                             "SEG can be placed on it")
@@ -103,16 +119,17 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
 
 
 def dicom_outputs(source: str | os.PathLike, target: Path, labels: np.ndarray,
-                  segments: list[Segment], algorithm: tuple[str, str], family: str,
-                  description: str, series_offset: int = 1000) -> dict[str, list[str]]:
+                  affine: np.ndarray, segments: list[Segment], algorithm: tuple[str, str],
+                  family: str, description: str,
+                  series_offset: int = 1000) -> dict[str, list[str]]:
     """For a scan read from a DICOM series (a folder), `labels` also as a DICOM SEG at
     `target` on that series; where none can be made (a series with no frame of reference),
     a warning saying why, the NIfTI outputs stand. The file names written and the warnings."""
     if not Path(source).is_dir():
         return {"outputs": [], "warnings": []}
     try:
-        write_segmentation(target, dicom_series(Path(source)), labels, segments, algorithm,
-                           family, description, series_offset)
-    except BrainUADError as err:
+        write_segmentation(target, dicom_series(Path(source)), labels, affine, segments,
+                           algorithm, family, description, series_offset)
+    except (BrainUADError, ValueError, TypeError, AttributeError, KeyError) as err:
         return {"outputs": [], "warnings": [f"no DICOM SEG: {err}"]}
     return {"outputs": [target.name], "warnings": []}

@@ -15,7 +15,9 @@ A change is a connected region of the statistic beyond `low` spreads, of one sig
 visit that has the lesion shows one (its own lesion z against its grey matter beyond `lesion`),
 in the deep white matter (`edge_mm`, `white_mm`), of at least `min_mm3`; it is reported when
 its peak statistic beyond `threshold`, the operating point, calibrated on scan-rescan pairs
-(`calibration.py`): the statistic is computed once and thresholded at any level cheaply.
+by benchmarks/compare_harness.py: the statistic is computed once and thresholded at any level
+cheaply. Evaluated there and not shipped (issue 39: it needed 10-15 spreads to keep the
+rescans quiet; docs/results/compare.md); compare runs `change.py`.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def statistic(visits: Visits, cfg: BlobConfig) -> Statistic:
         calm = inner
     # growth: the follow-up brighter than the baseline (than all of it within the tolerance);
     # shrinkage the other way round
-    half = [int(np.floor(cfg.tolerance_mm / s + 1e-3)) for s in spacing]  # as change.py
+    half = [int(np.floor(cfg.tolerance_mm / s + 1e-3)) for s in spacing]
     near = np.ones([2 * h + 1 for h in half], bool)
     evidence = {}
     for name, (x, y) in (("grown", (followup, baseline)), ("shrunk", (baseline, followup))):

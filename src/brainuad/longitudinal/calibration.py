@@ -51,10 +51,15 @@ class Shipped:
         return ChangeConfig(**self.settings, threshold=self.threshold(false_ml))
 
     def describe(self, false_ml: float | None = None) -> dict:
-        """What a pair's summary says of the detector and its operating point."""
+        """What a pair's summary says of the detector and its operating point (and the mean
+        false-change volume of the null at the threshold taken, which may be below the one
+        asked for)."""
         wanted = self.false_ml if false_ml is None else false_ml
+        threshold = self.threshold(false_ml)
         return {"name": self.name, "version": self.version, "false_ml": wanted,
-                "threshold": self.threshold(false_ml), "chosen": self.chosen}
+                "threshold": threshold,
+                "null_false_ml": self.mean_false_ml[self.thresholds.index(threshold)],
+                "chosen": self.chosen}
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,8 +69,9 @@ def shipped(path: Path = FILE) -> Shipped:
         data = json.loads(Path(path).read_text())
         null = data["null"]
         known = {f.name for f in fields(ChangeConfig)} - {"threshold"}
-        if not set(data["settings"]) <= known:
-            raise ValueError(f"unknown settings {sorted(set(data['settings']) - known)}")
+        if set(data["settings"]) != known:  # every setting, so no default of the code moves it
+            raise ValueError(f"unknown settings {sorted(set(data['settings']) - known)}, "
+                             f"missing {sorted(known - set(data['settings']))}")
         ChangeConfig(**data["settings"])  # the settings' types
         curve = [tuple(float(v) for v in null[k])
                  for k in ("thresholds", "mean_false_ml", "max_false_ml")]

@@ -1,4 +1,5 @@
-"""The QC page of a segmented scan: one HTML file with its images embedded, readable offline."""
+"""The QC pages: of a segmented scan, of a compared pair and of a BIDS cohort; each one HTML
+file with its images and data embedded, readable offline."""
 
 from __future__ import annotations
 

@@ -3,11 +3,11 @@ in three planes, the findings (lesions, changes) overlaid and each one a click a
 one HTML file a person mails, nothing fetched.
 
 A small canvas viewer (`viewer.js`) over 8-bit volumes, gzip-compressed and base64-embedded:
-nilearn's `view_img` costs about 3 s of imports per report and NiiVue needs WebGL, which a
-headless browser may not draw; this one needs a 2D canvas and the browser's own
+nilearn's `view_img` costs 3-4 s of imports per process (docs/architecture.md) and NiiVue needs
+WebGL, which a headless browser may not draw; this one needs a 2D canvas and the browser's own
 `DecompressionStream`. The volumes are turned to the closest RAS orientation (shown
-radiologically: the patient's right on the left) and cropped to the brain and `MARGIN_MM` around
-it unless the whole field of view is asked for: no face in a mailed page by default.
+radiologically: the patient's right on the left) and cropped to the brain and `MARGIN_MM`
+around it unless the whole field of view is asked for: no face in a mailed page by default.
 """
 
 from __future__ import annotations

@@ -170,8 +170,3 @@ def numbered_lesions(lesions: np.ndarray, score: np.ndarray,
     number[[row["label"] for row in rows]] = np.arange(1, len(rows) + 1)
     return ([{"lesion": rank + 1, **{k: row[k] for k in LESION_COLUMNS[1:]}}
              for rank, row in enumerate(rows)], number[labels])
-
-
-def lesion_table(lesions: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:
-    """`numbered_lesions`' rows."""
-    return numbered_lesions(lesions, score, affine)[0]
