@@ -249,20 +249,23 @@ def tiny_scan(path: Path, seed: int = 0, lesion: float = 0.0) -> Path:
     return write_nifti(path, image.astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
 
 
-def write_series(image: sitk.Image, folder, frame_of_reference: bool = True) -> None:
+def write_series(image: sitk.Image, folder, frame_of_reference: bool = True, number: int = 1,
+                 description: str = "AX FLAIR", tags: dict | None = None) -> str:
     """`image` as a scanner writes an MR series: one file per slice, with its position,
-    orientation, study, series and frame of reference (files named out of slice order)."""
+    orientation, study, series (`number`, `description`, more `tags`) and frame of reference
+    (files named out of slice order; several series can share `folder`). Its UID."""
     folder.mkdir(parents=True, exist_ok=True)
+    uid = f"1.2.826.0.1.3680043.2.1125.41.1.{number}"
     image = sitk.Cast(image, sitk.sitkInt16)
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     d = image.GetDirection()
-    tags = {"0020|000e": "1.2.826.0.1.3680043.2.1125.41.1", "0020|000d":
-            "1.2.826.0.1.3680043.2.1125.41.2", "0008|0060": "MR",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0010|0020": "P41", "0020|0010": "1",
-            "0008|103e": "AX FLAIR", "0018|0050": f"{image.GetSpacing()[2]:.6f}",
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7]))}
-    tags["0020|0052"] = "1.2.826.0.1.3680043.2.1125.41.3"
+    tags = {"0020|000e": uid, "0020|000d": "1.2.826.0.1.3680043.2.1125.41.2",
+            "0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0010|0020": "P41",
+            "0020|0010": "1", "0020|0011": str(number), "0008|103e": description,
+            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+            "0020|0052": "1.2.826.0.1.3680043.2.1125.41.3", **(tags or {})}
     depth = image.GetDepth()
     names = np.random.default_rng(0).permutation(depth)
     # GDCM's writer leaves the process in the "C" locale (ASCII text I/O for every later
@@ -275,13 +278,14 @@ def write_series(image: sitk.Image, folder, frame_of_reference: bool = True) -> 
         origin = image.TransformIndexToPhysicalPoint((0, 0, z))
         piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in origin))
         piece.SetMetaData("0020|0013", str(z + 1))
-        writer.SetFileName(str(folder / f"{names[z]:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{number}-{names[z]:03d}.dcm"))
         writer.Execute(piece)
     locale.setlocale(locale.LC_ALL, saved)
     if not frame_of_reference:  # GDCM writes one whatever it is given: taken out after
         import pydicom
 
-        for path in folder.glob("*.dcm"):
+        for path in folder.glob(f"{number}-*.dcm"):
             dataset = pydicom.dcmread(path)
             del dataset.FrameOfReferenceUID
             dataset.save_as(path)
+    return uid

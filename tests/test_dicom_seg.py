@@ -132,3 +132,46 @@ def test_a_de_identified_series_still_gets_its_seg(tmp_path):
                                 [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
                                 "NeighborhoodAnalysis", "lesions")
     assert hd.seg.segread(target).PatientID == ""
+
+
+def _small(value: int) -> sitk.Image:
+    """A small series whose brightest voxel is `value` (which series was read)."""
+    image = sitk.GetImageFromArray(np.arange(480).reshape(4, 12, 10).astype(np.int16)
+                                   % value)
+    image[0, 0, 0] = value
+    image.SetSpacing((1.0, 1.0, 3.0))
+    return image
+
+
+def test_a_study_folder_gives_its_flair_by_its_tags_or_the_series_asked_for(tmp_path):
+    """A study export (a localizer, a T1, a FLAIR in one folder): the FLAIR is taken by its
+    description; an inversion recovery with a long TI and TE is a FLAIR by its timing; two
+    FLAIRs, or none, are refused in one line listing the series; `series` picks one."""
+    from brainuad.io.images import chosen_series
+
+    study = tmp_path / "study"
+    write_series(_small(10), study, number=1, description="LOCALIZER")
+    write_series(_small(20), study, number=2, description="T1 MPRAGE SAG",
+                 tags={"0018|0082": "900", "0018|0081": "3"})
+    flair = write_series(_small(30), study, number=3, description="AX FLAIR")
+    assert chosen_series(study).uid == flair
+    assert dicom_series(study) == list(chosen_series(study).files)
+    assert load_scan(study).data.max() == 30
+    timing = tmp_path / "timing"
+    write_series(_small(20), timing, number=2, description="T1 MPRAGE SAG",
+                 tags={"0018|0082": "900", "0018|0081": "3"})
+    dark = write_series(_small(40), timing, number=4, description="AX T2 IR",
+                        tags={"0018|0082": "2500", "0018|0081": "120"})
+    assert chosen_series(timing).uid == dark
+    write_series(_small(50), study, number=5, description="COR FLAIR")
+    with pytest.raises(BrainUADError, match=r"holds 4 DICOM series, 2 FLAIRs .*AX FLAIR.*"
+                                            r"COR FLAIR.*--series UID"):
+        chosen_series(study)
+    assert load_scan(study, flair).data.max() == 30
+    with pytest.raises(BrainUADError, match="no series 1.2.3 in it"):
+        load_scan(study, "1.2.3")
+    none = tmp_path / "none"
+    write_series(_small(10), none, number=1, description="LOCALIZER")
+    write_series(_small(20), none, number=2, description="T1 MPRAGE SAG")
+    with pytest.raises(BrainUADError, match="holds 2 DICOM series, no FLAIR"):
+        load_scan(none)

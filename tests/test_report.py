@@ -82,6 +82,9 @@ def test_every_lesion_is_a_row_and_a_panel_of_the_viewers_page(tmp_path):
     scan = _volume(data["volumes"]["scan"], data["shape"])
     labels = _volume(data["labels"], data["shape"], np.uint16)
     assert scan.shape == labels.shape == tuple(data["shape"]) and scan.max() == 255
+    # the scored brain, whole inside the cropped view (its outline is drawn)
+    _, brain, _ = _scan()
+    assert _volume(data["brain"], data["shape"]).sum() == brain.sum()
     affine = np.asarray(data["affine"]).reshape(4, 4)
     centres = {row["lesion"]: row for row in numbered_lesions(*_lesions())[0]}
     for finding in data["findings"]:  # each finding's voxel is one of its own

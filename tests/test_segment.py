@@ -136,6 +136,9 @@ def test_a_dicom_series_gets_its_lesions_back_as_a_dicom_seg_on_it(scan, tmp_pat
     raw, _ = scan
     series = tmp_path / "dicom"
     write_series(sitk.ReadImage(str(raw)), series)
+    # a study export: a localizer beside the FLAIR, which is taken by its description
+    write_series(sitk.GetImageFromArray(np.ones((3, 8, 8), np.int16)), series, number=9,
+                 description="LOCALIZER")
     segment_scans([raw, series], tmp_path / "out", SegmentOptions(accelerator="cpu",
                                                                   preprocess=QUICK))
     mask = np.asarray(nib.load(tmp_path / "out" / "dicom" / "lesion_mask.nii.gz").dataobj)
@@ -149,6 +152,7 @@ def test_a_dicom_series_gets_its_lesions_back_as_a_dicom_seg_on_it(scan, tmp_pat
     np.testing.assert_array_equal(frames.transpose(2, 1, 0), mask)
     summary = json.loads((tmp_path / "out" / "dicom" / "summary.json").read_text())
     assert "lesion_seg.dcm" in summary["outputs"]
+    assert summary["dicom_series"]["description"] == "AX FLAIR"
     assert not (tmp_path / "out" / "example_flair" / "lesion_seg.dcm").exists()
 
 

@@ -1,8 +1,8 @@
 """`brainuad segment`: a raw scan in, a lesion mask out, with a model that ships inside the
 package (or any run directory): no cohort, no training.
 
-Per scan (a FLAIR as it leaves the scanner: NIfTI, or a folder holding one DICOM series), the
-preprocessing of `preprocess` runs in memory (N4, registration to MNI152 checked for
+Per scan (a FLAIR as it leaves the scanner: NIfTI, or a folder of DICOM: its one series or
+its FLAIR), the preprocessing of `preprocess` runs in memory (N4, registration to MNI152 checked for
 plausibility, the scan's contrast checked to be the model's, the scan's own brain mask from
 deepbet or the template's, CurvatureFlow, [0, 1] scaling), the model scores it and its
 threshold cuts the mask, and everything is written on the scan's own grid:
@@ -41,7 +41,14 @@ from brainuad.detection.detector import Detector
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io.dicom_seg import Segment, dicom_outputs
 from brainuad.io.files import atomic_folder, write_csv, write_text
-from brainuad.io.images import Volume, check_scan, load_scan, save_volume
+from brainuad.io.images import (
+    Volume,
+    check_scan,
+    chosen_series,
+    load_scan,
+    save_volume,
+    series_in,
+)
 from brainuad.io.provenance import KEY, model_record, record, reuse
 from brainuad.io.scans import find_scans
 from brainuad.io.sitk import to_sitk
@@ -91,6 +98,9 @@ class SegmentOptions:
     force: bool = False  # redo scans done before, even with the same settings
     #: the report's viewer shows the whole field of view (face included), not the brain
     report_full_fov: bool = False
+    #: in a DICOM folder of several series, the one to read (SeriesInstanceUID); else its
+    #: FLAIR (`io.images.chosen_series`)
+    series: str | None = None
 
 
 @dataclass
@@ -104,6 +114,7 @@ class _Job:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     force: bool = False
     report_full_fov: bool = False
+    series: str | None = None
 
     def made_by(self, path: Path) -> dict:
         """The record of a scan's outputs (`io/provenance.py`): what would make them now."""
@@ -114,7 +125,7 @@ class _Job:
                     "precision": self.detector.precision(self.detect),
                     "detect": dataclasses.asdict(self.detect),
                     "preprocess": dataclasses.asdict(self.preprocess),
-                    "report_full_fov": self.report_full_fov}
+                    "report_full_fov": self.report_full_fov, "series": self.series}
         return record({"scan": path}, json.loads(json.dumps(settings)), model)
 
 
@@ -128,7 +139,8 @@ def segment_scans(sources: list[str | Path], out: str | Path,
     scans = find_scans(sources, job.detector.cfg.train.modality)
     if not scans:
         raise BrainUADError("no scans given")
-    checked = [attempt(options.keep_going, check_scan, path) for _, path in scans]
+    checked = [attempt(options.keep_going, check_scan, path, options.series)
+               for _, path in scans]
     results = [check if isinstance(check, Failed) else
                attempt(options.keep_going, segment_scan, path, out / name, job)
                for (name, path), check in track(list(zip(scans, checked, strict=True)),
@@ -151,7 +163,7 @@ def make_job(options: SegmentOptions) -> _Job:
                 options.preprocess or PreprocessConfig(
                     reference=modality, brain_mask=options.brain_mask,
                     registration=RegistrationConfig(qc=options.qc)), options.force,
-                options.report_full_fov)
+                options.report_full_fov, options.series)
 
 
 def _row(summary: dict) -> dict:
@@ -196,7 +208,7 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     """The heavy part: read, preprocess, score, threshold, maps back on the scan's grid
     (`lap(stage)` after each)."""
     detector, detect = job.detector, job.detect
-    raw = load_scan(path)
+    raw = load_scan(path, job.series)
     lap("read")
     image, mask, registration = prepare_scan(raw, job.preprocess,
                                              detector.cfg.train.modality)
@@ -211,6 +223,15 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     native["brain"] = native["brain"] > 0.5
     lap("to scan grid")
     return Found(raw, native, registration)
+
+
+def _series_said(path: Path, name: str, series: str | None) -> dict:
+    """Which DICOM series of the folder was read (said on the terminal where it held
+    several)."""
+    chosen = chosen_series(path, series)
+    if len(series_in(path)) > 1:
+        note(f"{name}: read the series {chosen} of the {len(series_in(path))} in {path}")
+    return {"uid": chosen.uid, "description": chosen.description, "files": len(chosen.files)}
 
 
 def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
@@ -235,7 +256,7 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
                           raw.affine, [Segment(1, "lesion")],
                           (f"brainuad {model.name}", str(model.version)),
                           FAMILY.get(model.kind, "ArtificialIntelligence"),
-                          f"brainuad {model.name} lesions")
+                          f"brainuad {model.name} lesions", series=job.series)
     lap("write")
     summary = {
         "scan": name, "input": str(path), "brainuad": __version__,
@@ -249,6 +270,7 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
         "warnings": quality_warnings(registration.quality, job.preprocess.registration)
         + ([registration.brain.reason] if registration.brain.reason else []) + dicom["warnings"],
         "grid": {"shape": list(raw.shape), "spacing_mm": raw.spacing.round(4).tolist()},
+        **({"dicom_series": _series_said(path, name, job.series)} if path.is_dir() else {}),
         "outputs": ["lesion_mask.nii.gz", "anomaly_score.nii.gz", "brain_mask.nii.gz",
                     "lesions.csv", "report.html", *dicom["outputs"]],
     }

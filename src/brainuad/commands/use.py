@@ -21,8 +21,9 @@ from brainuad.commands.app import (
 @_command(USE)
 def segment(
     scans: Annotated[list[Path] | None, typer.Argument(
-        help="Scans as acquired: NIfTI files, folders holding one DICOM series, folders of such "
-             "scans, or a manifest CSV.", show_default=False)] = None,
+        help="Scans as acquired: NIfTI files, DICOM folders (one series, or a study: its "
+             "FLAIR; --series), folders of such scans, or a manifest CSV.",
+        show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Output folder: one subfolder per scan.")] = Path(
         "brainuad-segment"),
     model: Annotated[str | None, typer.Option(
@@ -47,6 +48,11 @@ def segment(
         help="scan (default): the brain outlined in the scan itself (deepbet), the template's "
              "mask where the two disagree; template: the MNI152 mask carried over by the "
              "registration (skips deepbet: seconds less per scan).")] = None,
+    series: Annotated[str | None, typer.Option(
+        help="For a DICOM folder that holds several series (a study export): the "
+             "SeriesInstanceUID to read. Without it, the one series, or the one FLAIR by its "
+             "tags (description, inversion and echo times); else the series are listed.")]
+    = None,
     keep_going: KeepGoing = False,
     force: Force = False,
     report_full_fov: FullFov = False,
@@ -76,7 +82,8 @@ def segment(
     options = SegmentOptions(**_drop_none(model=model, accelerator=accelerator,
                                           flag_fraction=flag_fraction,
                                           keep_going=keep_going, qc=qc, brain_mask=brain_mask,
-                                          force=force, report_full_fov=report_full_fov))
+                                          force=force, report_full_fov=report_full_fov,
+                                          series=series))
     rows = segment_scans(scans, out, options)
     for row in rows:
         if row.get("error"):
@@ -100,8 +107,9 @@ def segment(
 @_command(USE)
 def compare(
     scans: Annotated[list[Path] | None, typer.Argument(
-        help="BASELINE FOLLOWUP (each a NIfTI or a folder with one DICOM series), or one CSV "
-             "with columns subject, visit, flair (every consecutive pair of each subject).",
+        help="BASELINE FOLLOWUP (each a NIfTI or a DICOM folder: its one series or its "
+             "FLAIR), or one CSV with columns subject, visit, flair (every consecutive pair "
+             "of each subject).",
         show_default=False)] = None,
     out: Annotated[Path, typer.Option(help="Output folder: one subfolder per pair.")] = Path(
         "brainuad-compare"),
@@ -187,6 +195,7 @@ def bids(
              "the detector's; docs/models/compare.md).")] = None,
     keep_going: KeepGoing = False,
     force: Force = False,
+    report_full_fov: FullFov = False,
 ) -> None:
     """A BIDS study in: BIDS derivatives (masks, scores, changes) and a cohort table out.
 
@@ -210,10 +219,11 @@ def bids(
         participants=participant_label, sessions=session_label, shard=shard,
         session_order=order_option(session_order),
         segment=SegmentOptions(**_drop_none(model=model, accelerator=accelerator, qc=qc,
-                                            keep_going=keep_going, force=force)),
+                                            keep_going=keep_going, force=force),
+                               report_full_fov=report_full_fov),
         compare=CompareOptions(preprocess=PreprocessConfig(
             registration=RegistrationConfig(**_drop_none(qc=qc))), force=force,
-            false_ml=false_ml))
+            false_ml=false_ml, report_full_fov=report_full_fov))
     done = participant(bids_dir, out_dir, options)
     typer.echo(f"{len(done)} scans and pairs done: {out_dir}")
 

@@ -120,15 +120,16 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
 
 def dicom_outputs(source: str | os.PathLike, target: Path, labels: np.ndarray,
                   affine: np.ndarray, segments: list[Segment], algorithm: tuple[str, str],
-                  family: str, description: str,
-                  series_offset: int = 1000) -> dict[str, list[str]]:
-    """For a scan read from a DICOM series (a folder), `labels` also as a DICOM SEG at
-    `target` on that series; where none can be made (a series with no frame of reference),
-    a warning saying why, the NIfTI outputs stand. The file names written and the warnings."""
+                  family: str, description: str, series_offset: int = 1000,
+                  series: str | None = None) -> dict[str, list[str]]:
+    """For a scan read from a DICOM series (a folder; `series` as `io.images.chosen_series`
+    takes it), `labels` also as a DICOM SEG at `target` on that series; where none can be
+    made (a series with no frame of reference), a warning saying why, the NIfTI outputs
+    stand. The file names written and the warnings."""
     if not Path(source).is_dir():
         return {"outputs": [], "warnings": []}
     try:
-        write_segmentation(target, dicom_series(Path(source)), labels, affine, segments,
+        write_segmentation(target, dicom_series(Path(source), series), labels, affine, segments,
                            algorithm, family, description, series_offset)
     except (BrainUADError, ValueError, TypeError, AttributeError, KeyError) as err:
         return {"outputs": [], "warnings": [f"no DICOM SEG: {err}"]}

@@ -1,4 +1,5 @@
-"""Scans in (NIfTI, or a folder with one DICOM series) and out (NIfTI), validated.
+"""Scans in (NIfTI, or a folder with DICOM series: its FLAIR, or the one asked for) and out
+(NIfTI), validated.
 
 Reading returns the voxels together with the affine, so whatever is written later can reuse the
 input's geometry. Every problem with a file is raised as a one-line `BrainUADError` that names the
@@ -129,41 +130,111 @@ def _intensities(data: np.ndarray, affine: np.ndarray, path: Path,
     return Volume(data, affine, path)
 
 
-def check_scan(path: str | os.PathLike) -> None:
+def check_scan(path: str | os.PathLike, series: str | None = None) -> None:
     """What can be checked of a scan without reading its voxels (`load_scan`'s input): a NIfTI
-    header, or a folder's one DICOM series and its size."""
+    header, or a folder's DICOM series (`dicom_series`) and its size."""
     path = Path(path)
     if path.is_dir():
-        dicom_series(path)
+        dicom_series(path, series)
     else:
         _open(path)
 
 
-def dicom_series(path: Path) -> list[str]:
-    """The files of the one DICOM series in `path`, its size checked from the first header."""
+#: words of a series' description or protocol name that say FLAIR
+FLAIR_WORDS = ("FLAIR", "DARK FLUID", "DARK-FLUID", "DARKFLUID")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One DICOM series in a folder, as its first file's tags describe it."""
+
+    uid: str
+    description: str  # SeriesDescription, else ProtocolName
+    files: tuple[str, ...]
+    inversion_ms: float | None
+    echo_ms: float | None
+
+    def is_flair(self) -> bool:
+        """Named FLAIR, or an inversion recovery whose long inversion time nulls CSF (>= 1500
+        ms) read at a long echo time (>= 60 ms, T2 weighting): what a FLAIR is."""
+        if any(word in self.description.upper() for word in FLAIR_WORDS):
+            return True
+        return (self.inversion_ms or 0) >= 1500 and (self.echo_ms or 0) >= 60
+
+    def __str__(self) -> str:
+        return f"{self.uid} ({self.description or 'no description'}, {len(self.files)} files)"
+
+
+def series_in(path: Path) -> list[Series]:
+    """Every DICOM series in the folder `path` (SimpleITK/GDCM's grouping of its files)."""
     import SimpleITK as sitk
 
     from brainuad.io.sitk import itk_reason
 
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-    if not series:
-        raise BrainUADError(f"{path}: a folder with no DICOM series (and not a NIfTI file)")
-    if len(series) > 1:
-        raise BrainUADError(f"{path}: holds {len(series)} DICOM series; give the folder of one")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0])
-    header = sitk.ImageFileReader()
-    header.SetFileName(files[0])
+    found = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)):
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), uid))
+        header = sitk.ImageFileReader()
+        header.SetFileName(files[0])
+        try:
+            header.ReadImageInformation()
+        except RuntimeError as err:
+            raise BrainUADError(f"{files[0]}: cannot be read as DICOM ({itk_reason(err)})"
+                                ) from err
+
+        tags = {key: header.GetMetaData(key).strip() for key in header.GetMetaDataKeys()}
+        found.append(Series(uid, tags.get("0008|103e") or tags.get("0018|1030", ""), files,
+                            _number(tags.get("0018|0082")), _number(tags.get("0018|0081"))))
+    return found
+
+
+def _number(text: str | None) -> float | None:
     try:
-        header.ReadImageInformation()
-    except RuntimeError as err:
-        raise BrainUADError(f"{files[0]}: cannot be read as DICOM ({itk_reason(err)})") from err
-    check_header(path, (*header.GetSize()[:2], len(files)))
-    return list(files)
+        return float(text) if text else None
+    except ValueError:
+        return None
 
 
-def load_scan(path: str | os.PathLike) -> Volume:
-    """A scan as it leaves the scanner: a NIfTI file, or a folder holding one DICOM series
-    (read with SimpleITK: slice positions and orientation from the DICOM tags)."""
+def chosen_series(path: Path, series: str | None = None) -> Series:
+    """The series of the folder `path` to read: `series` (a SeriesInstanceUID) where given,
+    the only one, or the only FLAIR among several (a study export); else a one-line refusal
+    that lists them."""
+    found = series_in(path)
+    if not found:
+        raise BrainUADError(f"{path}: a folder with no DICOM series (and not a NIfTI file)")
+    listed = "; ".join(map(str, found))
+    if series is not None:
+        picked = [s for s in found if s.uid == series]
+        if not picked:
+            raise BrainUADError(f"{path}: no series {series} in it (it holds: {listed})")
+        return picked[0]
+    if len(found) == 1:
+        return found[0]
+    flair = [s for s in found if s.is_flair()]
+    if len(flair) == 1:
+        return flair[0]
+    said = "no FLAIR" if not flair else f"{len(flair)} FLAIRs"
+    raise BrainUADError(f"{path}: holds {len(found)} DICOM series, {said} among them by their "
+                        f"tags ({listed}); pick one with --series UID")
+
+
+def dicom_series(path: Path, series: str | None = None) -> list[str]:
+    """The files of the DICOM series to read in `path` (`chosen_series`), in the order of
+    their slices, its size checked from the first header."""
+    import SimpleITK as sitk
+
+    chosen = chosen_series(Path(path), series)
+    header = sitk.ImageFileReader()
+    header.SetFileName(chosen.files[0])
+    header.ReadImageInformation()
+    check_header(path, (*header.GetSize()[:2], len(chosen.files)))
+    return list(chosen.files)
+
+
+def load_scan(path: str | os.PathLike, series: str | None = None) -> Volume:
+    """A scan as it leaves the scanner: a NIfTI file, or a folder holding a DICOM series
+    (`series`, or the one `chosen_series` takes; read with SimpleITK: slice positions and
+    orientation from the DICOM tags)."""
     path = Path(path)
     if not path.is_dir():
         return load_image(path)
@@ -172,7 +243,7 @@ def load_scan(path: str | os.PathLike) -> Volume:
     from brainuad.io.sitk import from_sitk, itk_reason
 
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(dicom_series(path))
+    reader.SetFileNames(dicom_series(path, series))
     try:
         image = reader.Execute()
     except RuntimeError as err:

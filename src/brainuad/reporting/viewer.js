@@ -19,11 +19,13 @@ async function show() {
     volumes[name] = await inflate(b64, Uint8Array);
   }
   const labels = await inflate(data.labels, Uint16Array);
+  // the brain that was scored (its outline, on the whole plane; cyan)
+  const brain = data.brain ? await inflate(data.brain, Uint8Array) : null;
   // index of voxel (i, j, k): the volume is stored k slowest, i fastest
   const at = (i, j, k) => (k * ny + j) * nx + i;
   const state = {
     i: data.cursor[0], j: data.cursor[1], k: data.cursor[2],
-    low: 0, high: 255, opacity: 0.5, overlay: true,
+    low: 0, high: 255, opacity: 0.5, overlay: true, outline: true,
     volume: Object.keys(volumes)[0], plane: "axial",
   };
   const colours = data.colours; // label kind -> [r, g, b]
@@ -70,6 +72,15 @@ async function show() {
         if (label && state.overlay && !zoom && name !== "difference") {
           const c = colours[kindOf[label]] || [255, 40, 40];
           rgb = rgb.map((v, n) => v * (1 - state.opacity) + c[n] * state.opacity);
+        }
+        if (brain && state.outline && !zoom && brain[at(i, j, k)]) {
+          const inside = [[1, 0], [-1, 0], [0, 1], [0, -1]].every(([dx, dy]) => {
+            const qx = px + dx, qy = py + dy;
+            if (qx < 0 || qy < 0 || qx >= p.w || qy >= p.h) return false;
+            const [a, b, cc] = p.voxel(qx, qy);
+            return brain[at(a, b, cc)] > 0;
+          });
+          if (!inside) rgb = [0, 229, 255];
         }
         if (label && state.overlay && (zoom || name === "difference")) {
           // a panel, and the difference: the finding's outline only
@@ -149,6 +160,7 @@ async function show() {
   control("viewer-high", (input) => { state.high = +input.value; });
   control("viewer-opacity", (input) => { state.opacity = +input.value / 100; });
   control("viewer-overlay", (input) => { state.overlay = input.checked; });
+  control("viewer-outline", (input) => { state.outline = input.checked; });
   control("viewer-volume", (input) => { state.volume = input.value; });
   // the keys move the viewer only while the pointer is over it or it has the focus: the rest
   // of the page scrolls as pages do

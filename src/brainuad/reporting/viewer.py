@@ -92,6 +92,7 @@ def viewer(volumes: dict[str, np.ndarray], labels: np.ndarray, kinds: dict[int, 
         "affine": cropped.ravel().round(5).tolist(),
         "volumes": {k: _pack(turn(v)[box], np.uint8) for k, v in volumes.items()},
         "labels": _pack(np.clip(turn(labels)[box], 0, 65535), np.uint16),
+        "brain": _pack(turned_brain[box], np.uint8),
         "kinds": {str(k): v for k, v in kinds.items()}, "colours": COLOURS,
         "findings": [{"label": int(f["label"]), "voxel": view_voxel(f["voxel"])}
                      for f in findings],
@@ -117,13 +118,15 @@ def viewer(volumes: dict[str, np.ndarray], labels: np.ndarray, kinds: dict[int, 
 <label>window from <input id="viewer-low" type="range" min="0" max="254" value="0"></label>
 <label>to <input id="viewer-high" type="range" min="1" max="255" value="255"></label>
 <label><input id="viewer-overlay" type="checkbox" checked> {name}s (o)</label>
+<label><input id="viewer-outline" type="checkbox" checked> brain outline</label>
 <label>opacity <input id="viewer-opacity" type="range" min="0" max="100" value="50"></label>
 </div>
 <div class="views">{views}</div>
 <p id="viewer-cursor" class="note"></p>
 <p class="note">Click a view to move the cursor; the wheel or, with the pointer over the
 viewer, the arrow keys go through its slices (page up and down by five; left and right change
-the view); o shows or hides the overlay. {field}</p>
+the view); o shows or hides the overlay. The cyan line outlines the brain that was looked at.
+{field}</p>
 </div>
 <script type="application/json" id="viewer-data">{data}</script>
 <script>{script}</script>"""
