@@ -86,14 +86,19 @@ def test_no_change_is_looked_for_near_the_brains_outline():
     assert detect_change(visits, replace(cfg, edge_mm=0)).mask[5, 30, 30] == 1
 
 
-def test_a_lesion_edge_that_moved_within_a_thick_slice_is_no_change():
-    """A lesion whose edge moved by 2 mm is grown on 1 mm slices, and is the same lesion where
-    one visit has 6 mm slices (where an edge lies within a slice is not known)."""
-    rng = np.random.default_rng(2)
-    shape = (60, 60, 60)
+def _noisy_pair(seed: int, shape: tuple[int, ...]):
+    """A brain box and two visits of "white matter" at 0.5 with noise of 0.01."""
+    rng = np.random.default_rng(seed)
     brain = np.zeros(shape, bool)
     brain[2:-2, 2:-2, 2:-2] = True
     baseline, followup = (0.5 + rng.normal(0, 0.01, shape) for _ in range(2))
+    return brain, baseline, followup
+
+
+def test_a_lesion_edge_that_moved_within_a_thick_slice_is_no_change():
+    """A lesion whose edge moved by 2 mm is grown on 1 mm slices, and is the same lesion where
+    one visit has 6 mm slices (where an edge lies within a slice is not known)."""
+    brain, baseline, followup = _noisy_pair(2, (60, 60, 60))
     baseline[25:33, 25:33, 25:33] = 1.0
     followup[25:35, 25:35, 25:35] = 1.0  # the same lesion, 2 mm further at three faces
     lesion = {k: (v - 0.5) / 0.01 / 20 for k, v in (("b", baseline), ("f", followup))}
@@ -110,11 +115,7 @@ def test_on_thick_slices_a_lesion_moved_in_plane_is_none_and_a_new_one_is_counte
     """On 1 x 1 x 2 mm voxels (and a float32 affine's 1.0000001 mm): a lesion moved by one
     in-plane voxel is within the tolerance (1 mm: one voxel in-plane, none across the slices);
     a new one of 6 x 6 x 2 voxels is one change of 144 mm^3."""
-    rng = np.random.default_rng(3)
-    shape = (60, 60, 24)
-    brain = np.zeros(shape, bool)
-    brain[2:-2, 2:-2, 2:-2] = True
-    baseline, followup = (0.5 + rng.normal(0, 0.01, shape) for _ in range(2))
+    brain, baseline, followup = _noisy_pair(3, (60, 60, 24))
     baseline[20:26, 20:26, 10:13] = 1.0
     followup[21:27, 20:26, 10:13] = 1.0  # the same lesion, one voxel (1 mm) along x
     followup[36:42, 36:42, 10:12] = 1.0  # new

@@ -31,6 +31,16 @@ def _tilted_series(tmp_path, frame_of_reference: bool = True):
     return series
 
 
+def _lesion_seg(series, target):
+    """A SEG of one box-shaped lesion on `series`."""
+    scan = load_scan(series)
+    labels = np.zeros(scan.shape, np.uint8)
+    labels[3:9, 5:20, 2:4] = 1
+    return write_segmentation(target, dicom_series(series), labels, scan.affine,
+                              [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
+                              "NeighborhoodAnalysis", "lesions")
+
+
 def test_a_seg_holds_the_mask_voxel_for_voxel_on_the_source_instances(tmp_path):
     import highdicom as hd
 
@@ -74,13 +84,7 @@ def test_dciodvfy_finds_no_error_in_a_seg(tmp_path):
     dciodvfy = shutil.which("dciodvfy")
     if dciodvfy is None:
         pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
-    series = _tilted_series(tmp_path)
-    scan = load_scan(series)
-    labels, affine = np.zeros(scan.shape, np.uint8), scan.affine
-    labels[3:9, 5:20, 2:4] = 1
-    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels, affine,
-                                [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
-                                "NeighborhoodAnalysis", "lesions")
+    target = _lesion_seg(_tilted_series(tmp_path), tmp_path / "seg.dcm")
     said = subprocess.run([dciodvfy, str(target)], capture_output=True, text=True,
                           timeout=60)
     report = said.stdout + said.stderr
@@ -125,12 +129,7 @@ def test_a_de_identified_series_still_gets_its_seg(tmp_path):
             if keyword in dataset:
                 delattr(dataset, keyword)
         dataset.save_as(path)
-    scan = load_scan(series)
-    labels, affine = np.zeros(scan.shape, np.uint8), scan.affine
-    labels[3:9, 5:20, 2:4] = 1
-    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(series), labels, affine,
-                                [Segment(1, "lesion")], ("brainuad flair-ms", "4"),
-                                "NeighborhoodAnalysis", "lesions")
+    target = _lesion_seg(series, tmp_path / "seg.dcm")
     assert hd.seg.segread(target).PatientID == ""
 
 

@@ -228,9 +228,10 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
 def _series_said(path: Path, name: str, series: str | None) -> dict:
     """Which DICOM series of the folder was read (said on the terminal where it held
     several)."""
-    chosen = chosen_series(path, series)
-    if len(series_in(path)) > 1:
-        note(f"{name}: read the series {chosen} of the {len(series_in(path))} in {path}")
+    found = series_in(path)
+    chosen = chosen_series(path, series, found)
+    if len(found) > 1:
+        note(f"{name}: read the series {chosen} of the {len(found)} in {path}")
     return {"uid": chosen.uid, "description": chosen.description, "files": len(chosen.files)}
 
 

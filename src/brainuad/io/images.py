@@ -195,11 +195,12 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def chosen_series(path: Path, series: str | None = None) -> Series:
+def chosen_series(path: Path, series: str | None = None,
+                  found: list[Series] | None = None) -> Series:
     """The series of the folder `path` to read: `series` (a SeriesInstanceUID) where given,
     the only one, or the only FLAIR among several (a study export); else a one-line refusal
-    that lists them."""
-    found = series_in(path)
+    that lists them. `found`: `series_in(path)`, where the caller has it already."""
+    found = series_in(path) if found is None else found
     if not found:
         raise BrainUADError(f"{path}: a folder with no DICOM series (and not a NIfTI file)")
     listed = "; ".join(map(str, found))
