@@ -289,3 +289,25 @@ def write_series(image: sitk.Image, folder, frame_of_reference: bool = True, num
             del dataset.FrameOfReferenceUID
             dataset.save_as(path)
     return uid
+
+
+def write_enhanced(series, folder, number: int = 7) -> str:
+    """The single-frame DICOM series in `series` (a folder of one series, or its files) as one
+    legacy-converted enhanced MR image (one multi-frame file, highdicom) in `folder`. Its
+    SeriesInstanceUID."""
+    import warnings
+
+    import highdicom as hd
+    import pydicom
+
+    files = sorted(series.glob("*.dcm")) if hasattr(series, "glob") else series
+    sources = [pydicom.dcmread(path) for path in files]
+    uid = f"1.2.826.0.1.3680043.2.1125.41.9.{number}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # attributes the synthetic series does not have
+        image = hd.legacy.LegacyConvertedEnhancedMRImage(
+            sources, series_instance_uid=uid, series_number=number, sop_instance_uid=hd.UID(),
+            instance_number=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save_as(folder / f"enhanced-{number}.dcm")
+    return uid

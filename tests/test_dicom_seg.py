@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -15,7 +16,7 @@ import SimpleITK as sitk
 from brainuad.errors import BrainUADError
 from brainuad.io.dicom_seg import Segment, write_segmentation
 from brainuad.io.images import dicom_series, load_scan
-from conftest import write_series
+from conftest import write_enhanced, write_series
 
 
 def _tilted_series(tmp_path, frame_of_reference: bool = True):
@@ -174,3 +175,70 @@ def test_a_study_folder_gives_its_flair_by_its_tags_or_the_series_asked_for(tmp_
     write_series(_small(20), none, number=2, description="T1 MPRAGE SAG")
     with pytest.raises(BrainUADError, match="holds 2 DICOM series, no FLAIR"):
         load_scan(none)
+
+
+def test_an_enhanced_multi_frame_series_reads_as_its_single_frame_twin(tmp_path):
+    """One multi-frame file (legacy-converted enhanced MR) gives the voxels and geometry of the
+    single-frame series it was made from; a study folder holding it beside a T1 takes it as
+    its FLAIR, by its description or by the inversion and echo times nested in it."""
+    from brainuad.io.images import chosen_series
+
+    series = _tilted_series(tmp_path)
+    enhanced = tmp_path / "enhanced"
+    uid = write_enhanced(series, enhanced)
+    assert chosen_series(enhanced).enhanced and "7 frames" in str(chosen_series(enhanced))
+    # highdicom stacks the frames the other way round: the same voxels in the same places
+    single, multi = (nib.as_closest_canonical(nib.Nifti1Image(v.data, v.affine))
+                     for v in (load_scan(series), load_scan(enhanced)))
+    np.testing.assert_allclose(multi.affine, single.affine, atol=1e-3)
+    np.testing.assert_array_equal(multi.get_fdata(), single.get_fdata())
+    write_series(_small(20), enhanced, number=2, description="T1 MPRAGE SAG",
+                 tags={"0018|0082": "900", "0018|0081": "3"})
+    assert chosen_series(enhanced).uid == uid
+    timing = tmp_path / "timing"
+    write_series(_small(20), timing, number=2, description="T1 MPRAGE SAG",
+                 tags={"0018|0082": "900", "0018|0081": "3"})
+    plain = tmp_path / "plain"
+    write_series(_small(30), plain, number=3, description="AX T2 IR",
+                 tags={"0018|0082": "2500", "0018|0081": "120"})
+    dark = write_enhanced(plain, timing, number=8)
+    found = chosen_series(timing)
+    assert found.uid == dark and (found.inversion_ms, found.echo_ms) == (2500, 120)
+
+
+def test_a_seg_on_an_enhanced_series_holds_the_mask_on_its_frames(tmp_path):
+    """The SEG of a multi-frame source: each frame references the source's frame and lies
+    where it does; read back as a volume, the NIfTI mask voxel for voxel; dciodvfy finds no
+    error where it is installed."""
+    import highdicom as hd
+
+    enhanced = tmp_path / "enhanced"
+    write_enhanced(_tilted_series(tmp_path), enhanced)
+    scan = load_scan(enhanced)
+    labels = np.zeros(scan.shape, np.uint8)
+    labels[3:9, 5:20, 2:4] = 1
+    labels[20:24, 1:4, 0] = 2
+    target = write_segmentation(tmp_path / "seg.dcm", dicom_series(enhanced), labels,
+                                scan.affine, [Segment(1, "new"), Segment(2, "shrinking")],
+                                ("brainuad compare", "3"), "NeighborhoodAnalysis", "changes")
+    seg = hd.seg.segread(target)
+    source = pydicom.dcmread(dicom_series(enhanced)[0], stop_before_pixels=True)
+    referenced = {f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+                  for f in seg.PerFrameFunctionalGroupsSequence}
+    assert referenced == {source.SOPInstanceUID}
+    volume = seg.get_volume(combine_segments=True)
+    back = load_scan(enhanced)  # the same conversion as the scan's: (slice, row, column) -> ours
+    np.testing.assert_allclose(volume.affine, hd.imread(dicom_series(enhanced)[0])
+                               .get_volume_geometry().affine, atol=1e-6)
+    np.testing.assert_array_equal(volume.array.transpose(2, 1, 0), labels)
+    assert back.shape == labels.shape
+    with pytest.raises(BrainUADError, match="not the multi-frame series' geometry"):
+        moved = scan.affine.copy()
+        moved[:3, 3] += [1.0, 0, 0]
+        write_segmentation(tmp_path / "bad.dcm", dicom_series(enhanced), labels, moved,
+                           [Segment(1, "new")], ("a", "1"), "NeighborhoodAnalysis", "x")
+    dciodvfy = shutil.which("dciodvfy")
+    if dciodvfy is None:
+        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
+    said = subprocess.run([dciodvfy, str(target)], capture_output=True, text=True, timeout=60)
+    assert "Error" not in said.stdout + said.stderr, said.stdout + said.stderr

@@ -232,7 +232,8 @@ def _series_said(path: Path, name: str, series: str | None) -> dict:
     chosen = chosen_series(path, series, found)
     if len(found) > 1:
         note(f"{name}: read the series {chosen} of the {len(found)} in {path}")
-    return {"uid": chosen.uid, "description": chosen.description, "files": len(chosen.files)}
+    return {"uid": chosen.uid, "description": chosen.description, "files": len(chosen.files),
+            "frames": chosen.frames if chosen.enhanced else len(chosen.files)}
 
 
 def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:

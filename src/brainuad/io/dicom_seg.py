@@ -4,7 +4,9 @@ Slicer overlays it on the series the scan came from (a NIfTI mask they do not).
 
 The mask is on the grid SimpleITK read the series onto (`io.images.load_scan`): its (X, Y, Z)
 array holds column, row and slice, the slices in the order `dicom_series` sorted the files, so
-frame k is `mask[:, :, k].T` over the k-th file."""
+frame k is `mask[:, :, k].T` over the k-th file. An enhanced (multi-frame) source was read with
+highdicom (`io.images._read_enhanced`): the mask goes back through the same axes as a highdicom
+volume, which finds each frame's source frame."""
 
 from __future__ import annotations
 
@@ -51,6 +53,28 @@ def _check_geometry(sources: list, affine: np.ndarray, folder: Path) -> None:
                                 f"series' file {k} does (another grid or slice order)")
 
 
+def _on_enhanced(file: str, labels: np.ndarray, affine: np.ndarray, segments: list[Segment],
+                 folder: Path):
+    """The mask as a highdicom volume of segment numbers on an enhanced (multi-frame) source's
+    own geometry (highdicom then finds each frame's source frame and position); refused where
+    the mask's grid is not that geometry (within 0.01 mm)."""
+    import highdicom as hd
+
+    from brainuad.io.images import LPS_RAS, SWAP
+
+    source = hd.imread(file).get_volume_geometry()
+    lps = LPS_RAS @ affine @ SWAP  # the mask's (slice, row, column) -> LPS
+    if (tuple(labels.shape[::-1]) != tuple(source.spatial_shape)
+            or np.abs(lps - source.affine).max() > 0.01):
+        raise BrainUADError(f"{folder}: the mask's grid {labels.shape} is not the multi-frame "
+                            f"series' geometry")
+    numbers = np.zeros(labels.shape, np.uint8)
+    for number, segment in enumerate(segments, start=1):
+        numbers[labels == segment.value] = number
+    return hd.Volume(numbers.transpose(2, 1, 0), source.affine, coordinate_system="PATIENT",
+                     frame_of_reference_uid=source.frame_of_reference_uid)
+
+
 def write_segmentation(target: str | os.PathLike, series_files: list[str], labels: np.ndarray,
                        affine: np.ndarray, segments: list[Segment], algorithm: tuple[str, str],
                        family: str, description: str, series_offset: int = 1000) -> Path:
@@ -71,14 +95,18 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
     except (OSError, pydicom.errors.InvalidDicomError) as err:
         raise BrainUADError(f"{folder}: its DICOM files cannot be read back for the "
                             f"segmentation ({err})") from err
-    if int(getattr(sources[0], "NumberOfFrames", 1) or 1) > 1:
-        raise BrainUADError(f"{folder}: an enhanced (multi-frame) series: no DICOM SEG on it "
-                            "yet")
-    shape = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
-    if labels.T.shape != shape:
-        raise BrainUADError(f"{folder}: the mask's grid {labels.shape} is not the series' "
-                            f"({shape[2]}, {shape[1]}, {shape[0]})")
-    _check_geometry(sources, affine, folder)
+    enhanced = len(sources) == 1 and int(getattr(sources[0], "NumberOfFrames", 1) or 1) > 1
+    if enhanced:
+        pixels = _on_enhanced(series_files[0], labels, affine, segments, folder)
+    else:
+        shape = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
+        if labels.T.shape != shape:
+            raise BrainUADError(f"{folder}: the mask's grid {labels.shape} is not the series' "
+                                f"({shape[2]}, {shape[1]}, {shape[0]})")
+        _check_geometry(sources, affine, folder)
+        frames = np.asarray(labels).transpose(2, 1, 0)  # (slices, rows, columns)
+        # one binary plane per segment, in segment number order
+        pixels = np.stack([frames == s.value for s in segments], axis=-1).astype(np.uint8)
     if not all("FrameOfReferenceUID" in s for s in sources):
         raise BrainUADError(f"{folder}: the series has no Frame of Reference UID, so no DICOM "
                             "SEG can be placed on it")
@@ -96,9 +124,6 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
         algorithm_identification=identification,
         display_color=hd.color.CIELabColor.from_rgb(*segment.rgb))
         for number, segment in enumerate(segments, start=1)]
-    frames = np.asarray(labels).transpose(2, 1, 0)  # (slices, rows, columns)
-    # one binary plane per segment, in segment number order
-    pixels = np.stack([frames == s.value for s in segments], axis=-1).astype(np.uint8)
     try:
         seg = hd.seg.Segmentation(
             source_images=sources, pixel_array=pixels,

@@ -132,10 +132,10 @@ def _intensities(data: np.ndarray, affine: np.ndarray, path: Path,
 
 def check_scan(path: str | os.PathLike, series: str | None = None) -> None:
     """What can be checked of a scan without reading its voxels (`load_scan`'s input): a NIfTI
-    header, or a folder's DICOM series (`dicom_series`) and its size."""
+    header, or a folder's DICOM series (`checked_series`) and its size."""
     path = Path(path)
     if path.is_dir():
-        dicom_series(path, series)
+        checked_series(path, series)
     else:
         _open(path)
 
@@ -153,6 +153,12 @@ class Series:
     files: tuple[str, ...]
     inversion_ms: float | None
     echo_ms: float | None
+    frames: int = 1  # of its one file, for an enhanced (multi-frame) series
+
+    @property
+    def enhanced(self) -> bool:
+        """One multi-frame file (an enhanced or legacy-converted enhanced MR image)."""
+        return len(self.files) == 1 and self.frames > 1
 
     def is_flair(self) -> bool:
         """Named FLAIR, or an inversion recovery whose long inversion time nulls CSF (>= 1500
@@ -162,7 +168,8 @@ class Series:
         return (self.inversion_ms or 0) >= 1500 and (self.echo_ms or 0) >= 60
 
     def __str__(self) -> str:
-        return f"{self.uid} ({self.description or 'no description'}, {len(self.files)} files)"
+        size = f"{self.frames} frames" if self.enhanced else f"{len(self.files)} files"
+        return f"{self.uid} ({self.description or 'no description'}, {size})"
 
 
 def series_in(path: Path) -> list[Series]:
@@ -183,9 +190,27 @@ def series_in(path: Path) -> list[Series]:
                                 ) from err
 
         tags = {key: header.GetMetaData(key).strip() for key in header.GetMetaDataKeys()}
+        frames = int(_number(tags.get("0028|0008")) or 1)
+        timing = (_number(tags.get("0018|0082")), _number(tags.get("0018|0081")))
+        if len(files) == 1 and frames > 1:
+            timing = _enhanced_timing(files[0])
         found.append(Series(uid, tags.get("0008|103e") or tags.get("0018|1030", ""), files,
-                            _number(tags.get("0018|0082")), _number(tags.get("0018|0081"))))
+                            *timing, frames))
     return found
+
+
+def _enhanced_timing(file: str) -> tuple[float | None, float | None]:
+    """Inversion and echo time of a multi-frame file: in its functional groups (enhanced MR),
+    or in its converted attributes (legacy converted), wherever they are nested."""
+    import pydicom
+
+    found: dict[str, float] = {}
+    for element in pydicom.dcmread(file, stop_before_pixels=True).iterall():
+        if element.keyword in ("InversionTime", "InversionTimes", "EchoTime",
+                               "EffectiveEchoTime") and element.value not in (None, ""):
+            value = element.value[0] if element.VM > 1 else element.value
+            found.setdefault("echo" if "Echo" in element.keyword else "inversion", float(value))
+    return found.get("inversion"), found.get("echo")
 
 
 def _number(text: str | None) -> float | None:
@@ -219,23 +244,52 @@ def chosen_series(path: Path, series: str | None = None,
                         f"tags ({listed}); pick one with --series UID")
 
 
-def dicom_series(path: Path, series: str | None = None) -> list[str]:
-    """The files of the DICOM series to read in `path` (`chosen_series`), in the order of
-    their slices, its size checked from the first header."""
+def checked_series(path: Path, series: str | None = None) -> Series:
+    """The DICOM series to read in `path` (`chosen_series`), its size checked from the first
+    header."""
     import SimpleITK as sitk
 
     chosen = chosen_series(Path(path), series)
     header = sitk.ImageFileReader()
     header.SetFileName(chosen.files[0])
     header.ReadImageInformation()
-    check_header(path, (*header.GetSize()[:2], len(chosen.files)))
-    return list(chosen.files)
+    check_header(path, (*header.GetSize()[:2], chosen.frames if chosen.enhanced
+                        else len(chosen.files)))
+    return chosen
+
+
+def dicom_series(path: Path, series: str | None = None) -> list[str]:
+    """The files of the DICOM series to read in `path` (`checked_series`), in the order of
+    their slices (one file for an enhanced series)."""
+    return list(checked_series(path, series).files)
+
+
+#: (slice, row, column) voxel indices -> (column, row, slice): highdicom's volume axes -> ours
+SWAP = np.eye(4)[[2, 1, 0, 3]]
+#: LPS (DICOM's patient coordinates) <-> RAS (nibabel's)
+LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _read_enhanced(path: Path, file: str) -> tuple[np.ndarray, np.ndarray]:
+    """An enhanced (multi-frame) MR image as one volume: highdicom sorts its frames by their
+    own positions (ITK's reader of such files does not follow the per-frame geometry)."""
+    import highdicom as hd
+
+    try:
+        volume = hd.imread(file).get_volume(dtype=np.float32)
+    except (ValueError, RuntimeError, AttributeError, KeyError, TypeError) as err:
+        raise BrainUADError(f"{path}: its multi-frame DICOM cannot be read as one volume "
+                            f"({_reason(err)})") from err
+    if volume.array.ndim != 3:
+        raise BrainUADError(f"{path}: expected one 3D grey-level volume, got frames of shape "
+                            f"{volume.array.shape}")
+    return volume.array.transpose(2, 1, 0), LPS_RAS @ volume.affine @ SWAP
 
 
 def load_scan(path: str | os.PathLike, series: str | None = None) -> Volume:
     """A scan as it leaves the scanner: a NIfTI file, or a folder holding a DICOM series
     (`series`, or the one `chosen_series` takes; read with SimpleITK: slice positions and
-    orientation from the DICOM tags)."""
+    orientation from the DICOM tags; an enhanced multi-frame file with highdicom)."""
     path = Path(path)
     if not path.is_dir():
         return load_image(path)
@@ -243,8 +297,11 @@ def load_scan(path: str | os.PathLike, series: str | None = None) -> Volume:
 
     from brainuad.io.sitk import from_sitk, itk_reason
 
+    chosen = checked_series(path, series)
+    if chosen.enhanced:
+        return _intensities(*_read_enhanced(path, chosen.files[0]), path)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(dicom_series(path, series))
+    reader.SetFileNames(list(chosen.files))
     try:
         image = reader.Execute()
     except RuntimeError as err:
