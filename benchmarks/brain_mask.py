@@ -25,7 +25,8 @@ from brainuad.io.sitk import to_sitk
 from brainuad.preprocessing.atlas import template
 from brainuad.preprocessing.brain_mask import agreement, scan_brain
 from brainuad.preprocessing.pipeline import PreprocessConfig, register_volumes
-from brainuad.preprocessing.registration import RegistrationConfig, read_transform
+from brainuad.preprocessing.registration import RegistrationConfig
+from brainuad.preprocessing.transforms import read_transform
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

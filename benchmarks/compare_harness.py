@@ -172,7 +172,7 @@ def visibility(inputs: dict, refs: dict) -> list[dict]:
     and the oracle's z on the difference of our two visits there; beside it the oracle on the
     dataset's own alignment."""
     from brainuad.io.sitk import from_sitk, to_sitk
-    from brainuad.preprocessing.registration import read_transform
+    from brainuad.preprocessing.transforms import read_transform
 
     rows = []
     for patient in PAIRS:

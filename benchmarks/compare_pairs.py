@@ -30,7 +30,7 @@ from scipy import ndimage
 from brainuad.commands.compare import compare_scans
 from brainuad.data.shifts import rescanned
 from brainuad.io.images import load_scan, save_volume
-from brainuad.preprocessing.registration import read_transform
+from brainuad.preprocessing.transforms import read_transform
 from brainuad.scoring.postprocess import CONNECTIVITY
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -40,12 +40,7 @@ from brainuad.io.manifest import Subject
 from brainuad.io.sitk import from_sitk, to_sitk
 from brainuad.preprocessing.atlas import template
 from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
-from brainuad.preprocessing.registration import (
-    affine_transform,
-    matrix,
-    read_transform,
-    to_native,
-)
+from brainuad.preprocessing.transforms import affine_transform, matrix, read_transform, to_native
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -223,7 +218,8 @@ def part_c(work: Path) -> dict:
 def _figures(data: np.ndarray, affine: np.ndarray, name: str) -> dict:
     """N4 and the atlas registration of one scan, as preprocessing runs them; its figures."""
     from brainuad.errors import BrainUADError
-    from brainuad.preprocessing.registration import RegistrationConfig, head_mask, n4, to_template
+    from brainuad.preprocessing.bias import head_mask, n4
+    from brainuad.preprocessing.registration import RegistrationConfig, to_template
 
     cfg = RegistrationConfig()
     try:
@@ -236,8 +232,9 @@ def _figures(data: np.ndarray, affine: np.ndarray, name: str) -> dict:
 
 def part_q() -> dict:
     """Every real scan, hard cases made from two of them (let through, warned at most) and
-    broken ones (refused), through the gate of `registration.judge`."""
-    from brainuad.preprocessing.registration import RegistrationConfig, judge
+    broken ones (refused), through the gate of `registration_gate.judge`."""
+    from brainuad.preprocessing.registration import RegistrationConfig
+    from brainuad.preprocessing.registration_gate import judge
 
     cfg = RegistrationConfig()
     real = [p / "FLAIR.nii.gz" for p in sorted((DATA / "mslub_longitudinal_raw").glob("p*"))]

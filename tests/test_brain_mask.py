@@ -71,7 +71,7 @@ def test_deepbet_outlines_a_raw_flair_and_a_t1_as_the_references_do():
     from brainuad.io.images import load_scan
     from brainuad.io.sitk import to_sitk
     from brainuad.preprocessing.brain_mask import scan_brain
-    from brainuad.preprocessing.registration import read_transform
+    from brainuad.preprocessing.transforms import read_transform
 
     raw = SHARED_DATA / "mslub_longitudinal_raw" / "patient09_study2" / "FLAIR.nii.gz"
     common = SHARED_DATA / "mslub_longitudinal_common" / "patient09"

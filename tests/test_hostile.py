@@ -208,7 +208,7 @@ def test_an_itk_exception_is_one_line_naming_scan_and_stage(tmp_path, monkeypatc
                                              (".mat", b"MATLAB 5.0 MAT-file"),
                                              (".tfm", b"\x89HDF\r\n\x1a\n")])
 def test_transforms_are_read_only_as_itk_text(tmp_path, suffix, content):
-    from brainuad.preprocessing.registration import read_transform
+    from brainuad.preprocessing.transforms import read_transform
 
     path = tmp_path / f"t{suffix}"
     path.write_bytes(content + struct.pack("<d", 1.0) * 8)

@@ -47,15 +47,9 @@ def test_registration_recovers_a_known_transform_on_a_real_flair():
     import SimpleITK as sitk
 
     from brainuad.evaluation.metrics import dice
-    from brainuad.preprocessing.registration import (
-        RegistrationConfig,
-        affine_transform,
-        from_sitk,
-        matrix,
-        register,
-        rough_brain,
-        to_sitk,
-    )
+    from brainuad.io.sitk import from_sitk, to_sitk
+    from brainuad.preprocessing.registration import RegistrationConfig, register, rough_brain
+    from brainuad.preprocessing.transforms import affine_transform, matrix
 
     flair = load_image(shared_data("mslub", "patient07", "FLAIR.nii.gz"))
     full = to_sitk(flair.data, flair.affine)
@@ -133,14 +127,10 @@ def test_mslub_experiment_config_end_to_end_at_tiny_settings(tmp_path):
 def test_every_real_scan_passes_the_registration_plausibility_bounds():
     """The bounds of RegistrationConfig were set so that every real scan here passes: the 11
     raw MS FLAIRs, the 2 MSLUB test FLAIRs (FSL MNI space), the 10 healthy IXI T1."""
-    from brainuad.preprocessing.registration import (
-        RegistrationConfig,
-        check_quality,
-        head_mask,
-        n4,
-        to_sitk,
-        to_template,
-    )
+    from brainuad.io.sitk import to_sitk
+    from brainuad.preprocessing.bias import head_mask, n4
+    from brainuad.preprocessing.registration import RegistrationConfig, to_template
+    from brainuad.preprocessing.registration_gate import check_quality
 
     data = shared_data()
     scans = sorted((data / "mslub_longitudinal_raw").glob("*/FLAIR.nii.gz"))
@@ -159,14 +149,10 @@ def test_every_real_scan_passes_the_registration_plausibility_bounds():
 def _gate(data, affine, name):
     """The registration gate's verdict on one scan as preprocessing runs it: (figures, broken)."""
     from brainuad.errors import BrainUADError
-    from brainuad.preprocessing.registration import (
-        RegistrationConfig,
-        head_mask,
-        judge,
-        n4,
-        to_sitk,
-        to_template,
-    )
+    from brainuad.io.sitk import to_sitk
+    from brainuad.preprocessing.bias import head_mask, n4
+    from brainuad.preprocessing.registration import RegistrationConfig, to_template
+    from brainuad.preprocessing.registration_gate import judge
 
     cfg = RegistrationConfig()
     image = to_sitk(data, affine)
@@ -323,7 +309,7 @@ def test_compare_on_the_real_pairs_and_on_a_real_rescan(tmp_path):
     from brainuad.commands.compare import compare_scans
     from brainuad.data.shifts import rescanned
     from brainuad.io.images import load_scan, save_volume
-    from brainuad.preprocessing.registration import read_transform
+    from brainuad.preprocessing.transforms import read_transform
 
     # measured with the shipped detector (rule 3): detection, false-discovery rate, Dice
     # patient03 0.30 / 0.54 / 0.17, patient12 0.15 / 0.27 / 0.60, patient19 0.57 / 0.15 / 0.63

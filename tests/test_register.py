@@ -7,17 +7,15 @@ from scipy import ndimage
 from brainuad.errors import BrainUADError
 from brainuad.evaluation.metrics import dice
 from brainuad.io.manifest import Subject
+from brainuad.io.sitk import from_sitk, to_sitk
 from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
-from brainuad.preprocessing.registration import (
-    RegistrationConfig,
+from brainuad.preprocessing.registration import RegistrationConfig, register
+from brainuad.preprocessing.transforms import (
     affine_transform,
-    from_sitk,
     matrix,
     read_transform,
-    register,
     resample,
     to_native,
-    to_sitk,
     write_transform,
 )
 from conftest import write_nifti

@@ -167,7 +167,8 @@ def test_registered_subjects_get_maps_on_their_raw_grid(prepared, tmp_path):
     from brainuad.evaluation.evaluate import evaluate
     from brainuad.io.images import load_image
     from brainuad.io.manifest import read_manifest, write_manifest
-    from brainuad.preprocessing.registration import from_sitk, to_native, to_sitk, write_transform
+    from brainuad.io.sitk import from_sitk, to_sitk
+    from brainuad.preprocessing.transforms import to_native, write_transform
     from conftest import write_nifti
 
     run = train(prepared, tmp_path / "thr", tiny_config("threshold"))

@@ -55,13 +55,11 @@ from brainuad.io.sitk import to_sitk
 from brainuad.models.bundled import DEFAULT
 from brainuad.models.folder import INFO as MODEL_INFO
 from brainuad.preprocessing.pipeline import PreprocessConfig, Registered, prepare_scan
-from brainuad.preprocessing.registration import (
-    RegistrationConfig,
-    maps_to_native,
-    quality_warnings,
-)
+from brainuad.preprocessing.registration import RegistrationConfig
+from brainuad.preprocessing.registration_gate import quality_warnings
+from brainuad.preprocessing.transforms import maps_to_native
 from brainuad.reporting.html import segment_report
-from brainuad.runtime.clock import Stopwatch
+from brainuad.runtime.clock import Stopwatch, stamp
 from brainuad.runtime.progress import Stages, note, track
 from brainuad.scoring.postprocess import numbered_lesions
 
@@ -133,6 +131,7 @@ def segment_scans(sources: list[str | Path], out: str | Path,
                   options: SegmentOptions | None = None) -> list[dict]:
     """Segment every scan of `sources` into `out/<scan>/` and write `out/summary.csv`. Scans
     already done are skipped; every scan's header is checked before any work."""
+    stamp("work")
     options = options or SegmentOptions()
     out = Path(out)
     job = make_job(options)

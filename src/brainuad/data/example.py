@@ -14,7 +14,7 @@ from brainuad.io.images import Volume, load_binary, save_volume
 from brainuad.io.sitk import from_sitk, to_sitk
 from brainuad.preprocessing.atlas import atlas
 from brainuad.preprocessing.intensity import scale_to_unit
-from brainuad.preprocessing.registration import affine_transform, resample
+from brainuad.preprocessing.transforms import affine_transform, resample
 
 
 def scanner_grid(resolution: int, angles_deg: tuple[float, float] = (12, 5),

@@ -75,7 +75,7 @@ def rescanned(volume: Volume, seed: int) -> Volume:
     import SimpleITK as sitk
 
     from brainuad.io.sitk import from_sitk, to_sitk
-    from brainuad.preprocessing.registration import resample
+    from brainuad.preprocessing.transforms import resample
 
     rng = np.random.default_rng(seed)
     image = to_sitk(volume.data, volume.affine)

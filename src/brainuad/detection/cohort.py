@@ -26,7 +26,7 @@ from brainuad.io.files import remove_partials, write_text
 from brainuad.io.images import load_image, save_volume
 from brainuad.io.manifest import Subject, read_manifest, shard
 from brainuad.io.sitk import to_sitk
-from brainuad.preprocessing.registration import maps_to_native, read_transform
+from brainuad.preprocessing.transforms import maps_to_native, read_transform
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.progress import track
 

@@ -31,7 +31,7 @@ from brainuad.models.folder import (
 )
 from brainuad.models.kind import Scorer
 from brainuad.models.registry import build_network, check_scoring, kind_of
-from brainuad.preprocessing.registration import read_transform, to_atlas
+from brainuad.preprocessing.transforms import read_transform, to_atlas
 from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.devices import PRECISIONS, device_for, native_precision
 from brainuad.runtime.progress import track

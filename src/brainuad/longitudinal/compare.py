@@ -26,7 +26,7 @@ from brainuad.longitudinal.visits import (
     same_person,
 )
 from brainuad.preprocessing.pipeline import PreprocessConfig
-from brainuad.preprocessing.registration import quality_warnings
+from brainuad.preprocessing.registration_gate import quality_warnings
 from brainuad.scoring.postprocess import component_table
 
 #: changes.csv's columns

@@ -21,19 +21,12 @@ from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
 from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
 from brainuad.preprocessing.atlas import template, template_affine
+from brainuad.preprocessing.bias import head_mask, n4
 from brainuad.preprocessing.brain_mask import MIN_AGREEMENT, BrainMask, agreement, scan_brain
 from brainuad.preprocessing.intensity import robust_spread
 from brainuad.preprocessing.pipeline import PreprocessConfig, scaled
-from brainuad.preprocessing.registration import (
-    RegistrationConfig,
-    check_quality,
-    head_mask,
-    n4,
-    register,
-    resample,
-    to_native,
-    to_template,
-)
+from brainuad.preprocessing.registration import RegistrationConfig, register, to_template
+from brainuad.preprocessing.registration_gate import check_quality
 from brainuad.preprocessing.tissues import (
     PURE_PRIOR,
     check_contrast,
@@ -41,6 +34,7 @@ from brainuad.preprocessing.tissues import (
     stats_region,
     tissue_levels,
 )
+from brainuad.preprocessing.transforms import resample, to_native
 
 #: Below this correlation of the two visits inside the brain after rigid registration, they are
 #: not one person's: about midway between one person's visits (patient03, 12, 19: 0.67-0.89 on

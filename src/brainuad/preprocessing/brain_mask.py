@@ -42,7 +42,7 @@ class BrainMask:
 
 
 @lru_cache(maxsize=1)
-def _extractor():
+def extractor():
     """deepbet's two networks, loaded once per process (about 0.3 s); on the GPU if there is
     one, as deepbet itself chooses."""
     from deepbet import BrainExtraction  # imports pandas and its networks: only when used
@@ -63,12 +63,12 @@ def scan_brain(volume: Volume, size: int = NETWORK_SIZE) -> np.ndarray:
     orientation, its two networks, largest component, holes filled) at `size`."""
     image = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(volume.data, np.float32),
                                                      volume.affine))
-    extractor = _extractor()
+    network = extractor()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # interpolation warnings of torch inside deepbet
-        probability = extractor.run_model(image.get_fdata(dtype=np.float32).copy(),
+        probability = network.run_model(image.get_fdata(dtype=np.float32).copy(),
                                           shape=(size,) * 3)
-    mask = extractor.postprocess(probability > 0.5)
+    mask = network.postprocess(probability > 0.5)
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
                                            nib.io_orientation(volume.affine))
     return nib.orientations.apply_orientation(mask, back) > 0

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,35 +34,33 @@ from brainuad.io.images import Volume, load_binary, load_image, save_volume
 from brainuad.io.manifest import Manifest, Subject, read_manifest, shard, write_manifest
 from brainuad.io.provenance import changed, record
 from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
-from brainuad.preprocessing.atlas import on_template_grid, template, template_affine
+from brainuad.preprocessing.atlas import atlas, on_template_grid, template, template_affine
+from brainuad.preprocessing.bias import head_mask, n4
 from brainuad.preprocessing.brain_mask import (
     MIN_AGREEMENT,
     SOURCES,
     BrainMask,
     agreement,
+    extractor,
     scan_brain,
 )
 from brainuad.preprocessing.intensity import denoise, mask_from_skull_stripped, scale_to_unit
 from brainuad.preprocessing.morphology import fill_holes
 from brainuad.preprocessing.registration import (
     RegistrationConfig,
-    affine_transform,
-    check_quality,
-    head_mask,
-    matrix,
-    n4,
     register,
-    resample,
     to_template,
-    write_transform,
+    working_template,
 )
+from brainuad.preprocessing.registration_gate import check_quality
 from brainuad.preprocessing.tissues import check_contrast, priors
+from brainuad.preprocessing.transforms import affine_transform, matrix, resample, write_transform
 from brainuad.runtime.clock import Stopwatch
 
 REGISTER = ("auto", "always", "never")
 MASK = "mask.nii.gz"  # a subject's brain mask, written last: its presence marks the subject done
 TRANSFORM = "to_native.tfm"  # atlas -> scan transform of a registered subject
-QUALITY = "registration.json"  # its plausibility figures (`register.quality`), for QC
+QUALITY = "registration.json"  # its plausibility figures (`registration.quality`), for QC
 FINGERPRINT = "preprocess.json"  # the settings and input files a subject's outputs come from
 #: Rigid registration between two scans of the same head: two coarse levels, sparse sampling.
 #: On patient01_study1 (raw MSLUB) T1 and T2 land within 0.7 and 0.2 mm of the full set-up's
@@ -137,7 +136,7 @@ class Registered:
     images: dict[str, np.ndarray]  # (X, Y, Z) per modality, on the template grid
     mask: np.ndarray  # (X, Y, Z) uint8 brain mask on the template grid
     transform: sitk.AffineTransform  # atlas -> reference scan
-    quality: dict  # `register.quality` of the atlas registration
+    quality: dict  # `registration.quality` of the atlas registration
     brain: BrainMask = BrainMask("template")  # which outline `mask` is
     seconds: dict[str, float] = field(default_factory=dict)  # per step, for the speed figures
 
@@ -149,6 +148,25 @@ def _stage(what: str, stage: str):
         yield
     except RuntimeError as err:
         raise BrainUADError(f"{what}: {stage} failed ({itk_reason(err)})") from err
+
+
+def _warm_up(cfg: PreprocessConfig) -> threading.Thread:
+    """Load what the stages after N4 read (the template and its working copy, deepbet's
+    networks, the tissue atlas) in a thread while N4 runs: ITK lets go of Python's lock
+    while it computes, and these are file reads and imports (about 1 s on a 2-core machine,
+    docs/speed.md). Each is cached, so the stage that needs one takes it from the cache or
+    loads it itself; a failure here is left for that stage to meet and report."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            working_template(cfg.registration.working_mm)
+            if cfg.brain_mask == "scan":
+                extractor()
+            atlas(1)
+
+    thread = threading.Thread(target=load, name="brainuad-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: PreprocessConfig,
@@ -165,11 +183,13 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
     reg = cfg.registration
     reference = volumes[reference_name]
     what = str(reference.path)
-    fixed, brain = template()
+    warming = _warm_up(cfg)
     with _stage(what, "N4 bias correction"):
         ref = to_sitk(reference.data, reference.affine)
         ref = n4(ref, head_mask(ref), reg)
     clock.lap("N4")
+    warming.join()
+    fixed, brain = template()
     to_ref, figures = to_template(ref, reg, what)
     check_quality(figures, reg, what)
     clock.lap("registration")

@@ -1,27 +1,25 @@
-"""Raw scans into atlas space: N4 bias correction and rigid-then-affine registration to the
-MNI152 template shipped in nilearn, with SimpleITK only (nothing outside pip).
+"""Raw scans into atlas space: rigid-then-affine registration to the MNI152 template shipped
+in nilearn, with SimpleITK only (nothing outside pip), and its settings (`RegistrationConfig`,
+N4's and the gate's included). N4 is in `bias.py`, the transforms and resampling in
+`transforms.py`, the judging of the registration's plausibility figures (`quality`) in
+`registration_gate.py`.
 
-Every transform here maps points of the *fixed* space to the *moving* one (ITK's convention):
-the atlas-to-scan transform of a subject is what resampling the scan onto the atlas grid needs,
-and its inverse carries detection maps back onto the scan's own grid. Transforms are stored as
-ITK text files (`.tfm`): numbers, never code.
+Every transform here maps points of the *fixed* space to the *moving* one (ITK's convention).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
 from brainuad.errors import BrainUADError
-from brainuad.io.files import atomic_path
-from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
+from brainuad.io.sitk import itk_reason
 from brainuad.preprocessing.atlas import template
-from brainuad.preprocessing.morphology import fill_holes
+from brainuad.preprocessing.transforms import affine_transform, matrix, resample
 
 
 @dataclass(frozen=True)
@@ -81,31 +79,6 @@ class RegistrationConfig:
     warn_coverage: float = 0.97
 
 
-def head_mask(image: sitk.Image) -> sitk.Image:
-    """Foreground (head) of a raw scan: Otsu threshold, largest component, holes filled."""
-    foreground = sitk.GetArrayFromImage(sitk.OtsuThreshold(image, 0, 1)) > 0
-    labels, count = ndimage.label(foreground)
-    if count:
-        sizes = np.bincount(labels.ravel())[1:]
-        foreground = fill_holes(labels == 1 + int(np.argmax(sizes)))
-    out = sitk.GetImageFromArray(foreground.astype(np.uint8))
-    out.CopyInformation(image)
-    return out
-
-
-def n4(image: sitk.Image, mask: sitk.Image, cfg: RegistrationConfig) -> sitk.Image:
-    """N4 bias-field correction inside `mask`, fitted on a copy shrunk `cfg.n4_shrink` times
-    (seconds, not minutes) and applied at full resolution through the fitted log bias field;
-    one fitting level per entry of `cfg.n4_iterations`, each doubling the B-spline mesh."""
-    small = sitk.Shrink(image, [cfg.n4_shrink] * 3)
-    small_mask = sitk.Shrink(mask, [cfg.n4_shrink] * 3)
-    corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.SetMaximumNumberOfIterations(list(cfg.n4_iterations))
-    corrector.Execute(small, small_mask)
-    log_bias = corrector.GetLogBiasFieldAsImage(image)
-    return image / sitk.Exp(log_bias)
-
-
 def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
             levels: int | None = None,
             moving_mask: sitk.Image | None = None) -> sitk.ImageRegistrationMethod:
@@ -134,23 +107,6 @@ def _method(cfg: RegistrationConfig, fixed_mask: sitk.Image | None,
     method.SetSmoothingSigmasPerLevel(list(cfg.smoothing_mm[:levels]))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     return method
-
-
-def matrix(transform: sitk.Transform) -> np.ndarray:
-    """The 4 x 4 homogeneous matrix (LPS, fixed -> moving) of a rigid or affine transform."""
-    linear = np.array(transform.GetMatrix()).reshape(3, 3)
-    centre = np.array(transform.GetCenter())
-    out = np.eye(4)
-    out[:3, :3] = linear
-    out[:3, 3] = centre + np.array(transform.GetTranslation()) - linear @ centre
-    return out
-
-
-def affine_transform(homogeneous: np.ndarray) -> sitk.AffineTransform:
-    out = sitk.AffineTransform(3)
-    out.SetMatrix(homogeneous[:3, :3].ravel().tolist())
-    out.SetTranslation(homogeneous[:3, 3].tolist())
-    return out
 
 
 def _run(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image,
@@ -297,124 +253,3 @@ def quality(rough: sitk.Image, transform: sitk.Transform, metric: float,
             "scale": float(abs(np.linalg.det(linear)) ** (1 / 3)),
             "rotation": float(np.degrees(np.arccos(np.clip(cosine, -1, 1)))),
             "metric": float(metric)}
-
-
-def judge(figures: dict, cfg: RegistrationConfig) -> tuple[list[str], bool]:
-    """Every figure outside its bound, in words, and whether the registration is broken: two
-    independent figures out of bound (pathology, thick slices or a cut field of view move one
-    figure, not two), or one far out of it (`FAR`: most of the brain outside the field of
-    view, a similarity no head reaches)."""
-    low, high = cfg.scale_range
-    value = {"rotation": 0.0, **figures}
-    checks = [
-        ("brain_dice", value["brain_dice"] < cfg.min_brain_dice,
-         f"brain overlap {value['brain_dice']:.2f} (needs >= {cfg.min_brain_dice})"),
-        ("coverage", value["coverage"] < cfg.min_coverage,
-         f"brain inside the field of view {value['coverage']:.2f} (needs >= "
-         f"{cfg.min_coverage})"),
-        ("scale", not low <= value["scale"] <= high,
-         f"brain scaled by {value['scale']:.2f} (needs {low}-{high})"),
-        ("rotation", value["rotation"] > cfg.max_rotation,
-         f"head turned {value['rotation']:.0f} degrees from the template (needs <= "
-         f"{cfg.max_rotation:g})"),
-        ("metric", value["metric"] > cfg.max_metric,
-         f"similarity to the template {value['metric']:.2f} (needs <= {cfg.max_metric})")]
-    problems = [text for _, failed, text in checks if failed]
-    far = any(FAR[name](value[name]) for name, failed, _ in checks if failed)
-    return problems, len(problems) >= 2 or far
-
-
-#: Beyond these a figure alone says the registration is broken.
-FAR = {"brain_dice": lambda v: v < 0.6, "coverage": lambda v: v < 0.5,
-       "scale": lambda v: not 0.6 <= v <= 1.6, "rotation": lambda v: v > 60,
-       "metric": lambda v: v > -0.25}
-
-
-def check_quality(figures: dict, cfg: RegistrationConfig, what: str) -> None:
-    """A one-line error naming the scan and every figure outside its bound, where the
-    registration is broken and `cfg.qc` is `refuse` (a doubtful one is a warning)."""
-    problems, broken = judge(figures, cfg)
-    if broken and cfg.qc == "refuse":
-        raise BrainUADError(f"{what}: registration to MNI152 implausible: "
-                            f"{'; '.join(problems)}: not a whole brain scan, or its header's "
-                            "orientation is wrong (--qc warn goes on with it)")
-
-
-def quality_warnings(figures: dict, cfg: RegistrationConfig) -> list[str]:
-    """What a person should check before trusting a registration that passed (or that
-    `--qc warn` let pass)."""
-    problems, broken = judge(figures, cfg)
-    warnings = [f"registration {'implausible' if broken else 'doubtful'}: {p} (check the "
-                "outline in report.html)" for p in problems]
-    if cfg.min_brain_dice <= figures["brain_dice"] < cfg.warn_brain_dice:
-        warnings.append(f"registration: brain overlap {figures['brain_dice']:.2f} is low "
-                        f"(below {cfg.warn_brain_dice}: check the outline in report.html)")
-    if cfg.min_coverage <= figures["coverage"] < cfg.warn_coverage:
-        warnings.append(f"registration: {100 * (1 - figures['coverage']):.0f} % of the brain "
-                        "lies outside the scan's field of view; lesions there are not found")
-    return warnings
-
-
-def resample(image: sitk.Image, grid: sitk.Image, transform: sitk.Transform,
-             nearest: bool = False) -> sitk.Image:
-    """`image` on `grid`'s voxels, through `transform` (grid points -> image points)."""
-    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    return sitk.Resample(image, grid, transform, interpolator, 0.0, image.GetPixelID())
-
-
-def write_transform(path: Path, transform: sitk.Transform) -> Path:
-    with atomic_path(Path(path)) as tmp:
-        sitk.WriteTransform(transform, str(tmp))  # tmp keeps the .tfm suffix ITK needs
-    return Path(path)
-
-
-def read_transform(path: Path) -> sitk.AffineTransform:
-    """An atlas -> scan transform file: ITK text (`.tfm`) only, never HDF5 or MATLAB files
-    (binary formats whose readers are more attack surface); anything else is a clear error."""
-    if Path(path).suffix != ".tfm":
-        raise BrainUADError(f"{path}: transforms are read only as ITK text files (.tfm)")
-    try:
-        head = Path(path).read_bytes()[:64]
-    except OSError as err:
-        raise BrainUADError(f"{path}: cannot be read ({err.strerror})") from err
-    if not head.startswith(b"#Insight Transform File"):
-        raise BrainUADError(f"{path}: not a readable ITK text transform file")
-    try:
-        transform = sitk.ReadTransform(str(path))
-        if not hasattr(transform, "GetMatrix") and len(transform.GetParameters()) == 12:
-            # a matrix-and-offset transform of another tool (as MatrixOffsetTransformBase)
-            affine = sitk.AffineTransform(3)
-            affine.SetFixedParameters(transform.GetFixedParameters())
-            affine.SetParameters(transform.GetParameters())
-            transform = affine
-        homogeneous = matrix(transform)
-    except (RuntimeError, AttributeError) as err:  # unreadable, or not a linear transform
-        raise BrainUADError(f"{path}: not a readable ITK affine transform file") from err
-    if not np.isfinite(homogeneous).all() or abs(np.linalg.det(homogeneous[:3, :3])) < 1e-6:
-        raise BrainUADError(f"{path}: transform is degenerate")
-    return affine_transform(homogeneous)
-
-
-def to_atlas(data: np.ndarray, affine: np.ndarray, atlas_shape: tuple[int, ...],
-             atlas_affine: np.ndarray, transform: sitk.Transform,
-             nearest: bool = False) -> np.ndarray:
-    """A map on a scan's own grid (e.g. its lesion label) resampled onto the atlas grid, given
-    the subject's atlas -> scan transform."""
-    grid = to_sitk(np.zeros(atlas_shape, np.float32), atlas_affine)
-    return from_sitk(resample(to_sitk(data, affine), grid, transform, nearest))[0]
-
-
-def to_native(data: np.ndarray, affine: np.ndarray, native: sitk.Image,
-              transform: sitk.Transform, nearest: bool = False) -> np.ndarray:
-    """An atlas-space map `(X, Y, Z)` resampled onto a scan's own grid, given the subject's
-    atlas -> scan transform (its inverse takes scan voxels to the atlas)."""
-    image = to_sitk(data, affine)
-    return from_sitk(resample(image, native, transform.GetInverse(), nearest))[0]
-
-
-def maps_to_native(maps: dict[str, np.ndarray], affine: np.ndarray, native: sitk.Image,
-                   transform: sitk.Transform) -> dict[str, np.ndarray]:
-    """A subject's atlas-space maps on its scan's own grid: the `score` linearly, every other
-    map (masks) by nearest neighbour."""
-    return {name: to_native(np.asarray(value, np.float32), affine, native, transform,
-                            nearest=name != "score") for name, value in maps.items()}

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
+
+#: a file to which `stamp` appends "<event> <epoch seconds>" lines, for benchmarks/segment.py
+#: to split a process's wall time into start-up, work and exit
+STAMPS = "BRAINUAD_STAMPS"
+
+
+def stamp(event: str) -> None:
+    """Note the wall-clock time of `event` where `BRAINUAD_STAMPS` names a file."""
+    path = os.environ.get(STAMPS)
+    if path:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(f"{event} {time.time():.6f}\n")
 
 
 class Stopwatch:
