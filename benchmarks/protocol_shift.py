@@ -3,6 +3,7 @@
 
     python benchmarks/protocol_shift.py [--model flair-ms] [--work /tmp/bench-shift] [--fresh]
     python benchmarks/protocol_shift.py --variants round3 --shifts none,bias --small
+    python benchmarks/protocol_shift.py --caps --work /tmp/bench-caps
 
 `--variants round3`: instead of one model, the three recipes of the cross-protocol validation's
 round 3 (docs/results/cross_protocol.md), each at its validation threshold (the mean of the two
@@ -12,8 +13,11 @@ adds the 2 mm healthy scans of tests/test_shifts.py.
 Scans: 2 healthy synthetic 1 mm FLAIRs of the default contrast and 2 of the 3D-FLAIR-like one
 (`brainuad synth --contrast flair3d`; a seed no model was made with), which have no lesion, so
 everything flagged is a false positive; and 2 raw 2D FLAIRs of the training protocol (MS
-patients: their unshifted figure is the reference, the shift's excess is what it adds). Prints
-a table and a JSON line.
+patients: their unshifted figure is the reference, the shift's excess is what it adds). `--caps`
+(issue 43): instead, the same four healthy scans with the normal bright places of a FLAIR drawn
+in (thin caps at the horn tips, a rim around the aqueduct, the fourth ventricle's floor:
+`SynthConfig.normal_variants`), and of what is flagged, how much lies at normal-variant sites
+(`preprocessing/normal_sites.py`). Prints a table and a JSON line.
 """
 
 from __future__ import annotations
@@ -39,15 +43,17 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mslub_l
 REAL = ("patient09_study2", "patient20_study2")
 
 
-def healthy(work: Path) -> list[Path]:
-    """Healthy synthetic 1 mm FLAIRs, default and 3D-like contrast, as NIfTI files."""
+def healthy(work: Path, variants: bool = False) -> list[Path]:
+    """Healthy synthetic 1 mm FLAIRs, default and 3D-like contrast, as NIfTI files; with
+    `variants`, the normal bright places of a FLAIR drawn in."""
     paths = []
     for name, contrast in (("synth2d", "flair"), ("synth3d", "flair3d")):
-        cfg = SynthConfig(resolution=1, seed=41, contrast=contrast)
+        cfg = SynthConfig(resolution=1, seed=41, contrast=contrast, normal_variants=variants)
         for index in range(2):
             volumes = make_subject(cfg, index, lesioned=False)
-            paths.append(save_volume(work / "scans" / f"{name}_{index}.nii.gz",
-                                     volumes["image"], atlas(1)["affine"]))
+            stem = f"{name}{'_caps' if variants else ''}_{index}"
+            paths.append(save_volume(work / "scans" / f"{stem}.nii.gz", volumes["image"],
+                                     atlas(1)["affine"]))
     return paths
 
 
@@ -97,11 +103,13 @@ def main() -> None:
     parser.add_argument("--variants", choices=["round3"], help="round 3's recipes, not --model")
     parser.add_argument("--small", action="store_true",
                         help="add the 2 mm healthy scans of tests/test_shifts.py")
+    parser.add_argument("--caps", action="store_true",
+                        help="healthy scans with the normal bright places drawn in (issue 43)")
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(args.work, ignore_errors=True)
-    scans = healthy(args.work) + (small_healthy(args.work) if args.small else [])
-    if args.variants:  # healthy scans only: what round 3's table weighed
+    scans = healthy(args.work, args.caps) + (small_healthy(args.work) if args.small else [])
+    if args.variants or args.caps:  # healthy scans only
         pass
     elif DATA.is_dir():
         scans += [DATA / name / "FLAIR.nii.gz" for name in REAL]
@@ -122,8 +130,10 @@ def main() -> None:
                 out = args.work / "seg" / model.split()[0] / shift
                 try:
                     row = segment_scans([path], out, SegmentOptions(model=folder))[0]
+                    summary = json.loads((out / row["scan"] / "summary.json").read_text())
                     rows.append({"model": model, "shift": shift, "scan": name,
-                                 "flagged_ml": row["lesion_volume_ml"]})
+                                 "flagged_ml": row["lesion_volume_ml"],
+                                 "at_sites_ml": summary["at_normal_variant_sites"]["volume_ml"]})
                 except BrainUADError as err:  # refused (by the registration check): a row too
                     rows.append({"model": model, "shift": shift, "scan": name,
                                  "flagged_ml": None, "error": str(err)})
@@ -148,6 +158,16 @@ def main() -> None:
         print(json.dumps({"benchmark": "protocol_shift", **run_record(vars(args)),
                           "variants": args.variants, "rows": rows}))
         return
+    if args.caps:
+        print("\n| shift | " + " | ".join(r["scan"] for r in rows if r["shift"] == rows[0]["shift"])
+              + " | max |\n|" + " --- |" * (len(scans) + 2))
+        for shift in args.shifts.split(","):
+            here = [r for r in rows if r["shift"] == shift]
+            print(f"| {shift} | " + " | ".join(
+                "refused" if r["flagged_ml"] is None else
+                f"{r['flagged_ml']:.2f} ({r['at_sites_ml']:.2f} at sites)" for r in here)
+                + f" | {max(r['flagged_ml'] or 0 for r in here):.2f} |")
+        print("\nml flagged (of it, ml in lesions at normal-variant sites)")
     groups = {"synthetic 2D-like": "synth2d", "synthetic 3D-like": "synth3d", "real 2D": "patient"}
     print("\n| shift | " + " | ".join(f"{g}: ml mean (max)" for g in groups) + " |")
     print("|" + " --- |" * (len(groups) + 1))

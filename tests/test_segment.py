@@ -16,6 +16,7 @@ from brainuad.commands.segment import SegmentOptions, segment_scans
 from brainuad.data.example import example_scan
 from brainuad.io.images import dicom_series
 from brainuad.io.scans import find_scans
+from brainuad.preprocessing.normal_sites import SITES
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.preprocessing.registration import RegistrationConfig
 from brainuad.training.train import train
@@ -76,7 +77,13 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
                                                                         abs=1e-3)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["lesions"] == len(lesions) == rows[0]["lesions"]
+    assert summary["scan"] == folder.name
     assert summary["lesion_volume_ml"] == pytest.approx(mask.sum() * voxel_ml)
+    # each lesion says whether it lies at a normal-variant site; those are counted, not removed
+    assert all(r["site"] in ("", *(f"normal-variant site: {s}" for s in SITES.values()))
+               for r in lesions)
+    at_sites = [r for r in lesions if r["site"]]
+    assert summary["at_normal_variant_sites"]["lesions"] == len(at_sites)
     assert set(summary["registration"]) == {"brain_dice", "coverage", "scale", "rotation",
                                             "metric"}
     assert {"read", "preprocess", "score", "write", "report", "total"} <= set(

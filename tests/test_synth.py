@@ -81,3 +81,20 @@ def test_contrasts_order_tissues():
     t1 = make_subject(SynthConfig(contrast="t1"), 0, lesioned=False)["image"]
     assert flair[wm].mean() < flair[gm].mean()  # FLAIR: white matter darker than grey
     assert t1[wm].mean() > t1[gm].mean()  # T1: the other way round
+
+
+def test_normal_variants_brighten_a_healthy_scan_at_its_sites_only():
+    """Issue 43's healthy scans: the caps, the periaqueductal rim and the fourth ventricle's
+    floor drawn in, brighter than without them there; no lesion label; the rest unchanged."""
+    from brainuad.data.synth import normal_variants
+    from brainuad.preprocessing.normal_sites import normal_sites
+
+    plain = make_subject(SynthConfig(seed=5), 0, lesioned=False)
+    drawn = make_subject(SynthConfig(seed=5, normal_variants=True), 0, lesioned=False)
+    assert not drawn["label"].any()
+    where = normal_variants(2) > 0.5
+    assert where.any() and not (where & (normal_sites(2) == 0)).any()
+    brighter = drawn["image"][where].mean() / plain["image"][where].mean()
+    assert brighter > 1.1
+    far = (plain["mask"] > 0) & (normal_sites(2) == 0)
+    assert abs(drawn["image"][far].mean() / plain["image"][far].mean() - 1) < 0.01

@@ -54,6 +54,8 @@ from brainuad.io.scans import find_scans
 from brainuad.io.sitk import to_sitk
 from brainuad.models.bundled import DEFAULT
 from brainuad.models.folder import INFO as MODEL_INFO
+from brainuad.preprocessing.atlas import grid_resolution
+from brainuad.preprocessing.normal_sites import lesion_sites, normal_sites
 from brainuad.preprocessing.pipeline import PreprocessConfig, Registered, prepare_scan
 from brainuad.preprocessing.registration import RegistrationConfig
 from brainuad.preprocessing.registration_gate import quality_warnings
@@ -61,12 +63,13 @@ from brainuad.preprocessing.transforms import maps_to_native
 from brainuad.reporting.html import segment_report
 from brainuad.runtime.clock import Stopwatch, stamp
 from brainuad.runtime.progress import Stages, note, track
+from brainuad.scoring.postprocess import LESION_COLUMNS as COMPONENT_COLUMNS
 from brainuad.scoring.postprocess import numbered_lesions
 
 SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
-LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-                  "mean_score", "max_score"]
+#: lesions.csv's columns: the component table's, and the normal-variant site it lies in
+LESION_COLUMNS = [*COMPONENT_COLUMNS, "site"]
 
 
 #: each model kind's algorithm family (DICOM CID 7162) in its DICOM SEG: the networks' is
@@ -216,8 +219,11 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     lap("score")
     lesions = detector.segment(scored, job.threshold, detect)
     lap("lesions")
-    native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data},
-                            image.affine, to_sitk(raw.data, raw.affine), registration.transform)
+    resolution = grid_resolution(image.shape, image.affine)
+    sites = {"sites": normal_sites(resolution)} if resolution else {}
+    native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data,
+                             **sites}, image.affine, to_sitk(raw.data, raw.affine),
+                            registration.transform)
     native["lesions"] = native["lesions"] > 0.5
     native["brain"] = native["brain"] > 0.5
     lap("to scan grid")
@@ -247,6 +253,11 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
     found = find_lesions(path, job, lap)
     raw, native, registration = found.raw, found.native, found.registration
     table, numbered = numbered_lesions(native["lesions"], native["score"], raw.affine)
+    sites = (lesion_sites(numbered, native["sites"], len(table)) if "sites" in native
+             else [""] * len(table))
+    for row, site in zip(table, sites, strict=True):
+        row["site"] = f"normal-variant site: {site}" if site else ""
+    at_sites = [row for row in table if row["site"]]
     voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000
     save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
     save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
@@ -265,6 +276,9 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
                   "folder": str(job.detector.folder)},
         "threshold": job.threshold, "rule": job.rule, "lesions": len(table),
         "lesion_volume_ml": float(native["lesions"].sum() * voxel_ml),
+        # kept in the mask and the totals: whether they may leave them is not validated yet
+        "at_normal_variant_sites": {"lesions": len(at_sites), "volume_ml": round(
+            sum(row["volume_ml"] for row in at_sites), 4)},
         "brain_volume_ml": float(native["brain"].sum() * voxel_ml),
         "registration": registration.quality,
         "brain_mask": registration.brain.to_dict(),

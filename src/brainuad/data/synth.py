@@ -28,6 +28,7 @@ from brainuad.errors import BrainUADError
 from brainuad.io.images import save_volume
 from brainuad.io.manifest import Manifest, Subject, write_manifest
 from brainuad.preprocessing.atlas import atlas, ventricle_distance
+from brainuad.preprocessing.normal_sites import normal_sites
 from brainuad.runtime.progress import track
 
 #: Mean tissue intensities per contrast, relative (CSF, GM, WM), and the lesion range
@@ -57,6 +58,9 @@ class SynthConfig:
     max_displacement_mm: float = 4.0
     bias_coefficients: float = 0.3
     noise_std: tuple[float, float] = (0.01, 0.03)
+    #: draw the normal bright places of a healthy FLAIR (`normal_variants`): thin caps at the
+    #: horn tips, a rim around the aqueduct, the fourth ventricle's floor
+    normal_variants: bool = False
 
     @property
     def modality(self) -> str:
@@ -164,6 +168,22 @@ def random_warp(maps: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) ->
     return out[0].numpy()
 
 
+#: how thick (mm, from the fluid) the drawn caps, periaqueductal rim and floor are, and how
+#: bright: this far from the lesion range's subtle end to its strong end
+VARIANT_MM, VARIANT_LEVEL = 1.5, 0.3
+
+
+def normal_variants(resolution: int) -> np.ndarray:
+    """Where a healthy FLAIR is bright anyway (`preprocessing.normal_sites`), drawn thin: the
+    sites' tissue within `VARIANT_MM` of the fluid they line (the septum left out: it is thin
+    by itself). A soft map in [0, 1] on the MNI grid of `resolution` mm."""
+    maps = atlas(resolution)
+    sites = normal_sites(resolution)
+    near = ndimage.distance_transform_edt(maps["csf"] < 0.3, sampling=resolution) <= VARIANT_MM
+    drawn = np.isin(sites, (1, 3, 4)) & near
+    return ndimage.gaussian_filter(drawn.astype(np.float32), 0.5)
+
+
 def make_subject(cfg: SynthConfig, index: int, lesioned: bool) -> dict[str, np.ndarray]:
     """Image, brain mask and lesion mask `(X, Y, Z)` of one synthetic subject."""
     import torch
@@ -176,8 +196,11 @@ def make_subject(cfg: SynthConfig, index: int, lesioned: bool) -> dict[str, np.n
         lesion, level = draw_lesions(cfg, rng, maps)
     else:
         lesion = level = np.zeros_like(maps["wm"])
-    stack = np.stack([maps["csf"], maps["gm"], maps["wm"], maps["brain"], lesion, lesion * level])
-    csf, gm, wm, brain, lesion, weighted_level = random_warp(stack, cfg, rng)
+    variants = (normal_variants(cfg.resolution) if cfg.normal_variants
+                else np.zeros_like(maps["wm"]))
+    stack = np.stack([maps["csf"], maps["gm"], maps["wm"], maps["brain"], lesion, lesion * level,
+                      variants])
+    csf, gm, wm, brain, lesion, weighted_level, variants = random_warp(stack, cfg, rng)
     brain_mask = brain > 0.5
     lesion = np.clip(lesion, 0, 1)
     level = weighted_level / np.maximum(lesion, 1e-6)
@@ -188,6 +211,8 @@ def make_subject(cfg: SynthConfig, index: int, lesioned: bool) -> dict[str, np.n
     image = tissue[0] * np.clip(csf, 0, 1) + tissue[1] * np.clip(gm, 0, 1)
     image += tissue[2] * np.clip(wm, 0, 1)
     subtle, strong = contrast["lesion"]
+    variants = np.clip(variants, 0, 1)
+    image = (1 - variants) * image + variants * (subtle + VARIANT_LEVEL * (strong - subtle))
     lesion_value = subtle + np.clip(level, 0, 1) * (strong - subtle)
     image = (1 - lesion) * image + lesion * lesion_value
 

@@ -46,6 +46,7 @@ from brainuad.preprocessing.brain_mask import (
 )
 from brainuad.preprocessing.intensity import denoise, mask_from_skull_stripped, scale_to_unit
 from brainuad.preprocessing.morphology import fill_holes
+from brainuad.preprocessing.normal_sites import normal_sites
 from brainuad.preprocessing.registration import (
     RegistrationConfig,
     register,
@@ -152,10 +153,11 @@ def _stage(what: str, stage: str):
 
 def _warm_up(cfg: PreprocessConfig) -> threading.Thread:
     """Load what the stages after N4 read (the template and its working copy, deepbet's
-    networks, the tissue atlas) in a thread while N4 runs: ITK lets go of Python's lock
-    while it computes, and these are file reads and imports (about 1 s on a 2-core machine,
-    docs/speed.md). Each is cached, so the stage that needs one takes it from the cache or
-    loads it itself; a failure here is left for that stage to meet and report."""
+    networks, the tissue atlas and the normal-variant sites) in a thread while N4 runs: ITK
+    lets go of Python's lock while it computes, and these are file reads, imports and array
+    work (about 1.5 s on a 2-core machine, docs/speed.md). Each is cached, so the stage that
+    needs one takes it from the cache or loads it itself; a failure here is left for that
+    stage to meet and report."""
 
     def load() -> None:
         with contextlib.suppress(Exception):
@@ -163,6 +165,7 @@ def _warm_up(cfg: PreprocessConfig) -> threading.Thread:
             if cfg.brain_mask == "scan":
                 extractor()
             atlas(1)
+            normal_sites(1)
 
     thread = threading.Thread(target=load, name="brainuad-warm-up", daemon=True)
     thread.start()

@@ -1,0 +1,51 @@
+"""The normal bright places of a healthy FLAIR (issue 43): where the template puts them, and
+which lesions are said to lie there."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from brainuad.preprocessing.atlas import atlas
+from brainuad.preprocessing.normal_sites import SITES, lesion_sites, normal_sites
+
+
+def _world(code: int) -> np.ndarray:
+    """MNI millimetres of the voxels of one site."""
+    maps = atlas(1)
+    voxels = np.argwhere(normal_sites(1) == code)
+    return voxels @ maps["affine"][:3, :3].T + maps["affine"][:3, 3]
+
+
+def test_the_sites_lie_where_the_anatomy_puts_them():
+    """Caps at both ends of both lateral ventricles, alike in the two hemispheres; the septum
+    at the midline; the periaqueductal rim around the aqueduct of the midbrain; the floor of
+    the fourth ventricle in the dorsal pons and medulla, in front of the ventricle."""
+    caps = _world(1)
+    left, right = caps[caps[:, 0] < 0], caps[caps[:, 0] > 0]
+    assert 0.8 < len(left) / len(right) < 1.25
+    for side in (left, right):
+        assert (side[:, 1] > 10).sum() > 1000  # frontal horn tips
+        assert (side[:, 1] < -25).sum() > 1000  # occipital horn tips (atria)
+    assert np.abs(caps[:, 1]).min() > 5  # nothing along the ventricles' bodies
+    septum = _world(2)
+    assert np.abs(septum[:, 0]).max() <= 3 and septum[:, 2].min() >= -5
+    grey = _world(3).mean(0)
+    assert np.abs(grey - [0, -33, -8]).max() < 8
+    floor = _world(4)
+    assert np.abs(floor[:, 0]).max() <= 15 and -60 < floor[:, 1].mean() < -30
+    assert -48 < floor[:, 2].mean() < -18
+    two = normal_sites(2)
+    assert set(np.unique(two)) == {0, *SITES}
+
+
+def test_a_lesion_is_at_a_site_when_most_of_it_lies_there():
+    sites = np.zeros((20, 20, 20), np.uint8)
+    sites[:10] = 1
+    sites[15:, :, :10] = 3
+    numbered = np.zeros_like(sites, np.int64)
+    numbered[2:5, 2:5, 2:5] = 1  # inside the caps
+    numbered[8:13, 5:8, 5:8] = 2  # 2 of 5 slices inside: mostly outside
+    numbered[14:18, 10:14, 6:10] = 3  # 3 of 4 slices in the periaqueductal rim
+    numbered[12, 18, 18] = 4  # nowhere
+    assert lesion_sites(numbered, sites, 4) == ["ependymal cap", "", "periaqueductal grey", ""]
+    assert lesion_sites(np.zeros_like(numbered), sites, 0) == []
