@@ -54,3 +54,20 @@ def test_synth_rejects_bad_options(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "c"), "--contrast", "dwi"])
     assert result.exit_code == 1
     assert "--contrast 'dwi'" in result.output
+
+
+def test_a_command_stamps_its_exit_where_asked(tmp_path):
+    """BRAINUAD_STAMPS (benchmarks/segment.py's start-up and exit rows): the process notes the
+    moment its command returned, also after a bad-input error; without it, nothing."""
+    import os
+    import subprocess
+    import sys
+
+    stamps = tmp_path / "stamps.txt"
+    env = {**os.environ, "BRAINUAD_STAMPS": str(stamps)}
+    done = subprocess.run([sys.executable, "-m", "brainuad", "segment", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and "no such file" in done.stderr
+    events = [line.split()[0] for line in stamps.read_text().splitlines()]
+    assert events == ["work", "exit"]

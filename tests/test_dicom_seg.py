@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -15,7 +14,7 @@ import SimpleITK as sitk
 
 from brainuad.errors import BrainUADError
 from brainuad.io.dicom_seg import Segment, write_segmentation
-from brainuad.io.images import dicom_series, load_scan
+from brainuad.io.images import LPS_RAS, SWAP, dicom_series, load_scan, slices_reversed
 from conftest import write_enhanced, write_series
 
 
@@ -187,11 +186,10 @@ def test_an_enhanced_multi_frame_series_reads_as_its_single_frame_twin(tmp_path)
     enhanced = tmp_path / "enhanced"
     uid = write_enhanced(series, enhanced)
     assert chosen_series(enhanced).enhanced and "7 frames" in str(chosen_series(enhanced))
-    # highdicom stacks the frames the other way round: the same voxels in the same places
-    single, multi = (nib.as_closest_canonical(nib.Nifti1Image(v.data, v.affine))
-                     for v in (load_scan(series), load_scan(enhanced)))
+    # the same voxels on the same grid, slices in the same order
+    single, multi = load_scan(series), load_scan(enhanced)
     np.testing.assert_allclose(multi.affine, single.affine, atol=1e-3)
-    np.testing.assert_array_equal(multi.get_fdata(), single.get_fdata())
+    np.testing.assert_array_equal(multi.data, single.data)
     write_series(_small(20), enhanced, number=2, description="T1 MPRAGE SAG",
                  tags={"0018|0082": "900", "0018|0081": "3"})
     assert chosen_series(enhanced).uid == uid
@@ -227,11 +225,19 @@ def test_a_seg_on_an_enhanced_series_holds_the_mask_on_its_frames(tmp_path):
                   for f in seg.PerFrameFunctionalGroupsSequence}
     assert referenced == {source.SOPInstanceUID}
     volume = seg.get_volume(combine_segments=True)
-    back = load_scan(enhanced)  # the same conversion as the scan's: (slice, row, column) -> ours
     np.testing.assert_allclose(volume.affine, hd.imread(dicom_series(enhanced)[0])
                                .get_volume_geometry().affine, atol=1e-6)
-    np.testing.assert_array_equal(volume.array.transpose(2, 1, 0), labels)
-    assert back.shape == labels.shape
+    # back on the scan's grid: (slice, row, column) -> ours, slices in ITK's order
+    back = volume.array.transpose(2, 1, 0)
+    if slices_reversed(LPS_RAS @ volume.affine @ SWAP):
+        back = back[:, :, ::-1]
+    np.testing.assert_array_equal(back, labels)
+    # a segment's number is its place in the list, whatever its value in the mask
+    only = write_segmentation(tmp_path / "only.dcm", dicom_series(enhanced), labels,
+                              scan.affine, [Segment(2, "shrinking")], ("a", "1"),
+                              "NeighborhoodAnalysis", "x")
+    single = hd.seg.segread(only).get_volume(combine_segments=True).array
+    assert single.max() == 1 and (single > 0).sum() == (labels == 2).sum()
     with pytest.raises(BrainUADError, match="not the multi-frame series' geometry"):
         moved = scan.affine.copy()
         moved[:3, 3] += [1.0, 0, 0]
@@ -242,3 +248,15 @@ def test_a_seg_on_an_enhanced_series_holds_the_mask_on_its_frames(tmp_path):
         pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
     said = subprocess.run([dciodvfy, str(target)], capture_output=True, text=True, timeout=60)
     assert "Error" not in said.stdout + said.stderr, said.stdout + said.stderr
+
+
+def test_a_series_of_several_multi_frame_files_is_one_line(tmp_path):
+    import highdicom as hd
+
+    enhanced = tmp_path / "enhanced"
+    write_enhanced(_tilted_series(tmp_path), enhanced)
+    second = pydicom.dcmread(next(enhanced.glob("*.dcm")))
+    second.SOPInstanceUID = hd.UID()
+    second.save_as(enhanced / "second.dcm")
+    with pytest.raises(BrainUADError, match="2 multi-frame files"):
+        load_scan(enhanced)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from brainuad.commands.cli import app
 from brainuad.commands.segment import SegmentOptions, segment_scans
 from brainuad.data.example import example_scan
-from brainuad.io.images import dicom_series
+from brainuad.io.images import LPS_RAS, SWAP, dicom_series, slices_reversed
 from brainuad.io.scans import find_scans
 from brainuad.preprocessing.normal_sites import SITES
 from brainuad.preprocessing.pipeline import PreprocessConfig
@@ -80,8 +80,7 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     assert summary["scan"] == folder.name
     assert summary["lesion_volume_ml"] == pytest.approx(mask.sum() * voxel_ml)
     # each lesion says whether it lies at a normal-variant site; those are counted, not removed
-    assert all(r["site"] in ("", *(f"normal-variant site: {s}" for s in SITES.values()))
-               for r in lesions)
+    assert all(r["site"] in ("", *SITES.values()) for r in lesions)
     at_sites = [r for r in lesions if r["site"]]
     assert summary["at_normal_variant_sites"]["lesions"] == len(at_sites)
     assert set(summary["registration"]) == {"brain_dice", "coverage", "scale", "rotation",
@@ -137,8 +136,7 @@ def test_a_dicom_series_gets_its_lesions_back_as_a_dicom_seg_on_it(scan, tmp_pat
     """Issue 41: the lesion mask of a DICOM series also as a DICOM Segmentation on that series
     (the shipped model, which finds the example's lesions): frame by source slice the NIfTI
     mask's voxels; a NIfTI input gets none. The same FLAIR as one multi-frame file: the
-    lesions of its single-frame form (within 1 % of their volume), and a SEG whose volume is
-    its NIfTI mask voxel for voxel."""
+    lesions of its single-frame form, and a SEG that holds its mask voxel for voxel."""
     import highdicom as hd
     import pydicom
 
@@ -166,15 +164,19 @@ def test_a_dicom_series_gets_its_lesions_back_as_a_dicom_seg_on_it(scan, tmp_pat
     assert summary["dicom_series"]["description"] == "AX FLAIR"
     assert not (tmp_path / "out" / "example_flair" / "lesion_seg.dcm").exists()
     multi = json.loads((tmp_path / "out" / "enhanced" / "summary.json").read_text())
-    assert multi["lesions"] == summary["lesions"] > 0
-    # its slices stacked the other way round, the registration samples other voxels: 0.5 %
-    assert abs(multi["lesion_volume_ml"] - summary["lesion_volume_ml"]) < 0.01 * summary[
-        "lesion_volume_ml"]
     assert multi["dicom_series"]["frames"] == mask.shape[2]
-    mask = np.asarray(nib.load(tmp_path / "out" / "enhanced" / "lesion_mask.nii.gz").dataobj)
+    # the same voxels in (tests/test_dicom_seg.py), the same lesions out, to within what ITK's
+    # multi-threaded registration moves between two runs (0.05 % of the voxels here)
+    enhanced_mask = np.asarray(
+        nib.load(tmp_path / "out" / "enhanced" / "lesion_mask.nii.gz").dataobj)
+    assert multi["lesions"] == summary["lesions"]
+    assert (enhanced_mask != mask).mean() < 0.001
     seg = hd.seg.segread(tmp_path / "out" / "enhanced" / "lesion_seg.dcm")
-    np.testing.assert_array_equal(seg.get_volume(combine_segments=True).array
-                                  .transpose(2, 1, 0) > 0, mask > 0)
+    volume = seg.get_volume(combine_segments=True)
+    back = volume.array.transpose(2, 1, 0)  # (slice, row, column) -> the scan's grid
+    if slices_reversed(LPS_RAS @ volume.affine @ SWAP):
+        back = back[:, :, ::-1]
+    np.testing.assert_array_equal(back > 0, enhanced_mask > 0)
 
 
 def test_scan_names_that_differ_only_in_case_are_refused(tmp_path):

@@ -126,7 +126,9 @@ class _Job:
                     "precision": self.detector.precision(self.detect),
                     "detect": dataclasses.asdict(self.detect),
                     "preprocess": dataclasses.asdict(self.preprocess),
-                    "report_full_fov": self.report_full_fov, "series": self.series}
+                    "report_full_fov": self.report_full_fov, "series": self.series,
+                    # outputs made before the table had these columns are made again
+                    "lesion_columns": LESION_COLUMNS}
         return record({"scan": path}, json.loads(json.dumps(settings)), model)
 
 
@@ -256,7 +258,7 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
     sites = (lesion_sites(numbered, native["sites"], len(table)) if "sites" in native
              else [""] * len(table))
     for row, site in zip(table, sites, strict=True):
-        row["site"] = f"normal-variant site: {site}" if site else ""
+        row["site"] = site  # the normal-variant site it lies at, or ""
     at_sites = [row for row in table if row["site"]]
     voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000
     save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
@@ -276,9 +278,10 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
                   "folder": str(job.detector.folder)},
         "threshold": job.threshold, "rule": job.rule, "lesions": len(table),
         "lesion_volume_ml": float(native["lesions"].sum() * voxel_ml),
-        # kept in the mask and the totals: whether they may leave them is not validated yet
+        # kept in the mask and the totals: whether they may leave them is not validated yet;
+        # null where the model's grid is not the template's (no sites to look at)
         "at_normal_variant_sites": {"lesions": len(at_sites), "volume_ml": round(
-            sum(row["volume_ml"] for row in at_sites), 4)},
+            sum(row["volume_ml"] for row in at_sites), 4)} if "sites" in native else None,
         "brain_volume_ml": float(native["brain"].sum() * voxel_ml),
         "registration": registration.quality,
         "brain_mask": registration.brain.to_dict(),

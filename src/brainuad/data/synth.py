@@ -179,7 +179,8 @@ def normal_variants(resolution: int) -> np.ndarray:
     by itself). A soft map in [0, 1] on the MNI grid of `resolution` mm."""
     maps = atlas(resolution)
     sites = normal_sites(resolution)
-    near = ndimage.distance_transform_edt(maps["csf"] < 0.3, sampling=resolution) <= VARIANT_MM
+    near = (ndimage.distance_transform_edt(maps["csf"] < 0.3, sampling=resolution)
+            <= max(VARIANT_MM, resolution))  # at least one voxel thick on a 2 mm grid
     drawn = np.isin(sites, (1, 3, 4)) & near
     return ndimage.gaussian_filter(drawn.astype(np.float32), 0.5)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from brainuad.errors import BrainUADError
 from brainuad.io.files import atomic_path
-from brainuad.io.images import dicom_series
+from brainuad.io.images import LPS_RAS, dicom_series
 
 #: the attributes highdicom copies from the source as they are: a de-identified series may lack
 #: them, and then they go in empty (DICOM type 2: present, may be empty)
@@ -41,7 +41,7 @@ def _lo(text: str) -> str:
 def _check_geometry(sources: list, affine: np.ndarray, folder: Path) -> None:
     """Each source slice k must lie where the mask's voxel (0, 0, k) and its axes lie (the
     mask's RAS affine against the files' LPS position and orientation, within 0.01 mm)."""
-    lps = np.diag([-1.0, -1.0, 1.0])
+    lps = LPS_RAS[:3, :3]
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     axes = lps @ affine[:3, :3] / spacing  # its columns: the row and column directions, LPS
     for k, source in enumerate(sources):
@@ -56,22 +56,35 @@ def _check_geometry(sources: list, affine: np.ndarray, folder: Path) -> None:
 def _on_enhanced(file: str, labels: np.ndarray, affine: np.ndarray, segments: list[Segment],
                  folder: Path):
     """The mask as a highdicom volume of segment numbers on an enhanced (multi-frame) source's
-    own geometry (highdicom then finds each frame's source frame and position); refused where
-    the mask's grid is not that geometry (within 0.01 mm)."""
+    own geometry (highdicom then finds each frame's source frame and position): the mask's
+    grid is that geometry, or it with its slices in ITK's order (`io.images._read_enhanced`);
+    anything else is refused (0.01 mm)."""
     import highdicom as hd
 
-    from brainuad.io.images import LPS_RAS, SWAP
+    from brainuad.io.images import SWAP, reversed_slices
 
-    source = hd.imread(file).get_volume_geometry()
-    lps = LPS_RAS @ affine @ SWAP  # the mask's (slice, row, column) -> LPS
-    if (tuple(labels.shape[::-1]) != tuple(source.spatial_shape)
-            or np.abs(lps - source.affine).max() > 0.01):
-        raise BrainUADError(f"{folder}: the mask's grid {labels.shape} is not the multi-frame "
-                            f"series' geometry")
+    try:
+        source = hd.imread(file, lazy_frame_retrieval=True).get_volume_geometry()
+    except (ValueError, RuntimeError, KeyError, OSError) as err:
+        raise BrainUADError(f"{folder}: its multi-frame DICOM has no volume geometry to place "
+                            f"a DICOM SEG on ({err})") from err
+    if source is None:
+        raise BrainUADError(f"{folder}: its multi-frame DICOM's frames do not form one volume "
+                            "to place a DICOM SEG on")
     numbers = np.zeros(labels.shape, np.uint8)
     for number, segment in enumerate(segments, start=1):
         numbers[labels == segment.value] = number
-    return hd.Volume(numbers.transpose(2, 1, 0), source.affine, coordinate_system="PATIENT",
+    shape_ok = tuple(labels.shape[::-1]) == tuple(source.spatial_shape)
+    if shape_ok and np.abs(LPS_RAS @ affine @ SWAP - source.affine).max() <= 0.01:
+        frames = numbers
+    elif shape_ok and np.abs(LPS_RAS @ reversed_slices(affine, labels.shape[2]) @ SWAP
+                             - source.affine).max() <= 0.01:
+        frames = numbers[:, :, ::-1]
+    else:
+        raise BrainUADError(f"{folder}: the mask's grid {labels.shape} is not the multi-frame "
+                            f"series' geometry")
+    return hd.Volume(np.ascontiguousarray(frames.transpose(2, 1, 0)), source.affine,
+                     coordinate_system="PATIENT",
                      frame_of_reference_uid=source.frame_of_reference_uid)
 
 
@@ -95,6 +108,9 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
     except (OSError, pydicom.errors.InvalidDicomError) as err:
         raise BrainUADError(f"{folder}: its DICOM files cannot be read back for the "
                             f"segmentation ({err})") from err
+    if not all("FrameOfReferenceUID" in s for s in sources):
+        raise BrainUADError(f"{folder}: the series has no Frame of Reference UID, so no DICOM "
+                            "SEG can be placed on it")
     enhanced = len(sources) == 1 and int(getattr(sources[0], "NumberOfFrames", 1) or 1) > 1
     if enhanced:
         pixels = _on_enhanced(series_files[0], labels, affine, segments, folder)
@@ -107,9 +123,6 @@ def write_segmentation(target: str | os.PathLike, series_files: list[str], label
         frames = np.asarray(labels).transpose(2, 1, 0)  # (slices, rows, columns)
         # one binary plane per segment, in segment number order
         pixels = np.stack([frames == s.value for s in segments], axis=-1).astype(np.uint8)
-    if not all("FrameOfReferenceUID" in s for s in sources):
-        raise BrainUADError(f"{folder}: the series has no Frame of Reference UID, so no DICOM "
-                            "SEG can be placed on it")
     for source in sources:
         for keyword in _COPIED:
             if keyword not in source:

@@ -204,12 +204,17 @@ def _enhanced_timing(file: str) -> tuple[float | None, float | None]:
     or in its converted attributes (legacy converted), wherever they are nested."""
     import pydicom
 
+    try:
+        dataset = pydicom.dcmread(file, stop_before_pixels=True)
+    except (OSError, pydicom.errors.InvalidDicomError) as err:
+        raise BrainUADError(f"{file}: cannot be read as DICOM ({_reason(err)})") from err
     found: dict[str, float] = {}
-    for element in pydicom.dcmread(file, stop_before_pixels=True).iterall():
+    for element in dataset.iterall():
         if element.keyword in ("InversionTime", "InversionTimes", "EchoTime",
                                "EffectiveEchoTime") and element.value not in (None, ""):
-            value = element.value[0] if element.VM > 1 else element.value
-            found.setdefault("echo" if "Echo" in element.keyword else "inversion", float(value))
+            value = _number(str(element.value[0] if element.VM > 1 else element.value))
+            if value is not None:
+                found.setdefault("echo" if "Echo" in element.keyword else "inversion", value)
     return found.get("inversion"), found.get("echo")
 
 
@@ -250,6 +255,10 @@ def checked_series(path: Path, series: str | None = None) -> Series:
     import SimpleITK as sitk
 
     chosen = chosen_series(Path(path), series)
+    if chosen.frames > 1 and not chosen.enhanced:
+        raise BrainUADError(f"{path}: the series {chosen.uid} is {len(chosen.files)} multi-frame "
+                            "files: only one multi-frame file per series, or one file per "
+                            "slice, is read")
     header = sitk.ImageFileReader()
     header.SetFileName(chosen.files[0])
     header.ReadImageInformation()
@@ -270,20 +279,45 @@ SWAP = np.eye(4)[[2, 1, 0, 3]]
 LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def slices_reversed(affine: np.ndarray) -> bool:
+    """Whether the slice axis of an (X column, Y row, Z slice) grid with RAS `affine` runs
+    against the normal of its slices (row direction x column direction, in DICOM's patient
+    coordinates): the order highdicom stacks an enhanced image's frames in, where ITK's
+    series reader stacks slices along the normal."""
+    lps = LPS_RAS[:3, :3] @ affine[:3, :3]
+    return float(np.dot(np.cross(lps[:, 0], lps[:, 1]), lps[:, 2])) < 0
+
+
+def reversed_slices(affine: np.ndarray, depth: int) -> np.ndarray:
+    """The affine of the same grid with its `depth` slices in the other order."""
+    flip = np.eye(4)
+    flip[2, 2], flip[2, 3] = -1.0, depth - 1
+    return affine @ flip
+
+
 def _read_enhanced(path: Path, file: str) -> tuple[np.ndarray, np.ndarray]:
-    """An enhanced (multi-frame) MR image as one volume: highdicom sorts its frames by their
-    own positions (ITK's reader of such files does not follow the per-frame geometry)."""
+    """An enhanced (multi-frame) MR image as one volume, its slices in the order ITK's series
+    reader gives a single-frame series (so the two forms of a scan are the same voxels):
+    highdicom places the frames by their own positions (ITK's reader of such files does not
+    follow the per-frame geometry)."""
     import highdicom as hd
+    import pydicom
 
     try:
         volume = hd.imread(file).get_volume(dtype=np.float32)
-    except (ValueError, RuntimeError, AttributeError, KeyError, TypeError) as err:
+    except (ValueError, RuntimeError, KeyError, OSError,
+            pydicom.errors.InvalidDicomError) as err:
         raise BrainUADError(f"{path}: its multi-frame DICOM cannot be read as one volume "
                             f"({_reason(err)})") from err
+    except MemoryError as err:
+        raise BrainUADError(f"{path}: too large to load into memory") from err
     if volume.array.ndim != 3:
         raise BrainUADError(f"{path}: expected one 3D grey-level volume, got frames of shape "
                             f"{volume.array.shape}")
-    return volume.array.transpose(2, 1, 0), LPS_RAS @ volume.affine @ SWAP
+    data, affine = volume.array.transpose(2, 1, 0), LPS_RAS @ volume.affine @ SWAP
+    if slices_reversed(affine):
+        return data[:, :, ::-1], reversed_slices(affine, data.shape[2])
+    return data, affine
 
 
 def load_scan(path: str | os.PathLike, series: str | None = None) -> Volume:

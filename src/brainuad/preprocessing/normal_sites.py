@@ -29,6 +29,10 @@ SITES = {1: "ependymal cap", 2: "septum pellucidum", 3: "periaqueductal grey",
 CAP_MM, FRONTAL_TIP_MM, OCCIPITAL_TIP_MM = 5.0, 10.0, 12.0
 #: the rim around the aqueduct and the band on the fourth ventricle's floor (mm)
 PAG_MM, FLOOR_MM = 4.0, 3.0
+#: the aqueduct's ends in MNI152 mm: from the posterior commissure down and back to the fourth
+#: ventricle's top (too thin for the template's CSF prior to show, and the quadrigeminal
+#: cistern behind it is fluid too: a fluid box took the cistern)
+AQUEDUCT = (np.array([0.0, -28.0, -4.0]), np.array([0.0, -38.0, -16.0]))
 #: a component is at a normal-variant site when at least this part of it lies there
 MIN_INSIDE = 0.5
 
@@ -79,14 +83,24 @@ def normal_sites(resolution: int = 1) -> np.ndarray:
     left = ndimage.binary_dilation(lateral & (x < 0), reach)
     right = ndimage.binary_dilation(lateral & (x > 0), reach)
     sites[(np.abs(x) <= 3) & left & right & ~lateral & brain] = 2
-    aqueduct = ((csf > 0.3) & (np.abs(x) <= 3) & (y > -42) & (y < -24) & (z > -16)
-                & (z < -1))
-    sites[_grown(aqueduct, PAG_MM, resolution) & ~aqueduct & (np.abs(x) <= 8) & brain] = 3
+    start, end = AQUEDUCT
+    near = tuple(np.flatnonzero((axis >= min(a, b) - PAG_MM) & (axis <= max(a, b) + PAG_MM))
+                 for axis, a, b in zip((x.ravel(), y.ravel(), z.ravel()), start, end,
+                                       strict=True))
+    box = np.ix_(*near)  # the segment's box: the distances there only
+    points = np.stack(np.broadcast_arrays(x.ravel()[near[0]][:, None, None],
+                                          y.ravel()[near[1]][None, :, None],
+                                          z.ravel()[near[2]][None, None, :]), -1) - start
+    along = end - start
+    t = np.clip(points @ along / along.dot(along), 0, 1)
+    from_line = np.linalg.norm(points - t[..., None] * along, axis=-1)
+    sites[box] = np.where((from_line <= PAG_MM) & ~fluid[box] & brain[box], 3, sites[box])
     box = (np.abs(x) <= 12) & (y > -58) & (y < -32) & (z > -48) & (z < -18)
     fourth = _largest(fluid & box, box)
     if fourth.any():
         floor = y > np.broadcast_to(y, fourth.shape)[fourth].mean()  # its ventral wall
         sites[_grown(fourth, FLOOR_MM, resolution) & ~fourth & floor & brain] = 4
+    sites[fluid] = 0  # tissue only: the bands also reached other fluid (sulci, cisterns)
     return sites
 
 

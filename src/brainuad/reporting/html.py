@@ -102,10 +102,11 @@ def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray]
     and a panel per lesion; the registration's figures and warnings. One file, readable
     offline."""
     quality = summary["registration"]
-    sites = summary.get("at_normal_variant_sites", {"lesions": 0})
+    sites = summary.get("at_normal_variant_sites")
     rows = [("lesions", summary["lesions"]),
             ("total lesion volume", f"{summary['lesion_volume_ml']:.2f} ml"),
-            ("of them at normal-variant sites", f"{sites['lesions']}"
+            ("of them at normal-variant sites", "not looked at" if sites is None else
+             f"{sites['lesions']}"
              + (f" ({sites['volume_ml']:.2f} ml; kept in the totals: caps at the ventricles' "
                 "horn tips, the septum, around the aqueduct and on the fourth ventricle's "
                 "floor are bright on healthy FLAIRs too)" if sites["lesions"] else "")),
@@ -132,11 +133,12 @@ def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray]
                    for row, voxel in zip(table, voxels, strict=True)], "lesion", full_fov)
     columns = [("volume_ml", "ml"), ("centroid_x_mm", "x mm"), ("centroid_y_mm", "y mm"),
                ("centroid_z_mm", "z mm"), ("mean_score", "mean score"),
-               ("max_score", "max score"), ("site", "site")]
+               ("max_score", "max score"), ("site", "normal-variant site")]
     panels = _panels(table, "lesion", lambda r: (
         f"lesion {r['lesion']}: {r['volume_ml']:.3f} ml at ({r['centroid_x_mm']:.0f}, "
         f"{r['centroid_y_mm']:.0f}, {r['centroid_z_mm']:.0f}) mm, max score "
-        f"{r['max_score']:.1f}" + (f"; {r['site']}" if r.get("site") else "")),
+        f"{r['max_score']:.1f}" + (f"; at a normal-variant site: {r['site']}"
+                                   if r.get("site") else "")),
         [(p, "scan") for p in ("axial", "coronal", "sagittal")])
     page = f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>brainuad: {html.escape(summary['scan'])}</title>

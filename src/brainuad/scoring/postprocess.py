@@ -154,7 +154,8 @@ def component_table(labels: np.ndarray, score: np.ndarray, affine: np.ndarray) -
             for i in np.argsort(-sizes, kind="stable")]
 
 
-#: lesions.csv's columns
+#: the lesion table's columns (lesions.csv adds each lesion's normal-variant site:
+#: commands/segment.py)
 LESION_COLUMNS = ["lesion", "volume_ml", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                   "mean_score", "max_score"]
 
