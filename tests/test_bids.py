@@ -85,6 +85,7 @@ def test_participant_writes_bids_derivatives_with_sidecars(study, derivatives):
     sidecar = json.loads((anat / f"{prefix}_space-orig_desc-lesion_mask.json").read_text())
     assert sidecar["Sources"] == [f"bids:raw:sub-01/ses-02/anat/{prefix}_FLAIR.nii.gz"]
     assert sidecar["Type"] == "Lesion" and sidecar["lesions"] > 0
+    assert "at_normal_variant_sites" in sidecar  # null here: the stub model's grid has no sites
     assert {"threshold", "rule", "registration"} <= set(sidecar)
     change = json.loads((anat / f"{prefix}_space-orig_desc-change_dseg.json").read_text())
     assert change["baseline_session"] == "01" and len(change["Sources"]) == 2

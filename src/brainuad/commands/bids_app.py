@@ -275,8 +275,8 @@ def segment_one(scan: Scan, out: Path, job) -> dict:
                               "threshold",
                "subject": scan.subject, "session": scan.session,
                **{k: summary[k] for k in ("threshold", "rule", "lesions", "lesion_volume_ml",
-                                          "brain_volume_ml", "registration", "warnings",
-                                          "model", "seconds")},
+                                          "at_normal_variant_sites", "brain_volume_ml",
+                                          "registration", "warnings", "model", "seconds")},
                "brainuad": __version__, KEY: made}
     sidecar["model"] = {k: v for k, v in sidecar["model"].items() if k != "folder"}
     _sidecar(lesion_json, sidecar)  # last: the scan is done
