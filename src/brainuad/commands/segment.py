@@ -236,7 +236,7 @@ def _series_said(path: Path, name: str, series: str | None) -> dict:
     """Which DICOM series of the folder was read (said on the terminal where it held
     several)."""
     found = series_in(path)
-    chosen = chosen_series(path, series, found)
+    chosen = chosen_series(path, series)
     if len(found) > 1:
         note(f"{name}: read the series {chosen} of the {len(found)} in {path}")
     return {"uid": chosen.uid, "description": chosen.description, "files": len(chosen.files),

@@ -8,6 +8,7 @@ file; every NIfTI is written atomically (`files.atomic_path`).
 
 from __future__ import annotations
 
+import functools
 import os
 import zlib
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class Series:
     inversion_ms: float | None
     echo_ms: float | None
     frames: int = 1  # of its one file, for an enhanced (multi-frame) series
+    size: tuple[int, int] = (0, 0)  # columns and rows of its first file
 
     @property
     def enhanced(self) -> bool:
@@ -173,14 +175,23 @@ class Series:
 
 
 def series_in(path: Path) -> list[Series]:
-    """Every DICOM series in the folder `path` (SimpleITK/GDCM's grouping of its files)."""
+    """Every DICOM series in the folder `path` (SimpleITK/GDCM's grouping of its files, which
+    reads every file's header): read once per folder and state of it (a file added or removed
+    changes the folder's time), however many steps of a run ask (the check, the reading, the
+    DICOM SEG, the summary)."""
+    folder = Path(path).resolve()
+    return list(_series_in(str(folder), folder.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _series_in(folder: str, _changed: int) -> tuple[Series, ...]:
     import SimpleITK as sitk
 
     from brainuad.io.sitk import itk_reason
 
     found = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)):
-        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), uid))
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder):
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
         header = sitk.ImageFileReader()
         header.SetFileName(files[0])
         try:
@@ -195,8 +206,8 @@ def series_in(path: Path) -> list[Series]:
         if len(files) == 1 and frames > 1:
             timing = _enhanced_timing(files[0])
         found.append(Series(uid, tags.get("0008|103e") or tags.get("0018|1030", ""), files,
-                            *timing, frames))
-    return found
+                            *timing, frames, tuple(header.GetSize()[:2])))
+    return tuple(found)
 
 
 def _enhanced_timing(file: str) -> tuple[float | None, float | None]:
@@ -225,12 +236,11 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def chosen_series(path: Path, series: str | None = None,
-                  found: list[Series] | None = None) -> Series:
+def chosen_series(path: Path, series: str | None = None) -> Series:
     """The series of the folder `path` to read: `series` (a SeriesInstanceUID) where given,
     the only one, or the only FLAIR among several (a study export); else a one-line refusal
-    that lists them. `found`: `series_in(path)`, where the caller has it already."""
-    found = series_in(path) if found is None else found
+    that lists them."""
+    found = series_in(path)
     if not found:
         raise BrainUADError(f"{path}: a folder with no DICOM series (and not a NIfTI file)")
     listed = "; ".join(map(str, found))
@@ -252,18 +262,12 @@ def chosen_series(path: Path, series: str | None = None,
 def checked_series(path: Path, series: str | None = None) -> Series:
     """The DICOM series to read in `path` (`chosen_series`), its size checked from the first
     header."""
-    import SimpleITK as sitk
-
     chosen = chosen_series(Path(path), series)
     if chosen.frames > 1 and not chosen.enhanced:
         raise BrainUADError(f"{path}: the series {chosen.uid} is {len(chosen.files)} multi-frame "
                             "files: only one multi-frame file per series, or one file per "
                             "slice, is read")
-    header = sitk.ImageFileReader()
-    header.SetFileName(chosen.files[0])
-    header.ReadImageInformation()
-    check_header(path, (*header.GetSize()[:2], chosen.frames if chosen.enhanced
-                        else len(chosen.files)))
+    check_header(path, (*chosen.size, chosen.frames if chosen.enhanced else len(chosen.files)))
     return chosen
 
 
