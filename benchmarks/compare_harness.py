@@ -2,7 +2,8 @@
 detector on the three real pairs with reference change masks, leave one pair out, and on
 scan-rescan pairs of the raw FLAIRs, each rescan's null calibrated without its patient.
 
-    python benchmarks/compare_harness.py [--detectors rule,scale] [--work /tmp/bench-harness]
+    python benchmarks/compare_harness.py [--detectors rule,learnt] [--learnt FOLDS]
+        [--work /tmp/bench-harness]
 
 Cases: patient03, patient12, patient19 (study 1 -> study 2; references of Lesjak et al. 2016, CC
 BY, both directions) and every raw FLAIR against a simulated rescan of itself (`data.shifts.
@@ -341,6 +342,72 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
                                             "null": shipped["null"]}}
 
 
+#: thresholds of the learnt detector's probability of a change, low to high
+LEARNT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+
+def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> dict:
+    """The learnt detector (`longitudinal.network`), fold by fold: pair P scored by the network
+    trained without P's scans (`folds`/P/change_net.pt, scripts/train_change_detector.py
+    --leave-out P), its threshold the lowest whose mean flagged volume, that network on the
+    other patients' rescans, is at most `false_ml`; every rescan by the network trained on
+    all (`folds`/all), its threshold calibrated on the other patients' rescans. The training
+    rescans are other realisations (seeds) of the same raw FLAIRs: the null's anatomy was
+    seen in training, its motion, bias and noise were not."""
+    from brainuad.longitudinal.calibration import shipped
+    from brainuad.longitudinal.network import change_mask, load_net, probabilities
+
+    cfg = shipped().config()
+    rescans = [n for n in sorted(inputs) if n.startswith("rescan_")]
+    null = [n for n in rescans if patient_of(n) != TEST]
+
+    def masks(net, name: str) -> dict[float, np.ndarray]:
+        visits = inputs[name]["visits"]
+        grown, shrunk = probabilities(net, visits.lesion_baseline, visits.lesion_followup,
+                                      visits.brain)
+        allowed = change.looked_at(visits, cfg)[1]
+        min_voxels = int(np.ceil(cfg.min_mm3 / np.prod(visits.spacing)))
+        return {t: change_mask(grown, shrunk, allowed, t, min_voxels)
+                for t in LEARNT_THRESHOLDS}
+
+    def ml(name: str, mask: np.ndarray) -> float:
+        return float((mask > 0).sum() * np.prod(inputs[name]["visits"].spacing)) / 1000
+
+    def calibrated(flagged: dict, names: list[str]) -> float:
+        for t in LEARNT_THRESHOLDS:
+            if np.mean([flagged[n][t] for n in names]) <= false_ml:
+                return t
+        return LEARNT_THRESHOLDS[-1]
+
+    pairs = {}
+    for patient in PAIRS:
+        net = load_net(folds / patient / "change_net.pt")
+        others = [n for n in null if patient_of(n) != patient]
+        flagged = {n: {t: ml(n, m) for t, m in masks(net, n).items()} for n in others}
+        t = calibrated(flagged, others)
+        codes = on_common(inputs[patient], patient, masks(net, patient)[t])
+        pairs[patient] = {"settings": {"fold": patient}, "threshold": t,
+                          **score_pair(codes, refs[patient]),
+                          "calibration_rescan_max_ml": max(flagged[n][t] for n in others)}
+        print(f"learnt, {patient} left out: F1 {pairs[patient]['f1']:.2f} (det "
+              f"{pairs[patient]['detection']:.2f}, fdr {pairs[patient]['fdr']:.2f}, dice "
+              f"{pairs[patient]['dice']:.2f}, t {t})", flush=True)
+    net = load_net(folds / "all" / "change_net.pt")
+    flagged = {n: {t: ml(n, m) for t, m in masks(net, n).items()} for n in rescans}
+    rescan_rows = {n: {"threshold": (t := calibrated(flagged, [m for m in null if patient_of(m)
+                                                               != patient_of(n)])),
+                       "flagged_ml": flagged[n][t]} for n in rescans}
+    null_table = {"thresholds": list(LEARNT_THRESHOLDS),
+                  "mean_false_ml": [round(float(np.mean([flagged[n][t] for n in null])), 4)
+                                    for t in LEARNT_THRESHOLDS],
+                  "max_false_ml": [round(max(flagged[n][t] for n in null), 4)
+                                   for t in LEARNT_THRESHOLDS],
+                  "scans": [n.removeprefix("rescan_") for n in null]}
+    shipped_row = {"settings": {"fold": "all"}, "rescans": rescan_rows}
+    return {"detector": "learnt", "false_ml": false_ml, "grid": [shipped_row],
+            "left_out": pairs, "shipped": {"settings": {"fold": "all"}, "null": null_table}}
+
+
 def table(result: dict) -> None:
     chosen = result["left_out"]
     print(f"\n{result['detector']}, each pair's settings chosen on the other two, its threshold "
@@ -377,6 +444,10 @@ def main() -> None:
                              "to src/brainuad/longitudinal/detector.json")
     parser.add_argument("--version", help="its version (required with --write: a new one "
                                            "for every new detector.json)")
+    parser.add_argument("--learnt", type=Path, metavar="FOLDS",
+                        help="the learnt detector's networks (detector `learnt`): FOLDS/P for "
+                             "each pair's patient P left out, FOLDS/all trained on every "
+                             "allowed scan (scripts/train_change_detector.py)")
     parser.add_argument("--visibility", action="store_true",
                         help="also the oracle's z on compare's own inputs")
     args = parser.parse_args()
@@ -388,7 +459,12 @@ def main() -> None:
     if args.visibility:
         out["visibility"] = visibility(inputs, refs)
     for name in args.detectors.split(","):
-        result = evaluate(DETECTORS[name], inputs, refs, args.false_ml)
+        if name == "learnt":
+            if args.learnt is None:
+                parser.error("the learnt detector needs --learnt FOLDS")
+            result = evaluate_learnt(args.learnt, inputs, refs, args.false_ml)
+        else:
+            result = evaluate(DETECTORS[name], inputs, refs, args.false_ml)
         table(result)
         out["results"].append(result)
         if name == args.write:

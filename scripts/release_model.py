@@ -32,12 +32,13 @@ from brainuad.commands.benchmark import BenchmarkOptions, run_benchmark
 from brainuad.models.folder import ModelInfo, read_info
 
 REPO = Path(__file__).resolve().parents[1]
-NAME, VERSION, VARIANT = "flair-ms", "4", "model"
+NAME, VERSION, VARIANT = "flair-ms", "5", "model"
 CONFIG = REPO / "configs" / "models" / f"{NAME}.yaml"
 TARGET = REPO / "src" / "brainuad" / "weights" / NAME
 DESCRIPTION = ("MS lesions on FLAIR: each voxel against the scan's own grey matter around it (a "
                "z-score against a level that varies over about 7 mm; "
-               "no training, so no other protocol's intensities), operating point chosen on "
+               "no training, so no other protocol's intensities; lesions at a healthy FLAIR's "
+               "normal bright places left out), operating point chosen on "
                "3D and 2D FLAIRs with real and synthetic lesions; research use, not a "
                "clinical device")
 

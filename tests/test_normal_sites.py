@@ -59,3 +59,34 @@ def test_a_lesion_is_at_a_site_when_most_of_it_lies_there():
     numbered[12, 18, 18] = 4  # nowhere
     assert lesion_sites(numbered, sites, 4) == ["ependymal cap", "", "periaqueductal grey", ""]
     assert lesion_sites(np.zeros_like(numbered), sites, 0) == []
+
+
+def test_remove_takes_out_only_the_components_at_the_sites():
+    """`detect.normal_sites` "remove": a component at a cap leaves the mask, one in the deep
+    white matter stays; "flag" keeps both; on a grid that is not the template's nothing is
+    looked at."""
+    from brainuad.config import DetectConfig
+    from brainuad.detection.detector import Detector
+    from brainuad.scoring.postprocess import Scored
+
+    maps = atlas(2)
+    sites = normal_sites(2)
+    cap = np.argwhere(sites == 1)[len(np.argwhere(sites == 1)) // 2]
+    wm = np.argwhere((maps["wm"] > 0.9) & (sites == 0))
+    deep = wm[len(wm) // 2]
+    score = np.zeros(sites.shape, np.float32)
+    score[tuple(slice(c - 1, c + 1) for c in cap)] = 5.0  # 8 voxels, most at the cap
+    score[tuple(slice(c - 1, c + 2) for c in deep)] = 5.0
+    kept = np.ones(sites.shape, bool)
+    scored = Scored(score, kept, kept, 0.0, 1)
+    segment = Detector.segment  # needs nothing of a loaded model
+    flag = DetectConfig(min_component=1, normal_sites="flag")
+    lesions, removed = segment(None, scored, 1.0, flag, maps["affine"])
+    assert removed is None and lesions.sum() == 8 + 27
+    lesions, removed = segment(None, scored, 1.0, flag.replaced(normal_sites="remove"),
+                               maps["affine"])
+    assert lesions.sum() == 27 and removed.sum() == 8 and not (lesions & removed).any()
+    shifted = maps["affine"].copy()
+    shifted[0, 3] += 7
+    lesions, removed = segment(None, scored, 1.0, flag.replaced(normal_sites="remove"), shifted)
+    assert removed is None and lesions.sum() == 35

@@ -104,7 +104,7 @@ def test_every_lesion_is_a_row_and_a_panel_of_the_viewers_page(tmp_path):
     # the lesion at a normal-variant site says so in its row, its panel and the figures
     assert page.count("<td>ependymal cap</td>") == 1
     assert page.count("at a normal-variant site: ependymal cap") == 1
-    assert "of them at normal-variant sites</th><td>1 (" in page
+    assert "at normal-variant sites</th><td>1 of the lesions (" in page
     assert 'id="viewer"' in page and "DecompressionStream" in page
     assert not fetched_urls(page)
     assert all('alt="' in tag for tag in re.findall(r"<img[^>]*>", page))

@@ -102,6 +102,16 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     stamp = (folder / "lesion_mask.nii.gz").stat().st_mtime_ns
     segment_scans([raw], tmp_path / "out", SegmentOptions(model, "cpu", preprocess=QUICK))
     assert (folder / "lesion_mask.nii.gz").stat().st_mtime_ns == stamp
+    # lesions at normal bright places taken out: made again (other settings), counted apart
+    assert summary["at_normal_variant_sites"]["removed"] is None  # the model's "flag"
+    segment_scans([raw], tmp_path / "out", SegmentOptions(model, "cpu", preprocess=QUICK,
+                                                          normal_sites="remove"))
+    assert (folder / "lesion_mask.nii.gz").stat().st_mtime_ns != stamp
+    removed = json.loads((folder / "summary.json").read_text())
+    left_out = removed["at_normal_variant_sites"]["removed"]
+    assert left_out["lesions"] >= 0 and left_out["volume_ml"] >= 0
+    assert removed["lesion_volume_ml"] <= summary["lesion_volume_ml"] + 1e-6
+    assert "left out of the mask and the totals" in (folder / "report.html").read_text()
 
 
 def test_a_dicom_series_gives_the_nifti_result(model, scan, tmp_path):

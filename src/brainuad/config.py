@@ -192,6 +192,11 @@ class DetectConfig:
     # Passes of that local level: the first trims the grey matter (lesions out) around the scan's
     # level, each further one around the previous pass's local level (see models/tissue).
     reference_passes: int = 1
+    # Components lying mostly at a healthy FLAIR's normal bright places (ependymal caps, septum,
+    # periaqueductal grey, floor of the fourth ventricle; `preprocessing.normal_sites`): "flag"
+    # keeps them in the mask and names their site in lesions.csv; "remove" takes them out of the
+    # mask and the totals (on the template's grid only: elsewhere there are no sites to look at).
+    normal_sites: str = "flag"
     slices: str = "brain"  # "brain" (every slice with brain) or "paper" (the 20 middle slices)
     batch_size: int = 32
     # Calibration subjects the threshold is taken on (0: all; else that many, evenly spread): for
@@ -210,6 +215,9 @@ class DetectConfig:
         if self.residual not in RESIDUALS:
             raise BrainUADError(f"detect.residual {self.residual!r}: choose one of "
                                 f"{', '.join(RESIDUALS)}")
+        if self.normal_sites not in ("flag", "remove"):
+            raise BrainUADError(f"detect.normal_sites {self.normal_sites!r}: choose flag or "
+                                "remove")
         if self.reference_passes < 1:
             raise BrainUADError(f"detect.reference_passes {self.reference_passes}: must be >= 1")
         if not 0 < self.hyper_quantile < 1:

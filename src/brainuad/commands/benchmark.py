@@ -55,7 +55,7 @@ from brainuad.training.reuse import train_or_reuse
 #: Settings of `--quick`: a smoke check of the whole path in minutes.
 QUICK = {"model": {"image_size": 64}, "train": {"epochs": 2}}
 VARIANT_KEYS = ("slices", "residual", "score", "precision", "median_size", "seed_margin",
-                "min_component", "reference_mm", "reference_passes")
+                "min_component", "reference_mm", "reference_passes", "normal_sites")
 RECIPE_KEYS = ("name", "model", "run", "variants")
 
 

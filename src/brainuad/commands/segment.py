@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from brainuad import __version__
 from brainuad.config import DetectConfig
@@ -63,8 +64,8 @@ from brainuad.preprocessing.transforms import maps_to_native
 from brainuad.reporting.html import segment_report
 from brainuad.runtime.clock import Stopwatch, stamp
 from brainuad.runtime.progress import Stages, note, track
+from brainuad.scoring.postprocess import CONNECTIVITY, numbered_lesions
 from brainuad.scoring.postprocess import LESION_COLUMNS as COMPONENT_COLUMNS
-from brainuad.scoring.postprocess import numbered_lesions
 
 SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
@@ -102,6 +103,9 @@ class SegmentOptions:
     #: in a DICOM folder of several series, the one to read (SeriesInstanceUID); else its
     #: FLAIR (`io.images.chosen_series`)
     series: str | None = None
+    #: "flag" or "remove" lesions at normal bright places (`DetectConfig.normal_sites`); None:
+    #: the model's own setting
+    normal_sites: str | None = None
 
 
 @dataclass
@@ -161,7 +165,7 @@ def make_job(options: SegmentOptions) -> _Job:
     """The model loaded once, its settings and threshold: what every scan of a call shares."""
     detector = Detector.load(options.model, options.accelerator)
     modality = detector.cfg.train.modality
-    detect = detector.settings()
+    detect = detector.settings(normal_sites=options.normal_sites)
     return _Job(detector, detect, detector.threshold(detect, options.flag_fraction),
                 detector.rule(detect, options.flag_fraction),
                 options.preprocess or PreprocessConfig(
@@ -219,17 +223,30 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     lap("preprocess")
     scored = detector.score(image, mask, detect)
     lap("score")
-    lesions = detector.segment(scored, job.threshold, detect)
+    lesions, removed = detector.segment(scored, job.threshold, detect, image.affine)
     lap("lesions")
     resolution = grid_resolution(image.shape, image.affine)
     sites = {"sites": normal_sites(resolution)} if resolution else {}
+    left_out = {} if removed is None else {"removed": removed}
     native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data,
-                             **sites}, image.affine, to_sitk(raw.data, raw.affine),
+                             **sites, **left_out}, image.affine, to_sitk(raw.data, raw.affine),
                             registration.transform)
-    native["lesions"] = native["lesions"] > 0.5
-    native["brain"] = native["brain"] > 0.5
+    for name in ("lesions", "brain", *left_out):
+        native[name] = native[name] > 0.5
     lap("to scan grid")
     return Found(raw, native, registration)
+
+
+def _at_sites(kept: list[dict], removed: np.ndarray | None, voxel_ml: float) -> dict:
+    """What lies at a healthy FLAIR's normal bright places: the lesions kept there (flagged in
+    lesions.csv) and, where the model's `detect.normal_sites` removes them, what it left out of
+    the mask and the totals (null where it keeps them)."""
+    out = {"lesions": len(kept), "volume_ml": round(sum(row["volume_ml"] for row in kept), 4),
+           "removed": None}
+    if removed is not None:
+        out["removed"] = {"lesions": int(ndimage.label(removed, structure=CONNECTIVITY)[1]),
+                          "volume_ml": round(float(removed.sum() * voxel_ml), 4)}
+    return out
 
 
 def _series_said(path: Path, name: str, series: str | None) -> dict:
@@ -278,10 +295,9 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
                   "folder": str(job.detector.folder)},
         "threshold": job.threshold, "rule": job.rule, "lesions": len(table),
         "lesion_volume_ml": float(native["lesions"].sum() * voxel_ml),
-        # kept in the mask and the totals: whether they may leave them is not validated yet;
         # null where the model's grid is not the template's (no sites to look at)
-        "at_normal_variant_sites": {"lesions": len(at_sites), "volume_ml": round(
-            sum(row["volume_ml"] for row in at_sites), 4)} if "sites" in native else None,
+        "at_normal_variant_sites": _at_sites(at_sites, native.get("removed"), voxel_ml)
+        if "sites" in native else None,
         "brain_volume_ml": float(native["brain"].sum() * voxel_ml),
         "registration": registration.quality,
         "brain_mask": registration.brain.to_dict(),

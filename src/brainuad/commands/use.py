@@ -53,6 +53,11 @@ def segment(
              "SeriesInstanceUID to read. Without it, the one series, or the one FLAIR by its "
              "tags (description, inversion and echo times); else the series are listed.")]
     = None,
+    normal_sites: Annotated[str | None, typer.Option(
+        help="Lesions lying mostly at a healthy FLAIR's normal bright places (ependymal caps, "
+             "septum, periaqueductal grey, floor of the fourth ventricle): flag (kept, named "
+             "in lesions.csv) or remove (out of the mask and the totals, counted in "
+             "summary.json). Default: the model's (docs/segment.md).")] = None,
     keep_going: KeepGoing = False,
     force: Force = False,
     report_full_fov: FullFov = False,
@@ -83,7 +88,7 @@ def segment(
                                           flag_fraction=flag_fraction,
                                           keep_going=keep_going, qc=qc, brain_mask=brain_mask,
                                           force=force, report_full_fov=report_full_fov,
-                                          series=series))
+                                          series=series, normal_sites=normal_sites))
     rows = segment_scans(scans, out, options)
     for row in rows:
         if row.get("error"):

@@ -111,7 +111,8 @@ def _write_settings(out: Path, detector: Detector, detect: DetectConfig, thresho
     except ValueError as err:
         raise BrainUADError(f"{path}: damaged ({err}); remove it or give another --out") from err
     settings = {"run": str(detector.folder.resolve()), "scoring": detector.scoring_key(detect),
-                "threshold": threshold}
+                "threshold": threshold, "min_component": detect.min_component,
+                "seed_margin": detect.seed_margin, "normal_sites": detect.normal_sites}
     if previous and any(previous.get(k) != v for k, v in settings.items()):
         raise BrainUADError(f"{out}: holds detections of another run or other settings "
                             f"({previous.get('scoring')}, threshold {previous.get('threshold')});"
@@ -123,7 +124,6 @@ def _write_settings(out: Path, detector: Detector, detect: DetectConfig, thresho
         **settings, "model": cfg.model.name, "kind": detector.kind.name,
         "z": detector.kind.bottleneck(cfg.model), "modality": cfg.train.modality,
         "slices": detect.slices, "residual": detect.residual, "score": detect.score,
-        "min_component": detect.min_component, "seed_margin": detect.seed_margin,
         "rule": detector.rule(detect, fpr),
         "fpr_thresholds": {str(f): quantiles.at_fpr(f) for f in REPORTED_FPRS},
     }, indent=2) + "\n")
@@ -158,7 +158,7 @@ def _detect_subject(subject: Subject, folder: Path, detector: Detector, detect: 
     clock.lap("read")
     scored = detector.score(image, mask, detect, clock)
     start = time.perf_counter()
-    lesions = detector.segment(scored, threshold, detect)
+    lesions, _ = detector.segment(scored, threshold, detect, image.affine)
     seconds = scored.seconds + time.perf_counter() - start
     clock.lap("threshold + components")
     maps, affine = {"score": scored.score, "region": scored.region, "mask": lesions}, image.affine

@@ -36,7 +36,7 @@ from brainuad.runtime.clock import Stopwatch
 from brainuad.runtime.devices import PRECISIONS, device_for, native_precision
 from brainuad.runtime.progress import track
 from brainuad.scoring import thresholds
-from brainuad.scoring.postprocess import Scored, segment
+from brainuad.scoring.postprocess import Scored, at_normal_sites, segment
 
 
 class Detector:
@@ -148,8 +148,16 @@ class Detector:
         return self.scorer.score(image, mask, detect, self.precision(detect),
                                  clock or Stopwatch())
 
-    def segment(self, scored: Scored, threshold: float, detect: DetectConfig) -> np.ndarray:
-        return segment(scored.score, threshold, detect.min_component, detect.seed_margin)
+    def segment(self, scored: Scored, threshold: float, detect: DetectConfig,
+                affine: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The lesion mask of a scan scored on the grid `affine`, and what it left out at normal
+        bright places (`detect.normal_sites` "remove"; None where not looked at: "flag", or a
+        grid that is not the template's)."""
+        lesions = segment(scored.score, threshold, detect.min_component, detect.seed_margin)
+        if detect.normal_sites == "flag":
+            return lesions, None
+        removed = at_normal_sites(lesions, affine)
+        return (lesions, None) if removed is None else (lesions & ~removed, removed)
 
     def histograms(self, subjects: list, settings: list[DetectConfig],
                    manifest: Path | None = None, shard: tuple[int, int] = (0, 1),

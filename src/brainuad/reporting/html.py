@@ -94,6 +94,21 @@ def _panels(rows: list[dict], name: str, caption, views: list[tuple[str, str]]) 
     return '<div class="panels">' + "".join(out) + "</div>"
 
 
+def _at_sites(sites: dict | None) -> str:
+    """The summary's `at_normal_variant_sites` in words."""
+    if sites is None:
+        return "not looked at (the model's grid is not the template's)"
+    why = ("caps at the ventricles' horn tips, the septum, around the aqueduct and on the "
+           "fourth ventricle's floor are bright on healthy FLAIRs too")
+    kept = f"{sites['lesions']} of the lesions" + (
+        f" ({sites['volume_ml']:.2f} ml, kept in the totals)" if sites["lesions"] else "")
+    removed = sites.get("removed")
+    if removed is None:
+        return kept + (f": {why}" if sites["lesions"] else "")
+    return (f"{removed['lesions']} left out of the mask and the totals "
+            f"({removed['volume_ml']:.2f} ml: {why}); {kept}")
+
+
 def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray],
                    registered: np.ndarray, table: list[dict], numbered: np.ndarray,
                    full_fov: bool = False) -> None:
@@ -105,11 +120,7 @@ def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray]
     sites = summary.get("at_normal_variant_sites")
     rows = [("lesions", summary["lesions"]),
             ("total lesion volume", f"{summary['lesion_volume_ml']:.2f} ml"),
-            ("of them at normal-variant sites", "not looked at" if sites is None else
-             f"{sites['lesions']}"
-             + (f" ({sites['volume_ml']:.2f} ml; kept in the totals: caps at the ventricles' "
-                "horn tips, the septum, around the aqueduct and on the fourth ventricle's "
-                "floor are bright on healthy FLAIRs too)" if sites["lesions"] else "")),
+            ("at normal-variant sites", _at_sites(sites)),
             ("brain scored", f"{summary['brain_volume_ml']:.0f} ml"),
             ("brain mask", summary["brain_mask"]["source"]),
             ("model", f"{summary['model']['name']} (version {summary['model']['version']})"),

@@ -10,7 +10,9 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.config import DetectConfig
+from brainuad.preprocessing.atlas import grid_resolution
 from brainuad.preprocessing.morphology import eroded_mask
+from brainuad.preprocessing.normal_sites import lesion_sites, normal_sites
 
 #: 26-connectivity: voxels touching by a corner belong to the same 3D component.
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
@@ -123,6 +125,19 @@ def segment(score: np.ndarray, threshold: float, min_component: int,
     labels, _ = ndimage.label(flagged, structure=CONNECTIVITY)
     seeded = np.unique(labels[score > threshold + seed_margin])
     return np.isin(labels, seeded[seeded > 0])
+
+
+def at_normal_sites(lesions: np.ndarray, affine: np.ndarray) -> np.ndarray | None:
+    """The components of `lesions` (on nilearn's MNI grid, `affine`) that lie mostly at a
+    healthy FLAIR's normal bright places (`normal_sites.lesion_sites`); None where the grid is
+    not the template's (no sites to look at)."""
+    resolution = grid_resolution(lesions.shape, affine)
+    if resolution is None:
+        return None
+    labels, count = ndimage.label(lesions, structure=CONNECTIVITY)
+    there = np.array([False] + [bool(site) for site in
+                                lesion_sites(labels, normal_sites(resolution), count)])
+    return there[labels]
 
 
 def component_table(labels: np.ndarray, score: np.ndarray, affine: np.ndarray) -> list[dict]:

@@ -15,6 +15,7 @@ KIND = Kind(
     scores=("normative",),
     fields={"model": ("name",), "train": ("modality", "subjects"),
             "detect": ("median_size", "score", "normative_floor", "residual", "hyper_quantile",
-                       "erosion_mm", "percentile", "min_component", "seed_margin", "slices")},
+                       "erosion_mm", "percentile", "min_component", "seed_margin",
+                       "normal_sites", "slices")},
     scorer=NormativeScorer,
 )

@@ -14,7 +14,7 @@ from brainuad.models.common.residual import ResidualScorer
 from brainuad.models.kind import Kind
 
 _MAPS_FREE = ("median_size", "score", "residual", "hyper_quantile", "erosion_mm", "percentile",
-              "min_component", "seed_margin", "slices")
+              "min_component", "seed_margin", "normal_sites", "slices")
 
 
 class ThresholdScorer(ResidualScorer):

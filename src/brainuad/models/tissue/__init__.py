@@ -18,6 +18,6 @@ KIND = Kind(
     fields={"model": ("name",), "train": ("modality", "subjects"),
             "detect": ("median_size", "score", "residual", "hyper_quantile", "erosion_mm",
                        "percentile", "min_component", "seed_margin", "reference_mm",
-                       "reference_passes", "slices")},
+                       "reference_passes", "normal_sites", "slices")},
     scorer=TissueScorer,
 )

@@ -1,0 +1,104 @@
+"""Lesion changes drawn into two visits of one person on one grid: what the learnt change
+detector (`longitudinal.network`) is trained on, so that it needs no change labels (issue 39).
+
+The visits are a raw FLAIR against a simulated rescan of itself (`data.shifts.rescanned`), so
+nothing changed between them but what is drawn here. A lesion is an ovoid with a rough outline
+(its radius varied by smooth noise), 0.01 to 1.5 ml, in any orientation, blurred by half a
+voxel per axis (partial volume); it brightens a visit's lesion z (the visit against its own
+grey matter, `Visits.lesion_*`) towards its own level of `contrast` grey-matter spreads,
+never darkening a voxel. Each lesion is one of `KINDS`: new (at the follow-up only),
+resolving (the baseline only), enlarging or shrinking (smaller at one visit), or stable (both
+alike: not a change, as most of a patient's lesions are), the two visits' copies shifted by a
+fraction of a voxel (registration and the second interpolation move a stable lesion too).
+The label: 1 where the follow-up's lesion outgrows the baseline's by half its profile and
+shows (`SHOWS` spreads above what the other visit has there), 2 the other way (as
+`change.CODE`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+KINDS = ("new", "resolving", "enlarging", "shrinking", "stable")
+#: how much brighter than the other visit a changed voxel must end up (grey-matter spreads)
+SHOWS = 1.0
+
+
+@dataclass(frozen=True)
+class ChangeSynth:
+    """What synthetic lesions look like: volume (ml, log-uniform), the level they brighten to
+    (grey-matter spreads above the visit's grey matter: a faint lesion at 1, a bright one at
+    7), each kind's share, how much smaller the smaller copy of an enlarging or shrinking lesion
+    is (its radii times this range), and the two copies' jitter (voxels)."""
+
+    min_ml: float = 0.01
+    max_ml: float = 1.5
+    contrast: tuple[float, float] = (1.0, 7.0)
+    shares: tuple[float, ...] = (0.3, 0.15, 0.2, 0.1, 0.25)  # in the order of KINDS
+    smaller: tuple[float, float] = (0.4, 0.8)
+    jitter: float = 0.3
+
+
+def ovoid(shape: tuple[int, ...], centre: np.ndarray, ml: float, spacing: np.ndarray,
+          rng: np.random.Generator, scale: float = 1.0, shift: np.ndarray | None = None,
+          seed: int = 0) -> np.ndarray:
+    """A lesion's profile in [0, 1] on a grid of `spacing` (mm): an ovoid of `ml` (times
+    `scale` cubed) around voxel `centre` (+ `shift` voxels), its radius roughened by smooth
+    noise of `seed` (so two copies of one lesion share their outline)."""
+    axes = np.exp(rng.uniform(-0.4, 0.4, 3))
+    radii = axes * (ml * 1000 * 3 / (4 * np.pi) / np.prod(axes)) ** (1 / 3) * scale
+    rotation = Rotation.random(random_state=rng).as_matrix()
+    centre = np.asarray(centre, float) + (0 if shift is None else shift)
+    reach = int(np.ceil(radii.max() * 1.4 / spacing.min())) + 2
+    box = tuple(slice(max(0, int(c) - int(np.ceil(reach * spacing.min() / s))),
+                      min(n, int(c) + int(np.ceil(reach * spacing.min() / s)) + 1))
+                for c, s, n in zip(centre, spacing, shape, strict=True))
+    grid = np.stack(np.meshgrid(*[(np.arange(b.start, b.stop) - c) * s
+                                  for b, c, s in zip(box, centre, spacing, strict=True)],
+                                indexing="ij"), -1)
+    r = np.linalg.norm((grid @ rotation) / radii, axis=-1)
+    rough = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=r.shape),
+                                    2.0 / spacing)
+    rough /= max(float(np.abs(rough).max()), 1e-6)
+    inside = (r * (1 + 0.25 * rough) <= 1).astype(np.float32)
+    out = np.zeros(shape, np.float32)
+    out[box] = ndimage.gaussian_filter(inside, 0.5)
+    return out
+
+
+def draw_changes(baseline: np.ndarray, followup: np.ndarray, where: np.ndarray,
+                 spacing: np.ndarray, count: int, rng: np.random.Generator,
+                 cfg: ChangeSynth = ChangeSynth()) -> tuple[np.ndarray, np.ndarray,
+                                                            np.ndarray, list[str]]:
+    """`count` lesions centred in `where` drawn into the two visits' lesion z (copies are
+    returned); the label (0, 1 growth, 2 shrinkage) and each lesion's kind."""
+    baseline, followup = baseline.copy(), followup.copy()
+    drawn = [np.zeros(baseline.shape, np.float32) for _ in range(2)]  # each visit's lesions
+    candidates = np.argwhere(where)
+    kinds = []
+    for _ in range(count if len(candidates) else 0):
+        kind = KINDS[rng.choice(len(KINDS), p=np.asarray(cfg.shares) / sum(cfg.shares))]
+        kinds.append(kind)
+        centre = candidates[rng.integers(len(candidates))]
+        ml = float(np.exp(rng.uniform(np.log(cfg.min_ml), np.log(cfg.max_ml))))
+        level = float(rng.uniform(*cfg.contrast))
+        smaller = float(rng.uniform(*cfg.smaller))
+        scales = {"new": (0, 1), "resolving": (1, 0), "enlarging": (smaller, 1),
+                  "shrinking": (1, smaller), "stable": (1, 1)}[kind]
+        shift, seed = rng.normal(0, cfg.jitter, 3), int(rng.integers(2**31))
+        state = rng.bit_generator.state
+        for visit, (values, scale) in enumerate(zip((baseline, followup), scales, strict=True)):
+            if not scale:
+                continue
+            rng.bit_generator.state = state  # both copies: one shape, one orientation
+            profile = ovoid(baseline.shape, centre, ml, np.asarray(spacing, float), rng, scale,
+                            shift if visit == 0 else None, seed)
+            values += profile * np.maximum(level - values, 0)
+            np.maximum(drawn[visit], profile, out=drawn[visit])
+    label = np.zeros(baseline.shape, np.uint8)
+    label[(drawn[1] - drawn[0] > 0.5) & (followup - baseline > SHOWS)] = 1
+    label[(drawn[0] - drawn[1] > 0.5) & (baseline - followup > SHOWS)] = 2
+    return baseline.astype(np.float32), followup.astype(np.float32), label, kinds
