@@ -9,7 +9,7 @@ import torch
 
 from brainuad.errors import BrainUADError
 from brainuad.longitudinal.network import ChangeNet, change_mask, load_net, probabilities
-from brainuad.longitudinal.synthetic import ChangeSynth, draw_changes, ovoid
+from brainuad.longitudinal.synthetic import KINDS, ChangeSynth, draw_changes, ovoid
 
 SPACING = np.array([0.75, 0.75, 3.0])
 
@@ -30,20 +30,22 @@ def test_an_ovoid_has_the_volume_asked_for():
 
 @pytest.mark.parametrize(("kind", "codes"), [("new", {1}), ("enlarging", {1}),
                                              ("resolving", {2}), ("shrinking", {2}),
+                                             ("fading", {2}), ("brightening", {1}),
                                              ("stable", set())])
 def test_each_kind_of_change_is_drawn_and_labelled_as_it_is(kind, codes):
     baseline, followup = _visits()
     where = np.zeros(baseline.shape, bool)
     where[32, 32, 8] = True
     only = ChangeSynth(min_ml=0.3, max_ml=0.3, contrast=(5.0, 5.0), jitter=0.0,
-                       shares=tuple(float(k == kind) for k in
-                                    ("new", "resolving", "enlarging", "shrinking", "stable")))
+                       shares=tuple(float(k == kind) for k in KINDS))
     b, f, label, kinds = draw_changes(baseline, followup, where, SPACING, 1,
                                       np.random.default_rng(2), only)
     assert kinds == [kind]
     assert set(np.unique(label)) - {0} == codes
     grown, shrunk = (f - followup).sum(), (b - baseline).sum()
     assert (grown > 0) == (kind != "resolving") and (shrunk > 0) == (kind != "new")
+    if kind in ("fading", "brightening"):  # one shape, one visit faint
+        assert (label > 0).sum() > 0.5 * ((b - baseline) > 1).sum()
     if kind == "stable":  # one lesion at both visits, nothing changed
         at_b, at_f = (b - baseline) > 1, (f - followup) > 1
         assert (at_b & at_f).sum() / (at_b | at_f).sum() > 0.8

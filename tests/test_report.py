@@ -48,15 +48,17 @@ def _lesions(lesions: int = 3):
     return lesion, np.where(lesion, 5.0, 0.0).astype(np.float32), raw.affine
 
 
-def _segment_page(tmp_path, lesions: int = 3, full_fov: bool = False) -> str:
+def _segment_page(tmp_path, lesions: int = 3, full_fov: bool = False,
+                  removed: dict | None = None) -> str:
     raw, brain, lesion = _scan(lesions)
     score = np.where(lesion, 5.0, 0.0).astype(np.float32)
     table, numbered = numbered_lesions(lesion, score, raw.affine)
     for row in table:  # as segment marks them: the first at a normal-variant site
         row["site"] = "ependymal cap" if row["lesion"] == 1 else ""
     summary = {"scan": "visit", "input": "visit.nii.gz", "brainuad": "0", "lesions": len(table),
-               "at_normal_variant_sites": {"lesions": 1, "volume_ml": table[0]["volume_ml"]}
-               if table else {"lesions": 0, "volume_ml": 0.0},
+               "at_normal_variant_sites": {"lesions": 1, "volume_ml": table[0]["volume_ml"],
+                                           "removed": removed}
+               if table else {"lesions": 0, "volume_ml": 0.0, "removed": removed},
                "lesion_volume_ml": 1.0, "brain_volume_ml": 1000.0, "threshold": 1.6,
                "rule": "a rule", "model": {"name": "m", "version": "1"},
                "brain_mask": {"source": "scan"}, "registration": QUALITY, "warnings": ["w"],
@@ -105,6 +107,8 @@ def test_every_lesion_is_a_row_and_a_panel_of_the_viewers_page(tmp_path):
     assert page.count("<td>ependymal cap</td>") == 1
     assert page.count("at a normal-variant site: ependymal cap") == 1
     assert "at normal-variant sites</th><td>1 of the lesions (" in page
+    left_out = _segment_page(tmp_path, removed={"lesions": 2, "volume_ml": 0.25})
+    assert "<td>2 left out of the mask and the totals (0.25 ml)" in left_out
     assert 'id="viewer"' in page and "DecompressionStream" in page
     assert not fetched_urls(page)
     assert all('alt="' in tag for tag in re.findall(r"<img[^>]*>", page))

@@ -241,8 +241,8 @@ def _at_sites(kept: list[dict], removed: np.ndarray | None, voxel_ml: float) -> 
     """What lies at a healthy FLAIR's normal bright places: the lesions kept there (flagged in
     lesions.csv) and, where the model's `detect.normal_sites` removes them, what it left out of
     the mask and the totals (null where it keeps them)."""
-    out = {"lesions": len(kept), "volume_ml": round(sum(row["volume_ml"] for row in kept), 4),
-           "removed": None}
+    out = {"lesions": len(kept),
+           "volume_ml": round(float(sum(row["volume_ml"] for row in kept)), 4), "removed": None}
     if removed is not None:
         out["removed"] = {"lesions": int(ndimage.label(removed, structure=CONNECTIVITY)[1]),
                           "volume_ml": round(float(removed.sum() * voxel_ml), 4)}

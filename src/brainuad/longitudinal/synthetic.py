@@ -7,12 +7,14 @@ nothing changed between them but what is drawn here. A lesion is an ovoid with a
 voxel per axis (partial volume); it brightens a visit's lesion z (the visit against its own
 grey matter, `Visits.lesion_*`) towards its own level of `contrast` grey-matter spreads,
 never darkening a voxel. Each lesion is one of `KINDS`: new (at the follow-up only),
-resolving (the baseline only), enlarging or shrinking (smaller at one visit), or stable (both
+resolving (the baseline only), enlarging or shrinking (smaller, and fainter, at one visit),
+fading or brightening (one shape, at one visit no brighter than grey matter), or stable (both
 alike: not a change, as most of a patient's lesions are), the two visits' copies shifted by a
 fraction of a voxel (registration and the second interpolation move a stable lesion too).
-The label: 1 where the follow-up's lesion outgrows the baseline's by half its profile and
-shows (`SHOWS` spreads above what the other visit has there), 2 the other way (as
-`change.CODE`)."""
+The label: 1 where the follow-up's lesion outgrows the baseline's by half its profile (or, for
+a brightening lesion, lies there at both) and shows (`SHOWS` spreads brighter than the other
+visit there), 2 the other way (as `change.CODE`). Real shrinking lesions mostly fade as they
+shrink (the MSLUB pairs' references are 70-76 % darker at study 2 in patient03 and 12)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-KINDS = ("new", "resolving", "enlarging", "shrinking", "stable")
+KINDS = ("new", "resolving", "enlarging", "shrinking", "fading", "brightening", "stable")
 #: how much brighter than the other visit a changed voxel must end up (grey-matter spreads)
 SHOWS = 1.0
 
@@ -32,12 +34,12 @@ class ChangeSynth:
     """What synthetic lesions look like: volume (ml, log-uniform), the level they brighten to
     (grey-matter spreads above the visit's grey matter: a faint lesion at 1, a bright one at
     7), each kind's share, how much smaller the smaller copy of an enlarging or shrinking lesion
-    is (its radii times this range), and the two copies' jitter (voxels)."""
+    is (its radii times this range, its level too), and the two copies' jitter (voxels)."""
 
     min_ml: float = 0.01
     max_ml: float = 1.5
     contrast: tuple[float, float] = (1.0, 7.0)
-    shares: tuple[float, ...] = (0.3, 0.15, 0.2, 0.1, 0.25)  # in the order of KINDS
+    shares: tuple[float, ...] = (0.2, 0.1, 0.15, 0.15, 0.1, 0.05, 0.25)  # in the order of KINDS
     smaller: tuple[float, float] = (0.4, 0.8)
     jitter: float = 0.3
 
@@ -76,7 +78,7 @@ def draw_changes(baseline: np.ndarray, followup: np.ndarray, where: np.ndarray,
     """`count` lesions centred in `where` drawn into the two visits' lesion z (copies are
     returned); the label (0, 1 growth, 2 shrinkage) and each lesion's kind."""
     baseline, followup = baseline.copy(), followup.copy()
-    drawn = [np.zeros(baseline.shape, np.float32) for _ in range(2)]  # each visit's lesions
+    label = np.zeros(baseline.shape, np.uint8)
     candidates = np.argwhere(where)
     kinds = []
     for _ in range(count if len(candidates) else 0):
@@ -86,19 +88,26 @@ def draw_changes(baseline: np.ndarray, followup: np.ndarray, where: np.ndarray,
         ml = float(np.exp(rng.uniform(np.log(cfg.min_ml), np.log(cfg.max_ml))))
         level = float(rng.uniform(*cfg.contrast))
         smaller = float(rng.uniform(*cfg.smaller))
-        scales = {"new": (0, 1), "resolving": (1, 0), "enlarging": (smaller, 1),
-                  "shrinking": (1, smaller), "stable": (1, 1)}[kind]
+        faint = float(rng.uniform(-1.0, 0.0))  # a faded lesion: at most grey matter's level
+        scales, levels = {
+            "new": ((0, 1), (level, level)), "resolving": ((1, 0), (level, level)),
+            "enlarging": ((smaller, 1), (level * smaller, level)),
+            "shrinking": ((1, smaller), (level, level * smaller)),
+            "fading": ((1, 1), (level, faint)), "brightening": ((1, 1), (faint, level)),
+            "stable": ((1, 1), (level, level))}[kind]
         shift, seed = rng.normal(0, cfg.jitter, 3), int(rng.integers(2**31))
         state = rng.bit_generator.state
-        for visit, (values, scale) in enumerate(zip((baseline, followup), scales, strict=True)):
-            if not scale:
+        profiles = [np.zeros(baseline.shape, np.float32) for _ in range(2)]
+        for visit, values in enumerate((baseline, followup)):
+            if not scales[visit]:
                 continue
             rng.bit_generator.state = state  # both copies: one shape, one orientation
-            profile = ovoid(baseline.shape, centre, ml, np.asarray(spacing, float), rng, scale,
-                            shift if visit == 0 else None, seed)
-            values += profile * np.maximum(level - values, 0)
-            np.maximum(drawn[visit], profile, out=drawn[visit])
-    label = np.zeros(baseline.shape, np.uint8)
-    label[(drawn[1] - drawn[0] > 0.5) & (followup - baseline > SHOWS)] = 1
-    label[(drawn[0] - drawn[1] > 0.5) & (baseline - followup > SHOWS)] = 2
+            profiles[visit] = ovoid(baseline.shape, centre, ml, np.asarray(spacing, float), rng,
+                                    scales[visit], shift if visit == 0 else None, seed)
+            values += profiles[visit] * np.maximum(levels[visit] - values, 0)
+        same = np.minimum(*profiles) > 0.5 if kind in ("fading", "brightening") else False
+        label[((profiles[1] - profiles[0] > 0.5) | (same & (kind == "brightening")))
+              & (followup - baseline > SHOWS)] = 1
+        label[((profiles[0] - profiles[1] > 0.5) | (same & (kind == "fading")))
+              & (baseline - followup > SHOWS)] = 2
     return baseline.astype(np.float32), followup.astype(np.float32), label, kinds

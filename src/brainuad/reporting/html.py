@@ -100,13 +100,15 @@ def _at_sites(sites: dict | None) -> str:
         return "not looked at (the model's grid is not the template's)"
     why = ("caps at the ventricles' horn tips, the septum, around the aqueduct and on the "
            "fourth ventricle's floor are bright on healthy FLAIRs too")
-    kept = f"{sites['lesions']} of the lesions" + (
-        f" ({sites['volume_ml']:.2f} ml, kept in the totals)" if sites["lesions"] else "")
-    removed = sites.get("removed")
-    if removed is None:
-        return kept + (f": {why}" if sites["lesions"] else "")
+    if sites.get("removed") is None:  # kept in the mask, flagged
+        return f"{sites['lesions']} of the lesions" + (
+            f" ({sites['volume_ml']:.2f} ml, kept in the totals): {why}" if sites["lesions"]
+            else "")
+    removed = sites["removed"]
     return (f"{removed['lesions']} left out of the mask and the totals "
-            f"({removed['volume_ml']:.2f} ml: {why}); {kept}")
+            f"({removed['volume_ml']:.2f} ml): {why}" + (
+                f"; {sites['lesions']} of the lesions kept lie mostly there on the scan's grid "
+                f"({sites['volume_ml']:.2f} ml)" if sites["lesions"] else ""))
 
 
 def segment_report(path: Path, summary: dict, raw, native: dict[str, np.ndarray],
