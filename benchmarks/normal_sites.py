@@ -36,7 +36,7 @@ LABELLED = ("patient07", "patient19")
 
 def _segmented(scan: Path, out: Path) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray]:
     """The lesions of `scan` as numbered in lesions.csv, their rows, and the voxel size (mm)."""
-    segment_scans([scan], out, SegmentOptions())
+    segment_scans([scan], out, SegmentOptions(normal_sites="flag"))  # what lies there
     folder = out / "FLAIR"
     mask = load_image(folder / "lesion_mask.nii.gz", allow_blank=True)
     score = load_image(folder / "anomaly_score.nii.gz", allow_blank=True)

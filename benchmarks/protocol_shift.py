@@ -105,6 +105,9 @@ def main() -> None:
                         help="add the 2 mm healthy scans of tests/test_shifts.py")
     parser.add_argument("--caps", action="store_true",
                         help="healthy scans with the normal bright places drawn in (issue 43)")
+    parser.add_argument("--normal-sites", choices=["flag", "remove"],
+                        help="segment's --normal-sites (default: the model's; flair-ms 4 "
+                             "flagged, 5 removes)")
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(args.work, ignore_errors=True)
@@ -129,11 +132,14 @@ def main() -> None:
             for model, folder in models.items():
                 out = args.work / "seg" / model.split()[0] / shift
                 try:
-                    row = segment_scans([path], out, SegmentOptions(model=folder))[0]
-                    summary = json.loads((out / row["scan"] / "summary.json").read_text())
+                    row = segment_scans([path], out, SegmentOptions(
+                        model=folder, normal_sites=args.normal_sites))[0]
+                    sites = json.loads((out / row["scan"] / "summary.json").read_text())[
+                        "at_normal_variant_sites"]
                     rows.append({"model": model, "shift": shift, "scan": name,
                                  "flagged_ml": row["lesion_volume_ml"],
-                                 "at_sites_ml": summary["at_normal_variant_sites"]["volume_ml"]})
+                                 "at_sites_ml": sites["volume_ml"],
+                                 "removed_ml": (sites.get("removed") or {}).get("volume_ml", 0)})
                 except BrainUADError as err:  # refused (by the registration check): a row too
                     rows.append({"model": model, "shift": shift, "scan": name,
                                  "flagged_ml": None, "error": str(err)})
@@ -165,9 +171,11 @@ def main() -> None:
             here = [r for r in rows if r["shift"] == shift]
             print(f"| {shift} | " + " | ".join(
                 "refused" if r["flagged_ml"] is None else
-                f"{r['flagged_ml']:.2f} ({r['at_sites_ml']:.2f} at sites)" for r in here)
+                f"{r['flagged_ml']:.2f} ({r['at_sites_ml']:.2f} at sites, {r['removed_ml']:.2f} "
+                "removed)" for r in here)
                 + f" | {max(r['flagged_ml'] or 0 for r in here):.2f} |")
-        print("\nml flagged (of it, ml in lesions at normal-variant sites)")
+        print("\nml flagged (of it, ml in lesions kept at normal-variant sites; ml left out of "
+              "the mask there)")
     groups = {"synthetic 2D-like": "synth2d", "synthetic 3D-like": "synth3d", "real 2D": "patient"}
     print("\n| shift | " + " | ".join(f"{g}: ml mean (max)" for g in groups) + " |")
     print("|" + " --- |" * (len(groups) + 1))

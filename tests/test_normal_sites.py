@@ -63,8 +63,8 @@ def test_a_lesion_is_at_a_site_when_most_of_it_lies_there():
 
 def test_remove_takes_out_only_the_components_at_the_sites():
     """`detect.normal_sites` "remove": a component at a cap leaves the mask, one in the deep
-    white matter stays; "flag" keeps both; on a grid that is not the template's nothing is
-    looked at."""
+    white matter and one reaching out of the cap band stay; "flag" keeps all three; on a grid
+    that is not the template's nothing is looked at."""
     from brainuad.config import DetectConfig
     from brainuad.detection.detector import Detector
     from brainuad.scoring.postprocess import Scored
@@ -77,16 +77,24 @@ def test_remove_takes_out_only_the_components_at_the_sites():
     score = np.zeros(sites.shape, np.float32)
     score[tuple(slice(c - 1, c + 1) for c in cap)] = 5.0  # 8 voxels, most at the cap
     score[tuple(slice(c - 1, c + 2) for c in deep)] = 5.0
+    # a third: a line of 8 voxels from another cap voxel, mostly outside the band: stays
+    caps = np.argwhere(sites == 1)
+    start = caps[np.argmax(np.abs(caps - cap).sum(1))]  # the farthest from the first
+    lines = [[start + k * np.array(step) for k in range(8)]
+             for step in ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))]
+    line = next(v for v in lines if 0 < sum(sites[tuple(p)] > 0 for p in v) < 4)
+    for voxel in line:
+        score[tuple(voxel)] = 5.0
     kept = np.ones(sites.shape, bool)
     scored = Scored(score, kept, kept, 0.0, 1)
     segment = Detector.segment  # needs nothing of a loaded model
     flag = DetectConfig(min_component=1, normal_sites="flag")
     lesions, removed = segment(None, scored, 1.0, flag, maps["affine"])
-    assert removed is None and lesions.sum() == 8 + 27
+    assert removed is None and lesions.sum() == 8 + 27 + 8
     lesions, removed = segment(None, scored, 1.0, flag.replaced(normal_sites="remove"),
                                maps["affine"])
-    assert lesions.sum() == 27 and removed.sum() == 8 and not (lesions & removed).any()
+    assert lesions.sum() == 27 + 8 and removed.sum() == 8 and not (lesions & removed).any()
     shifted = maps["affine"].copy()
     shifted[0, 3] += 7
     lesions, removed = segment(None, scored, 1.0, flag.replaced(normal_sites="remove"), shifted)
-    assert removed is None and lesions.sum() == 35
+    assert removed is None and lesions.sum() == 43

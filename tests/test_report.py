@@ -108,7 +108,7 @@ def test_every_lesion_is_a_row_and_a_panel_of_the_viewers_page(tmp_path):
     assert page.count("at a normal-variant site: ependymal cap") == 1
     assert "at normal-variant sites</th><td>1 of the lesions (" in page
     left_out = _segment_page(tmp_path, removed={"lesions": 2, "volume_ml": 0.25})
-    assert "<td>2 left out of the mask and the totals (0.25 ml)" in left_out
+    assert "<td>2 left out of the mask and the totals (0.25 ml, in normal_sites" in left_out
     assert 'id="viewer"' in page and "DecompressionStream" in page
     assert not fetched_urls(page)
     assert all('alt="' in tag for tag in re.findall(r"<img[^>]*>", page))

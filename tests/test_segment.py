@@ -79,7 +79,8 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     assert summary["lesions"] == len(lesions) == rows[0]["lesions"]
     assert summary["scan"] == folder.name
     assert summary["lesion_volume_ml"] == pytest.approx(mask.sum() * voxel_ml)
-    # each lesion says whether it lies at a normal-variant site; those are counted, not removed
+    # each lesion says whether it lies at a normal-variant site; with "flag" (this model's
+    # default) those are counted, not removed
     assert all(r["site"] in ("", *SITES.values()) for r in lesions)
     at_sites = [r for r in lesions if r["site"]]
     assert summary["at_normal_variant_sites"]["lesions"] == len(at_sites)
@@ -109,8 +110,11 @@ def test_segment_writes_every_output_on_the_scan_grid(model, scan, tmp_path):
     assert (folder / "lesion_mask.nii.gz").stat().st_mtime_ns != stamp
     removed = json.loads((folder / "summary.json").read_text())
     left_out = removed["at_normal_variant_sites"]["removed"]
-    assert left_out["lesions"] >= 0 and left_out["volume_ml"] >= 0
-    assert removed["lesion_volume_ml"] <= summary["lesion_volume_ml"] + 1e-6
+    outside = np.asarray(nib.load(folder / "normal_sites_removed.nii.gz").dataobj) > 0
+    kept = np.asarray(nib.load(folder / "lesion_mask.nii.gz").dataobj) > 0
+    assert not (outside & kept).any() and "normal_sites_removed.nii.gz" in removed["outputs"]
+    assert left_out["volume_ml"] == pytest.approx(outside.sum() * voxel_ml, abs=1e-4)
+    assert (left_out["lesions"] > 0) == outside.any()
     assert "left out of the mask and the totals" in (folder / "report.html").read_text()
 
 

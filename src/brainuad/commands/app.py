@@ -67,6 +67,14 @@ FullFov = Annotated[bool, typer.Option(
                               "face included); by default the brain and 10 mm around it.")]
 
 
+NormalSites = Annotated[str | None, typer.Option(
+    help="Lesions lying mostly at a healthy FLAIR's normal bright places (ependymal caps, "
+         "septum, periaqueductal grey, floor of the fourth ventricle): remove (out of the mask "
+         "and the totals; counted in summary.json, outlined in normal_sites_removed.nii.gz) or "
+         "flag (kept, named in lesions.csv). Default: the model's (flair-ms: remove; "
+         "docs/segment.md).")]
+
+
 def order_option(value: str | None) -> list[str] | None:
     """`--session-order pre,post` as a list of labels (without `ses-`)."""
     if value is None:

@@ -69,6 +69,10 @@ from brainuad.scoring.postprocess import LESION_COLUMNS as COMPONENT_COLUMNS
 
 SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
+#: the mask of what `detect.normal_sites` "remove" left out of lesion_mask.nii.gz
+REMOVED = "normal_sites_removed.nii.gz"
+
+
 #: lesions.csv's columns: the component table's, and the normal-variant site it lies in
 LESION_COLUMNS = [*COMPONENT_COLUMNS, "site"]
 
@@ -178,6 +182,9 @@ def _row(summary: dict) -> dict:
     quality = summary.get("registration", {})
     return {"scan": summary["scan"], "path": summary["input"], "lesions": summary["lesions"],
             "lesion_volume_ml": summary["lesion_volume_ml"],
+            # components left out at normal bright places ("" where not looked for)
+            "removed_at_normal_sites": ((summary.get("at_normal_variant_sites") or {}).get(
+                "removed") or {}).get("lesions", ""),
             "brain_volume_ml": summary["brain_volume_ml"], "threshold": summary["threshold"],
             **{f"registration_{k}": v for k, v in quality.items()},
             "brain_mask": summary.get("brain_mask", {}).get("source", ""),
@@ -210,6 +217,9 @@ class Found:
     raw: Volume
     native: dict[str, np.ndarray]
     registration: Registered
+    #: components left out at normal bright places, counted on the grid they were judged on
+    #: (None: not looked for)
+    removed: int | None = None
 
 
 def find_lesions(path: Path, job: _Job, lap) -> Found:
@@ -228,24 +238,26 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     resolution = grid_resolution(image.shape, image.affine)
     sites = {"sites": normal_sites(resolution)} if resolution else {}
     left_out = {} if removed is None else {"removed": removed}
+    count = None if removed is None else int(ndimage.label(removed, CONNECTIVITY)[1])
     native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data,
                              **sites, **left_out}, image.affine, to_sitk(raw.data, raw.affine),
                             registration.transform)
     for name in ("lesions", "brain", *left_out):
         native[name] = native[name] > 0.5
     lap("to scan grid")
-    return Found(raw, native, registration)
+    return Found(raw, native, registration, count)
 
 
-def _at_sites(kept: list[dict], removed: np.ndarray | None, voxel_ml: float) -> dict:
+def _at_sites(kept: list[dict], removed: np.ndarray | None, count: int | None,
+              voxel_ml: float) -> dict:
     """What lies at a healthy FLAIR's normal bright places: the lesions kept there (flagged in
     lesions.csv) and, where the model's `detect.normal_sites` removes them, what it left out of
-    the mask and the totals (null where it keeps them)."""
+    the mask and the totals (null where it keeps them): `count` components as judged on the
+    model's grid, their ml on the scan's (`removed`)."""
     out = {"lesions": len(kept),
            "volume_ml": round(float(sum(row["volume_ml"] for row in kept)), 4), "removed": None}
     if removed is not None:
-        out["removed"] = {"lesions": int(ndimage.label(removed, structure=CONNECTIVITY)[1]),
-                          "volume_ml": round(float(removed.sum() * voxel_ml), 4)}
+        out["removed"] = {"lesions": count, "volume_ml": round(float(removed.sum() * voxel_ml), 4)}
     return out
 
 
@@ -281,6 +293,9 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
     save_volume(folder / "anomaly_score.nii.gz", native["score"], raw.affine, np.float32)
     save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
     save_volume(folder / "lesion_mask.nii.gz", native["lesions"], raw.affine, np.uint8)
+    removed = [REMOVED] if "removed" in native else []  # what left the mask, to look at
+    for name in removed:
+        save_volume(folder / name, native["removed"], raw.affine, np.uint8)
     write_csv(folder / "lesions.csv", table, LESION_COLUMNS)
     model = job.detector.model_info
     dicom = dicom_outputs(path, folder / "lesion_seg.dcm", native["lesions"].astype(np.uint8),
@@ -296,7 +311,8 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
         "threshold": job.threshold, "rule": job.rule, "lesions": len(table),
         "lesion_volume_ml": float(native["lesions"].sum() * voxel_ml),
         # null where the model's grid is not the template's (no sites to look at)
-        "at_normal_variant_sites": _at_sites(at_sites, native.get("removed"), voxel_ml)
+        "at_normal_variant_sites": _at_sites(at_sites, native.get("removed"), found.removed,
+                                             voxel_ml)
         if "sites" in native else None,
         "brain_volume_ml": float(native["brain"].sum() * voxel_ml),
         "registration": registration.quality,
@@ -306,7 +322,7 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
         "grid": {"shape": list(raw.shape), "spacing_mm": raw.spacing.round(4).tolist()},
         **({"dicom_series": _series_said(path, name, job.series)} if path.is_dir() else {}),
         "outputs": ["lesion_mask.nii.gz", "anomaly_score.nii.gz", "brain_mask.nii.gz",
-                    "lesions.csv", "report.html", *dicom["outputs"]],
+                    "lesions.csv", "report.html", *removed, *dicom["outputs"]],
     }
     segment_report(folder / "report.html", summary, raw, native,
                    registration.images[job.detector.cfg.train.modality], table, numbered,

@@ -12,6 +12,7 @@ from brainuad.commands.app import (
     Force,
     FullFov,
     KeepGoing,
+    NormalSites,
     _command,
     _drop_none,
     order_option,
@@ -53,11 +54,7 @@ def segment(
              "SeriesInstanceUID to read. Without it, the one series, or the one FLAIR by its "
              "tags (description, inversion and echo times); else the series are listed.")]
     = None,
-    normal_sites: Annotated[str | None, typer.Option(
-        help="Lesions lying mostly at a healthy FLAIR's normal bright places (ependymal caps, "
-             "septum, periaqueductal grey, floor of the fourth ventricle): flag (kept, named "
-             "in lesions.csv) or remove (out of the mask and the totals, counted in "
-             "summary.json). Default: the model's (docs/segment.md).")] = None,
+    normal_sites: NormalSites = None,
     keep_going: KeepGoing = False,
     force: Force = False,
     report_full_fov: FullFov = False,
@@ -93,8 +90,11 @@ def segment(
     for row in rows:
         if row.get("error"):
             continue
+        removed = (f", {row['removed_at_normal_sites']} left out at normal bright places"
+                   if row.get("removed_at_normal_sites") else "")
         typer.echo(f"{row['scan']}: {row['lesions']} lesions, {row['lesion_volume_ml']:.2f} ml"
-                   f" ({row['seconds']:.1f} s); report: {out / row['scan'] / 'report.html'}")
+                   f"{removed} ({row['seconds']:.1f} s); report: "
+                   f"{out / row['scan'] / 'report.html'}")
         for warning in filter(None, row["warnings"].split("; ")):
             typer.echo(f"warning: {row['scan']}: {warning}", err=True)
     if example:
@@ -200,6 +200,7 @@ def bids(
              "the detector's; docs/models/compare.md).")] = None,
     keep_going: KeepGoing = False,
     force: Force = False,
+    normal_sites: NormalSites = None,
     report_full_fov: FullFov = False,
 ) -> None:
     """A BIDS study in: BIDS derivatives (masks, scores, changes) and a cohort table out.
@@ -224,7 +225,8 @@ def bids(
         participants=participant_label, sessions=session_label, shard=shard,
         session_order=order_option(session_order),
         segment=SegmentOptions(**_drop_none(model=model, accelerator=accelerator, qc=qc,
-                                            keep_going=keep_going, force=force),
+                                            keep_going=keep_going, force=force,
+                                            normal_sites=normal_sites),
                                report_full_fov=report_full_fov),
         compare=CompareOptions(preprocess=PreprocessConfig(
             registration=RegistrationConfig(**_drop_none(qc=qc))), force=force,

@@ -113,7 +113,10 @@ def _write_settings(out: Path, detector: Detector, detect: DetectConfig, thresho
     settings = {"run": str(detector.folder.resolve()), "scoring": detector.scoring_key(detect),
                 "threshold": threshold, "min_component": detect.min_component,
                 "seed_margin": detect.seed_margin, "normal_sites": detect.normal_sites}
-    if previous and any(previous.get(k) != v for k, v in settings.items()):
+    # detections made before a setting existed were made with its default
+    defaults = {"min_component": DetectConfig.min_component, "seed_margin": 0.0,
+                "normal_sites": "flag"}
+    if previous and any(previous.get(k, defaults.get(k)) != v for k, v in settings.items()):
         raise BrainUADError(f"{out}: holds detections of another run or other settings "
                             f"({previous.get('scoring')}, threshold {previous.get('threshold')});"
                             " give another --out")

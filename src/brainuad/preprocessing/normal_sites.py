@@ -3,9 +3,10 @@
 Every FLAIR shows thin bright caps at the tips of the lateral ventricles' frontal and occipital
 horns (ependymal caps), a bright septum pellucidum, a rim around the aqueduct (periaqueductal
 grey) and the floor of the fourth ventricle (area postrema). A component that lies mostly in
-these places is flagged in lesions.csv (`site`) and the report, so a reader can tell them from
-MS lesions, which are ovoid and cross into the white matter (a lesion at a horn tip that reaches
-into the white matter lies mostly outside the band and is not flagged).
+these places is left out of the mask (`DetectConfig.normal_sites` "remove", flair-ms from
+version 5) or flagged in lesions.csv (`site`) and the report ("flag"), so a reader can tell
+them from MS lesions, which are ovoid and cross into the white matter (a lesion at a horn tip
+that reaches into the white matter lies mostly outside the band and stays).
 
 The sites are built from nilearn's MNI152 template alone: its CSF prior (`atlas`) gives the
 lateral ventricles (the largest fluid component beside the midline at the level of their

@@ -106,7 +106,7 @@ def _at_sites(sites: dict | None) -> str:
             else "")
     removed = sites["removed"]
     return (f"{removed['lesions']} left out of the mask and the totals "
-            f"({removed['volume_ml']:.2f} ml): {why}" + (
+            f"({removed['volume_ml']:.2f} ml, in normal_sites_removed.nii.gz): {why}" + (
                 f"; {sites['lesions']} of the lesions kept lie mostly there on the scan's grid "
                 f"({sites['volume_ml']:.2f} ml)" if sites["lesions"] else ""))
 

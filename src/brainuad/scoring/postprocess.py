@@ -10,9 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.config import DetectConfig
-from brainuad.preprocessing.atlas import grid_resolution
 from brainuad.preprocessing.morphology import eroded_mask
-from brainuad.preprocessing.normal_sites import lesion_sites, normal_sites
 
 #: 26-connectivity: voxels touching by a corner belong to the same 3D component.
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
@@ -131,6 +129,9 @@ def at_normal_sites(lesions: np.ndarray, affine: np.ndarray) -> np.ndarray | Non
     """The components of `lesions` (on nilearn's MNI grid, `affine`) that lie mostly at a
     healthy FLAIR's normal bright places (`normal_sites.lesion_sites`); None where the grid is
     not the template's (no sites to look at)."""
+    from brainuad.preprocessing.atlas import grid_resolution  # nibabel, nilearn's maps: lazily
+    from brainuad.preprocessing.normal_sites import lesion_sites, normal_sites
+
     resolution = grid_resolution(lesions.shape, affine)
     if resolution is None:
         return None
