@@ -294,8 +294,8 @@ def _segment(path: Path, folder: Path, name: str, job: _Job) -> dict:
     save_volume(folder / "brain_mask.nii.gz", native["brain"], raw.affine, np.uint8)
     save_volume(folder / "lesion_mask.nii.gz", native["lesions"], raw.affine, np.uint8)
     removed = [REMOVED] if "removed" in native else []  # what left the mask, to look at
-    for name in removed:
-        save_volume(folder / name, native["removed"], raw.affine, np.uint8)
+    if removed:
+        save_volume(folder / REMOVED, native["removed"], raw.affine, np.uint8)
     write_csv(folder / "lesions.csv", table, LESION_COLUMNS)
     model = job.detector.model_info
     dicom = dicom_outputs(path, folder / "lesion_seg.dcm", native["lesions"].astype(np.uint8),
