@@ -12,15 +12,17 @@ flagged voxel is false. Patient01's scans are never used to calibrate or choose 
 change mask is the test kept outside the project): its two rescans are scored last, for the
 record.
 
-For each detector (`DETECTORS`): its settings grid and its statistic's threshold. The threshold
-of a case is calibrated on the null of the other patients' rescans (patient01 excluded) at the
-expected false-change volume `--false-ml` (mean ml flagged per rescan); the settings of each
-pair are chosen on the other two pairs (the best sum of lesion-wise F1, among settings whose
-calibration rescans all stay under 0.5 ml). Per pair: lesion-wise detection, false-discovery
-rate, F1, voxel Dice, direction (the sign of study 2 - study 1 on the dataset's own alignment at
-the voxels both call changed), detection by reference-change size and by the oracle's z (the
-mean difference inside the change against its shape placed elsewhere, on the dataset's own
-alignment), how many reference changes each predicted change covers; per rescan: flagged ml.
+For each detector (`DETECTORS`): its settings grid and its statistic's threshold (for the learnt
+one, `learnt` with `--learnt FOLDS`: a network per left-out pair, `evaluate_learnt`). The
+threshold of a case is calibrated on the null of the other patients' rescans (patient01
+excluded) at the expected false-change volume `--false-ml` (mean ml flagged per rescan); the
+settings of each pair are chosen on the other two pairs (the best sum of lesion-wise F1, among
+settings whose calibration rescans all stay under 0.5 ml). Per pair: lesion-wise detection,
+false-discovery rate, F1, voxel Dice, direction (the sign of study 2 - study 1 on the dataset's
+own alignment at the voxels both call changed), detection by reference-change size and by the
+oracle's z (the mean difference inside the change against its shape placed elsewhere, on the
+dataset's own alignment), how many reference changes each predicted change covers; per rescan:
+flagged ml.
 
 compare's inputs (both visits on the follow-up's grid, `longitudinal.visits`) are cached under
 --work, keyed by the code that makes them and its settings; the oracle's z too. Prints tables
@@ -360,6 +362,12 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
     cfg = shipped().config()
     rescans = [n for n in sorted(inputs) if n.startswith("rescan_")]
     null = [n for n in rescans if patient_of(n) != TEST]
+    for fold in (*PAIRS, "all"):  # each network trained on what its fold allows, and said so
+        made = json.loads((folds / fold / "change_net.json").read_text())
+        seen = {patient_of(name) for name in made["trained_on"]}
+        if TEST in seen or (fold != "all" and (made["left_out"] != fold or fold in seen)):
+            raise SystemExit(f"{folds / fold}: trained on {sorted(seen)}, leaving out "
+                             f"{made['left_out']}: not fold {fold}'s network")
 
     def masks(net, name: str) -> dict[float, np.ndarray]:
         visits = inputs[name]["visits"]
@@ -374,9 +382,12 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
         return float((mask > 0).sum() * np.prod(inputs[name]["visits"].spacing)) / 1000
 
     def calibrated(flagged: dict, names: list[str]) -> float:
+        """The lowest threshold at `false_ml` on `names`; the highest where none is (said)."""
         for t in LEARNT_THRESHOLDS:
             if np.mean([flagged[n][t] for n in names]) <= false_ml:
                 return t
+        print(f"no threshold reaches {false_ml} ml on {len(names)} rescans: the highest taken",
+              flush=True)
         return LEARNT_THRESHOLDS[-1]
 
     pairs = {}
@@ -453,6 +464,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.write and not args.version:
         parser.error("--write needs --version")
+    if args.write == "learnt":
+        parser.error("the learnt detector is not one compare can ship yet (no --write)")
+    if args.learnt is not None and "learnt" not in args.detectors.split(","):
+        parser.error("--learnt is for --detectors learnt")
     inputs = cached_inputs(args.work)
     refs = references(args.work)
     out = {"benchmark": "compare_harness", **run_record(vars(args)), "results": []}

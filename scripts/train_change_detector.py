@@ -7,7 +7,8 @@ itself (`data.shifts.rescanned`, seeds 1000 + i: other realisations than the nul
 benchmarks/compare_harness.py, seeds i), both on the rescan's grid as compare puts them
 (`register_pair`, `on_followup_grid`); never patient01's (its change mask is the test kept
 outside the project), nor `--leave-out`'s (the pair a fold is scored on). Each step draws
-synthetic new, enlarging, shrinking, resolving and stable lesions (`longitudinal.synthetic`)
+synthetic new, enlarging, shrinking, resolving, fading, brightening and stable lesions
+(`longitudinal.synthetic`)
 into random patches of the visits' lesion z, where compare looks (`change.looked_at`), and fits
 `longitudinal.network.ChangeNet` to their label (cross-entropy and soft Dice, Lightning, CPU)
 for `--minutes`. Writes OUT/change_net.pt (the weights) and OUT/change_net.json (what trained
@@ -75,8 +76,9 @@ def cases(work: Path, left_out: str | None) -> list[dict]:
             with atomic_path(path) as tmp:
                 tmp.write_bytes(pickle.dumps(payload))
             print(f"case {folder.name} made", flush=True)
-        if patient != left_out:
-            out.append({"name": folder.name, **pickle.loads(path.read_bytes())})
+        case = pickle.loads(path.read_bytes())
+        if patient != left_out and case["allowed"].any():  # somewhere to draw changes
+            out.append({"name": folder.name, **case})
     return out
 
 
@@ -144,6 +146,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.leave_out == TEST:
         parser.error(f"{TEST} never trains: leave out another patient")
+    patients = {f.name.split("_")[0] for f in RAW.glob("patient*")}
+    if args.leave_out is not None and args.leave_out not in patients:
+        parser.error(f"--leave-out {args.leave_out}: no such patient in {RAW} "
+                     f"({', '.join(sorted(patients))})")
     torch.manual_seed(args.seed)
     training = cases(args.work, args.leave_out)
     synth = ChangeSynth()

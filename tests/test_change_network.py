@@ -3,6 +3,8 @@ visits, the network's inputs and outputs, its weights read or refused in one lin
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -83,6 +85,66 @@ def test_weights_are_read_weights_only_and_damaged_ones_refused(tmp_path):
     path.write_bytes(b"not a network")
     with pytest.raises(BrainUADError, match="change_net.pt"):
         load_net(path)
-    (tmp_path / "change_net.json").unlink()
+    path.write_bytes(b"")  # truncated
     with pytest.raises(BrainUADError, match="change_net.pt"):
         load_net(path)
+
+    class Runs:  # a pickle that would run code on load: refused, not run
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "ran"),))
+
+    torch.save({"weights": Runs()}, path)
+    with pytest.raises(BrainUADError, match="change_net.pt") as caught:
+        load_net(path)
+    assert not (tmp_path / "ran").exists() and "\n" not in str(caught.value)
+    (tmp_path / "change_net.json").write_text('{"width": null}')
+    with pytest.raises(BrainUADError, match="change_net.json"):
+        load_net(path)
+    (tmp_path / "change_net.json").unlink()
+    with pytest.raises(BrainUADError, match="change_net.json"):
+        load_net(path)
+
+
+def test_stable_lesions_moved_by_a_fraction_of_a_voxel_are_no_change():
+    """The default jitter moves the baseline's copy (as registration does): a stable lesion
+    gets no label, a fading one never a growth's, a brightening one never a shrinkage's."""
+    baseline, followup = _visits()
+    where = np.zeros(baseline.shape, bool)
+    where[28:36, 28:36, 6:10] = True
+    for kind, never in (("stable", {1, 2}), ("fading", {1}), ("brightening", {2})):
+        only = ChangeSynth(shares=tuple(float(k == kind) for k in KINDS))
+        for seed in range(12):
+            _, _, label, _ = draw_changes(baseline, followup, where, SPACING, 2,
+                                          np.random.default_rng(seed), only)
+            assert not set(np.unique(label)) & never, (kind, seed)
+
+
+def test_a_change_that_does_not_show_is_not_labelled():
+    """A new lesion drawn where the tissue is already as bright as it gets brighter by less
+    than `SHOWS` spreads: drawn, not labelled."""
+    bright = np.full((48, 48, 12), 3.0, np.float32)
+    where = np.zeros(bright.shape, bool)
+    where[24, 24, 6] = True
+    new = ChangeSynth(min_ml=0.3, max_ml=0.3, contrast=(3.5, 3.5),
+                      shares=tuple(float(k == "new") for k in KINDS))
+    _, f, label, _ = draw_changes(bright, bright, where, SPACING, 1,
+                                  np.random.default_rng(0), new)
+    assert (f > bright).any() and not label.any()
+
+
+def test_a_voxel_gets_the_same_probability_in_a_patch_as_in_the_whole_box():
+    """What the network says of a voxel does not depend on how much of the brain it is run on
+    (it trains on patches and runs on the whole box), away from the patch's edge."""
+    torch.manual_seed(0)
+    net = ChangeNet(width=2)
+    net.train()
+    for _ in range(3):  # running statistics that are not the defaults
+        net(torch.randn(2, 3, 32, 32, 8) * 2 + 1)
+    brain = np.ones((64, 64, 16), bool)
+    baseline, followup = _visits(brain.shape)
+    whole, _ = probabilities(net, baseline, followup, brain)
+    part = np.zeros_like(brain)
+    part[:32, :32, :8] = True
+    patch, _ = probabilities(net, np.where(part, baseline, 0), np.where(part, followup, 0), part)
+    inner = (slice(4, 20), slice(4, 20), slice(1, 5))  # the receptive field inside the patch
+    np.testing.assert_allclose(patch[inner], whole[inner], atol=1e-3)  # instance norm: 0.1s

@@ -44,7 +44,7 @@ from pathlib import Path
 from brainuad import __version__
 from brainuad.commands.compare import CompareOptions, compare_pair, detector_config
 from brainuad.commands.compare import made_by as pair_made_by
-from brainuad.commands.segment import SegmentOptions, make_job, segment_scan
+from brainuad.commands.segment import REMOVED, SegmentOptions, make_job, segment_scan
 from brainuad.errors import BrainUADError, Failed, attempt, raise_failures
 from brainuad.io.files import atomic_path, write_text
 from brainuad.io.images import check_scan
@@ -267,6 +267,16 @@ def segment_one(scan: Scan, out: Path, job) -> dict:
               "filtered; a lesion is what is above the threshold of the lesion mask"})):
         _place(work / output, folder / f"{target}.nii.gz")
         _sidecar(folder / f"{target}.json", {**common, **values})
+    removed = folder / f"{name}-normalsitesremoved_mask"  # what left the lesion mask
+    if (work / REMOVED).exists():
+        _place(work / REMOVED, removed.with_suffix(".nii.gz"))
+        _sidecar(removed.with_suffix(".json"), {
+            **common, "Type": "Lesion", "Description": "components the model left out of the "
+            "lesion mask: they lie mostly at a healthy FLAIR's normal bright places (ependymal "
+            "caps, septum, periaqueductal grey, floor of the fourth ventricle)"})
+    else:  # none made this time: none from an earlier run with other settings either
+        for suffix in (".nii.gz", ".json"):
+            removed.with_suffix(suffix).unlink(missing_ok=True)
     _tsv(work / "lesions.csv", folder / f"{scan.prefix}_desc-lesion_lesions.tsv")
     _place(work / "report.html", folder / f"{scan.prefix}_desc-lesion_report.html")
     _place(work / "lesion_mask.nii.gz", folder / f"{name}-lesion_mask.nii.gz")

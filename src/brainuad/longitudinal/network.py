@@ -28,10 +28,13 @@ MULTIPLE = (4, 4, 2)
 
 
 def _block(inputs: int, outputs: int) -> nn.Sequential:
+    """Two convolutions, each normalised by running statistics (batch norm): the network
+    trains on patches and runs on a whole brain's box, where an instance norm's statistics
+    would be another's."""
     return nn.Sequential(
-        nn.Conv3d(inputs, outputs, 3, padding=1), nn.InstanceNorm3d(outputs, affine=True),
+        nn.Conv3d(inputs, outputs, 3, padding=1), nn.BatchNorm3d(outputs),
         nn.LeakyReLU(0.1, inplace=True),
-        nn.Conv3d(outputs, outputs, 3, padding=1), nn.InstanceNorm3d(outputs, affine=True),
+        nn.Conv3d(outputs, outputs, 3, padding=1), nn.BatchNorm3d(outputs),
         nn.LeakyReLU(0.1, inplace=True))
 
 
@@ -105,11 +108,21 @@ def change_mask(grown: np.ndarray, shrunk: np.ndarray, allowed: np.ndarray, thre
 def load_net(path: Path) -> ChangeNet:
     """A trained network (weights only, its width beside them in the .json); a missing or
     damaged file is one line naming it."""
+    settings = path.with_suffix(".json")
     try:
-        width = int(json.loads(path.with_suffix(".json").read_text())["width"])
+        width = int(json.loads(settings.read_text())["width"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BrainUADError(f"{settings}: the change detector's settings cannot be read "
+                            f"({_first_line(err)})") from err
+    try:
         net = ChangeNet(width)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as err:
-        raise BrainUADError(f"{path}: the change detector's network cannot be read ({err})") \
-            from err
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, RuntimeError,
+            pickle.UnpicklingError) as err:
+        raise BrainUADError(f"{path}: the change detector's network cannot be read "
+                            f"({_first_line(err)})") from err
     return net.eval()
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]

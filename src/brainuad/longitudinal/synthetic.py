@@ -48,8 +48,9 @@ def ovoid(shape: tuple[int, ...], centre: np.ndarray, ml: float, spacing: np.nda
           rng: np.random.Generator, scale: float = 1.0, shift: np.ndarray | None = None,
           seed: int = 0) -> np.ndarray:
     """A lesion's profile in [0, 1] on a grid of `spacing` (mm): an ovoid of `ml` (times
-    `scale` cubed) around voxel `centre` (+ `shift` voxels), its radius roughened by smooth
-    noise of `seed` (so two copies of one lesion share their outline)."""
+    `scale` cubed) around voxel `centre` (+ `shift` voxels), its radius roughened by a few
+    waves over its directions drawn from `seed` (in the lesion's own frame, so two copies of
+    one lesion share their outline whatever their size and place)."""
     axes = np.exp(rng.uniform(-0.4, 0.4, 3))
     radii = axes * (ml * 1000 * 3 / (4 * np.pi) / np.prod(axes)) ** (1 / 3) * scale
     rotation = Rotation.random(random_state=rng).as_matrix()
@@ -61,10 +62,12 @@ def ovoid(shape: tuple[int, ...], centre: np.ndarray, ml: float, spacing: np.nda
     grid = np.stack(np.meshgrid(*[(np.arange(b.start, b.stop) - c) * s
                                   for b, c, s in zip(box, centre, spacing, strict=True)],
                                 indexing="ij"), -1)
-    r = np.linalg.norm((grid @ rotation) / radii, axis=-1)
-    rough = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=r.shape),
-                                    2.0 / spacing)
-    rough /= max(float(np.abs(rough).max()), 1e-6)
+    frame = (grid @ rotation) / radii  # the lesion's own coordinates: its outline at r = 1
+    r = np.linalg.norm(frame, axis=-1)
+    waves = np.random.default_rng(seed)
+    vectors, phases = waves.normal(0, 2.0, (4, 3)), waves.uniform(0, 2 * np.pi, 4)
+    direction = frame / np.maximum(r, 1e-6)[..., None]
+    rough = np.cos(direction @ vectors.T + phases).mean(-1)
     inside = (r * (1 + 0.25 * rough) <= 1).astype(np.float32)
     out = np.zeros(shape, np.float32)
     out[box] = ndimage.gaussian_filter(inside, 0.5)
@@ -78,9 +81,13 @@ def draw_changes(baseline: np.ndarray, followup: np.ndarray, where: np.ndarray,
     """`count` lesions centred in `where` drawn into the two visits' lesion z (copies are
     returned); the label (0, 1 growth, 2 shrinkage) and each lesion's kind."""
     baseline, followup = baseline.copy(), followup.copy()
-    label = np.zeros(baseline.shape, np.uint8)
+    # where each visit's lesion outgrows the other's (copies unshifted: a stable lesion that
+    # only moved by a fraction of a voxel is no change), labelled once all are drawn, so a
+    # lesion drawn over another one's change hides it
+    grew, shrank = (np.zeros(baseline.shape, np.float32) for _ in range(2))
     candidates = np.argwhere(where)
     kinds = []
+    spacing = np.asarray(spacing, float)
     for _ in range(count if len(candidates) else 0):
         kind = KINDS[rng.choice(len(KINDS), p=np.asarray(cfg.shares) / sum(cfg.shares))]
         kinds.append(kind)
@@ -97,17 +104,25 @@ def draw_changes(baseline: np.ndarray, followup: np.ndarray, where: np.ndarray,
             "stable": ((1, 1), (level, level))}[kind]
         shift, seed = rng.normal(0, cfg.jitter, 3), int(rng.integers(2**31))
         state = rng.bit_generator.state
-        profiles = [np.zeros(baseline.shape, np.float32) for _ in range(2)]
-        for visit, values in enumerate((baseline, followup)):
-            if not scales[visit]:
-                continue
-            rng.bit_generator.state = state  # both copies: one shape, one orientation
-            profiles[visit] = ovoid(baseline.shape, centre, ml, np.asarray(spacing, float), rng,
-                                    scales[visit], shift if visit == 0 else None, seed)
-            values += profiles[visit] * np.maximum(levels[visit] - values, 0)
-        same = np.minimum(*profiles) > 0.5 if kind in ("fading", "brightening") else False
-        label[((profiles[1] - profiles[0] > 0.5) | (same & (kind == "brightening")))
-              & (followup - baseline > SHOWS)] = 1
-        label[((profiles[0] - profiles[1] > 0.5) | (same & (kind == "fading")))
-              & (baseline - followup > SHOWS)] = 2
+        profiles = {}  # (visit, moved): the baseline's copy is drawn moved, compared unmoved
+        for visit, moved in ((0, False), (1, False), (0, True)):
+            if scales[visit] and not (moved and not cfg.jitter):
+                rng.bit_generator.state = state  # every copy: one shape, one orientation
+                profiles[visit, moved] = ovoid(baseline.shape, centre, ml, spacing, rng,
+                                               scales[visit], shift if moved else None, seed)
+        none = np.zeros(baseline.shape, np.float32)
+        shapes = [profiles.get((visit, False), none) for visit in (0, 1)]
+        drawn = [profiles.get((0, True), shapes[0]), shapes[1]]
+        for values, profile, lesion_level in zip((baseline, followup), drawn, levels,
+                                                 strict=True):
+            values += profile * np.maximum(lesion_level - values, 0)
+        if kind in ("fading", "brightening"):  # one shape, one visit faint
+            np.maximum(grew if kind == "brightening" else shrank,
+                       np.minimum(*shapes), out=grew if kind == "brightening" else shrank)
+        elif kind != "stable":
+            np.maximum(grew, shapes[1] - shapes[0], out=grew)
+            np.maximum(shrank, shapes[0] - shapes[1], out=shrank)
+    label = np.zeros(baseline.shape, np.uint8)
+    label[(grew > 0.5) & (followup - baseline > SHOWS)] = 1
+    label[(shrank > 0.5) & (baseline - followup > SHOWS)] = 2
     return baseline.astype(np.float32), followup.astype(np.float32), label, kinds
