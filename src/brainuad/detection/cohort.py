@@ -114,8 +114,8 @@ def _write_settings(out: Path, detector: Detector, detect: DetectConfig, thresho
                 "threshold": threshold, "min_component": detect.min_component,
                 "seed_margin": detect.seed_margin, "normal_sites": detect.normal_sites}
     # detections made before a setting existed were made with its default
-    defaults = {"min_component": DetectConfig.min_component, "seed_margin": 0.0,
-                "normal_sites": "flag"}
+    defaults = {k: getattr(DetectConfig, k) for k in ("min_component", "seed_margin",
+                                                      "normal_sites")}
     if previous and any(previous.get(k, defaults.get(k)) != v for k, v in settings.items()):
         raise BrainUADError(f"{out}: holds detections of another run or other settings "
                             f"({previous.get('scoring')}, threshold {previous.get('threshold')});"
