@@ -353,7 +353,8 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
     trained without P's scans (`folds`/P/change_net.pt, scripts/train_change_detector.py
     --leave-out P), its threshold the lowest whose mean flagged volume, that network on the
     other patients' rescans, is at most `false_ml`; every rescan by the network trained on
-    all (`folds`/all), its threshold calibrated on the other patients' rescans. The training
+    all (`folds`/all, if there is one: else the rescans are not scored, and said so), its
+    threshold calibrated on the other patients' rescans. The training
     rescans are other realisations (seeds) of the same raw FLAIRs: the null's anatomy was
     seen in training, its motion, bias and noise were not."""
     from brainuad.longitudinal.calibration import shipped
@@ -362,7 +363,8 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
     cfg = shipped().config()
     rescans = [n for n in sorted(inputs) if n.startswith("rescan_")]
     null = [n for n in rescans if patient_of(n) != TEST]
-    for fold in (*PAIRS, "all"):  # each network trained on what its fold allows, and said so
+    trained_on_all = (folds / "all" / "change_net.pt").exists()
+    for fold in (*PAIRS, "all")[:len(PAIRS) + trained_on_all]:  # each trained as its fold allows
         made = json.loads((folds / fold / "change_net.json").read_text())
         seen = {patient_of(name) for name in made["trained_on"]}
         if TEST in seen or (fold != "all" and (made["left_out"] != fold or fold in seen)):
@@ -403,6 +405,12 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
         print(f"learnt, {patient} left out: F1 {pairs[patient]['f1']:.2f} (det "
               f"{pairs[patient]['detection']:.2f}, fdr {pairs[patient]['fdr']:.2f}, dice "
               f"{pairs[patient]['dice']:.2f}, t {t})", flush=True)
+    if not trained_on_all:
+        print(f"{folds / 'all'}: no network trained on all allowed scans; rescans not scored",
+              flush=True)
+        return {"detector": "learnt", "false_ml": false_ml, "left_out": pairs,
+                "grid": [{"settings": {"fold": "all"}, "rescans": {}}],
+                "shipped": {"settings": {"fold": "all"}, "null": None}}
     net = load_net(folds / "all" / "change_net.pt")
     flagged = {n: {t: ml(n, m) for t, m in masks(net, n).items()} for n in rescans}
     rescan_rows = {n: {"threshold": (t := calibrated(flagged, [m for m in null if patient_of(m)

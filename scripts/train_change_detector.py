@@ -12,14 +12,17 @@ synthetic new, enlarging, shrinking, resolving, fading, brightening and stable l
 into random patches of the visits' lesion z, where compare looks (`change.looked_at`), and fits
 `longitudinal.network.ChangeNet` to their label (cross-entropy and soft Dice, Lightning, CPU)
 for `--minutes`. Writes OUT/change_net.pt (the weights) and OUT/change_net.json (what trained
-it); the cases' inputs are cached under --work.
+it); the cases' inputs are cached under --work, keyed (as benchmarks/compare_harness.py's) by
+the code that makes compare's inputs and the settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -35,12 +38,16 @@ from brainuad.io.images import Volume, load_scan
 from brainuad.io.provenance import git_commit
 from brainuad.longitudinal.calibration import shipped
 from brainuad.longitudinal.change import looked_at
-from brainuad.longitudinal.network import ChangeNet, net_inputs
+from brainuad.longitudinal.network import INPUTS, ChangeNet, difference_noise, net_inputs
 from brainuad.longitudinal.synthetic import ChangeSynth, draw_changes
 from brainuad.longitudinal.visits import on_followup_grid, register_pair
 from brainuad.preprocessing.pipeline import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from compare_harness import INPUT_CODE  # noqa: E402  (the code compare's inputs come from)
+from run_record import code_hash, config_hash  # noqa: E402
+
 RAW = REPO.parent / "shared" / "data" / "mslub_longitudinal_raw"
 TEST = "patient01"  # never trains
 PATCH = (64, 64, 16)  # voxels: about 46 x 46 x 48 mm on a 0.72 x 0.72 x 3 mm grid
@@ -53,11 +60,13 @@ def cases(work: Path, left_out: str | None) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     out = []
     cfg = shipped().config()
+    key = config_hash([code_hash(*INPUT_CODE), dataclasses.asdict(PreprocessConfig()),
+                       dataclasses.asdict(cfg)])
     for index, folder in enumerate(sorted(RAW.glob("patient*"))):
         patient = folder.name.split("_")[0]
         if patient == TEST:
             continue
-        path = work / f"case-{folder.name}.pkl"
+        path = work / f"case-{folder.name}-{key}.pkl"
         if not path.exists():
             baseline = load_scan(folder / "FLAIR.nii.gz")
             followup = Volume(rescanned(baseline, SEED_OFFSET + index).data, baseline.affine,
@@ -77,6 +86,8 @@ def cases(work: Path, left_out: str | None) -> list[dict]:
                 tmp.write_bytes(pickle.dumps(payload))
             print(f"case {folder.name} made", flush=True)
         case = pickle.loads(path.read_bytes())
+        case["noise"] = difference_noise(case["lesion_baseline"], case["lesion_followup"],
+                                         case["brain"])  # as `probabilities` takes it
         if patient != left_out and case["allowed"].any():  # somewhere to draw changes
             out.append({"name": folder.name, **case})
     return out
@@ -108,7 +119,8 @@ class Patches(IterableDataset):
             baseline, followup, label, _ = draw_changes(
                 arrays["lesion_baseline"], arrays["lesion_followup"], where, case["spacing"],
                 int(rng.integers(0, 5)), rng, self.synth)
-            yield (torch.from_numpy(net_inputs(baseline, followup, arrays["brain"])),
+            yield (torch.from_numpy(net_inputs(baseline, followup, arrays["brain"],
+                                               case["noise"])),
                    torch.from_numpy(label.astype(np.int64)))
 
 
@@ -165,7 +177,7 @@ def main() -> None:
     with atomic_path(args.out / "change_net.pt") as tmp:
         torch.save(module.net.state_dict(), tmp)
     write_text(args.out / "change_net.json", json.dumps({
-        "width": args.width, "trained_on": [c["name"] for c in training],
+        "width": args.width, "inputs": INPUTS, "trained_on": [c["name"] for c in training],
         "left_out": args.leave_out, "steps": trainer.global_step, "batch": args.batch,
         "patch": PATCH, "lr": args.lr, "seed": args.seed, "minutes": round(seconds / 60, 1),
         "synth": synth.__dict__, "git_commit": git_commit()}, indent=2) + "\n")

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from brainuad.errors import BrainUADError
-from brainuad.longitudinal.network import ChangeNet, change_mask, load_net, probabilities
+from brainuad.longitudinal.network import (
+    ChangeNet,
+    change_mask,
+    difference_noise,
+    load_net,
+    net_inputs,
+    probabilities,
+)
 from brainuad.longitudinal.synthetic import KINDS, ChangeSynth, draw_changes, ovoid
 
 SPACING = np.array([0.75, 0.75, 3.0])
@@ -73,11 +80,27 @@ def test_the_network_reads_any_grid_and_says_nothing_outside_the_brain():
     assert not change_mask(grown * 0, shrunk * 0, brain, 0.5, 3).any()
 
 
+def test_the_difference_channel_reads_in_the_pairs_own_noise():
+    """A change of 3 noise spreads reads 3 spreads whatever the pair's noise: the same
+    lesion on a noisier pair stands out less."""
+    brain = np.ones((40, 40, 10), bool)
+    for sigma in (0.2, 0.6):
+        baseline, _ = _visits(brain.shape)
+        followup = baseline + np.random.default_rng(3).normal(0, sigma, brain.shape)
+        followup[20, 20, 5] += 3 * sigma
+        noise = difference_noise(baseline, followup, brain)
+        assert noise == pytest.approx(sigma, rel=0.05)
+        x = net_inputs(baseline, followup, brain, noise)
+        assert x.shape == (4, *brain.shape)
+        assert x[2, 20, 20, 5] * 5 == pytest.approx((followup - baseline)[20, 20, 5] / noise)
+        assert x[2].std() * 5 == pytest.approx(1, rel=0.1)
+
+
 def test_weights_are_read_weights_only_and_damaged_ones_refused(tmp_path):
     net = ChangeNet(width=2)
     path = tmp_path / "change_net.pt"
     torch.save(net.state_dict(), path)
-    (tmp_path / "change_net.json").write_text('{"width": 2}')
+    (tmp_path / "change_net.json").write_text('{"width": 2, "inputs": 4}')
     loaded = load_net(path)
     assert not loaded.training
     for a, b in zip(net.state_dict().values(), loaded.state_dict().values(), strict=True):
@@ -99,6 +122,9 @@ def test_weights_are_read_weights_only_and_damaged_ones_refused(tmp_path):
     assert not (tmp_path / "ran").exists() and "\n" not in str(caught.value)
     (tmp_path / "change_net.json").write_text('{"width": null}')
     with pytest.raises(BrainUADError, match="change_net.json"):
+        load_net(path)
+    (tmp_path / "change_net.json").write_text('{"width": 2}')  # an older network's 3 inputs
+    with pytest.raises(BrainUADError, match="3 inputs"):
         load_net(path)
     (tmp_path / "change_net.json").unlink()
     with pytest.raises(BrainUADError, match="change_net.json"):
@@ -139,12 +165,13 @@ def test_a_voxel_gets_the_same_probability_in_a_patch_as_in_the_whole_box():
     net = ChangeNet(width=2)
     net.train()
     for _ in range(3):  # running statistics that are not the defaults
-        net(torch.randn(2, 3, 32, 32, 8) * 2 + 1)
+        net(torch.randn(2, 4, 32, 32, 8) * 2 + 1)
     brain = np.ones((64, 64, 16), bool)
     baseline, followup = _visits(brain.shape)
-    whole, _ = probabilities(net, baseline, followup, brain)
+    whole, _ = probabilities(net, baseline, followup, brain, noise=0.3)
     part = np.zeros_like(brain)
     part[:32, :32, :8] = True
-    patch, _ = probabilities(net, np.where(part, baseline, 0), np.where(part, followup, 0), part)
+    patch, _ = probabilities(net, np.where(part, baseline, 0), np.where(part, followup, 0), part,
+                             noise=0.3)
     inner = (slice(4, 20), slice(4, 20), slice(1, 5))  # the receptive field inside the patch
     np.testing.assert_allclose(patch[inner], whole[inner], atol=1e-3)  # instance norm: 0.1s

@@ -8,9 +8,11 @@ voxel per axis (partial volume); it brightens a visit's lesion z (the visit agai
 grey matter, `Visits.lesion_*`) towards its own level of `contrast` grey-matter spreads,
 never darkening a voxel. Each lesion is one of `KINDS`: new (at the follow-up only),
 resolving (the baseline only), enlarging or shrinking (smaller, and fainter, at one visit),
-fading or brightening (one shape, at one visit no brighter than grey matter), or stable (both
-alike: not a change, as most of a patient's lesions are), the two visits' copies shifted by a
-fraction of a voxel (registration and the second interpolation move a stable lesion too).
+fading or brightening (one shape, at one visit no brighter than grey matter), or stable (one
+shape, its level at the two visits within `gain` of each other: not a change, as most of a
+patient's lesions are, though a new bias field and noise move their brightness), the two
+visits' copies shifted by a fraction of a voxel (registration and the second interpolation
+move a stable lesion too).
 The label: 1 where the follow-up's lesion outgrows the baseline's by half its profile (or, for
 a brightening lesion, lies there at both) and shows (`SHOWS` spreads brighter than the other
 visit there), 2 the other way (as `change.CODE`). Real shrinking lesions mostly fade as they
@@ -34,7 +36,8 @@ class ChangeSynth:
     """What synthetic lesions look like: volume (ml, log-uniform), the level they brighten to
     (grey-matter spreads above the visit's grey matter: a faint lesion at 1, a bright one at
     7), each kind's share, how much smaller the smaller copy of an enlarging or shrinking lesion
-    is (its radii times this range, its level too), and the two copies' jitter (voxels)."""
+    is (its radii times this range, its level too), the two copies' jitter (voxels), and how
+    far a stable lesion's level may differ between the visits (a factor within exp(+-gain))."""
 
     min_ml: float = 0.01
     max_ml: float = 1.5
@@ -42,6 +45,7 @@ class ChangeSynth:
     shares: tuple[float, ...] = (0.2, 0.1, 0.15, 0.15, 0.1, 0.05, 0.25)  # in the order of KINDS
     smaller: tuple[float, float] = (0.4, 0.8)
     jitter: float = 0.3
+    gain: float = 0.2
 
 
 def ovoid(shape: tuple[int, ...], centre: np.ndarray, ml: float, spacing: np.ndarray,
@@ -96,12 +100,13 @@ def draw_changes(baseline: np.ndarray, followup: np.ndarray, where: np.ndarray,
         level = float(rng.uniform(*cfg.contrast))
         smaller = float(rng.uniform(*cfg.smaller))
         faint = float(rng.uniform(-1.0, 0.0))  # a faded lesion: at most grey matter's level
+        gain = float(np.exp(rng.uniform(-cfg.gain, cfg.gain)))  # a stable lesion's, rescanned
         scales, levels = {
             "new": ((0, 1), (level, level)), "resolving": ((1, 0), (level, level)),
             "enlarging": ((smaller, 1), (level * smaller, level)),
             "shrinking": ((1, smaller), (level, level * smaller)),
             "fading": ((1, 1), (level, faint)), "brightening": ((1, 1), (faint, level)),
-            "stable": ((1, 1), (level, level))}[kind]
+            "stable": ((1, 1), (level, level * gain))}[kind]
         shift, seed = rng.normal(0, cfg.jitter, 3), int(rng.integers(2**31))
         state = rng.bit_generator.state
         profiles = {}  # (visit, moved): the baseline's copy is drawn moved, compared unmoved
