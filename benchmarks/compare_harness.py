@@ -364,7 +364,7 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
     rescans = [n for n in sorted(inputs) if n.startswith("rescan_")]
     null = [n for n in rescans if patient_of(n) != TEST]
     trained_on_all = (folds / "all" / "change_net.pt").exists()
-    for fold in (*PAIRS, "all")[:len(PAIRS) + trained_on_all]:  # each trained as its fold allows
+    for fold in [*PAIRS, *(["all"] if trained_on_all else [])]:  # each as its fold allows
         made = json.loads((folds / fold / "change_net.json").read_text())
         seen = {patient_of(name) for name in made["trained_on"]}
         if TEST in seen or (fold != "all" and (made["left_out"] != fold or fold in seen)):

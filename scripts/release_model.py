@@ -32,7 +32,7 @@ from brainuad.commands.benchmark import BenchmarkOptions, run_benchmark
 from brainuad.models.folder import ModelInfo, read_info
 
 REPO = Path(__file__).resolve().parents[1]
-NAME, VERSION, VARIANT = "flair-ms", "5", "model"
+NAME, VERSION, VARIANT = "flair-ms", "6", "model"
 CONFIG = REPO / "configs" / "models" / f"{NAME}.yaml"
 TARGET = REPO / "src" / "brainuad" / "weights" / NAME
 DESCRIPTION = ("MS lesions on FLAIR: each voxel against the scan's own grey matter around it (a "

@@ -42,7 +42,7 @@ from brainuad.io.visits import parse_time, visit_order
 from brainuad.longitudinal.calibration import shipped
 from brainuad.longitudinal.change import ENLARGING, NEW, RULE, SHRINKING, ChangeConfig
 from brainuad.longitudinal.compare import CHANGE_COLUMNS, Found, change_table, find_changes
-from brainuad.longitudinal.visits import match
+from brainuad.longitudinal.visits import match, pair_config
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.reporting.html import compare_report
 from brainuad.runtime.clock import Stopwatch
@@ -159,7 +159,7 @@ def made_by(baseline: Path, followup: Path, options: CompareOptions) -> dict:
                 "detector": (None if options.change is not None
                              else f"{shipped().name} {shipped().version}"),
                 "false_ml": None if options.change is not None else options.false_ml,
-                "preprocess": dataclasses.asdict(options.preprocess),
+                "preprocess": dataclasses.asdict(pair_config(options.preprocess)),
                 "report_full_fov": options.report_full_fov}
     return record({"baseline": baseline, "followup": followup},
                   json.loads(json.dumps(settings)))
