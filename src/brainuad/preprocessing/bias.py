@@ -29,9 +29,11 @@ def head_mask(image: sitk.Image) -> sitk.Image:
 def n4(image: sitk.Image, mask: sitk.Image, cfg: RegistrationConfig) -> sitk.Image:
     """N4 bias-field correction inside `mask`, fitted on a copy shrunk `cfg.n4_shrink` times
     (seconds, not minutes) and applied at full resolution through the fitted log bias field;
-    one fitting level per entry of `cfg.n4_iterations`, each doubling the B-spline mesh."""
-    small = sitk.Shrink(image, [cfg.n4_shrink] * 3)
-    small_mask = sitk.Shrink(mask, [cfg.n4_shrink] * 3)
+    one fitting level per entry of `cfg.n4_iterations`, each doubling the B-spline mesh. An
+    axis of few voxels (a slab of a few slices) is shrunk less, to two voxels at least."""
+    factors = [max(1, min(cfg.n4_shrink, size // 2)) for size in image.GetSize()]
+    small = sitk.Shrink(image, factors)
+    small_mask = sitk.Shrink(mask, factors)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
     corrector.SetMaximumNumberOfIterations(list(cfg.n4_iterations))
     corrector.Execute(small, small_mask)
