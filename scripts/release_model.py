@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -60,7 +61,15 @@ def _point_subjects(path: Path) -> list[str]:
     return sorted({name for point in points.values() for name in point.get("subjects", [])})
 
 
+def _uncommitted() -> bool:
+    """Whether tracked files differ from the commit (a release made so says it)."""
+    said = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                          capture_output=True, text=True, check=False)
+    return bool(said.stdout.strip())
+
+
 def release(out: Path, workers: int = 2) -> None:
+    dirty = _uncommitted()  # before the release rewrites the weights' files
     run_benchmark(CONFIG, out, BenchmarkOptions(split="val", workers=workers))
     run = out / "runs" / NAME
     made = read_info(run)
@@ -92,7 +101,8 @@ def release(out: Path, workers: int = 2) -> None:
         card=f"docs/models/{NAME}.md",
         extra={"operating_point_on": _point_subjects(TARGET / "threshold.json"),
                "recipe": str(CONFIG.relative_to(REPO)), "brainuad": brainuad.__version__,
-               "git_commit": provenance.get("git_commit"),
+               "git_commit": (provenance.get("git_commit") or "")
+               + (" with uncommitted changes" if dirty else ""),
                "released": datetime.date.today().isoformat()}).write(TARGET)
     docs = REPO / "docs" / "models"
     docs.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ import torch
 
 from brainuad.errors import BrainUADError
 from brainuad.longitudinal.network import (
+    D_SCALE,
+    NOISE_FLOOR,
     ChangeNet,
     change_mask,
     difference_noise,
@@ -81,19 +83,28 @@ def test_the_network_reads_any_grid_and_says_nothing_outside_the_brain():
 
 
 def test_the_difference_channel_reads_in_the_pairs_own_noise():
-    """A change of 3 noise spreads reads 3 spreads whatever the pair's noise: the same
-    lesion on a noisier pair stands out less."""
-    brain = np.ones((40, 40, 10), bool)
+    """The difference channel is in spreads of the pair's own noise: the same brightening
+    stands out less on a noisier pair; the noise is the same from the brain's box (as the
+    training script crops its cases) as from the whole grid (as the harness runs)."""
+    brain = np.zeros((48, 48, 12), bool)
+    brain[4:44, 4:44, 1:11] = True
+    read = {}
     for sigma in (0.2, 0.6):
         baseline, _ = _visits(brain.shape)
         followup = baseline + np.random.default_rng(3).normal(0, sigma, brain.shape)
-        followup[20, 20, 5] += 3 * sigma
+        followup[20, 20, 5] = baseline[20, 20, 5] + 1.5  # the same change on both pairs
         noise = difference_noise(baseline, followup, brain)
         assert noise == pytest.approx(sigma, rel=0.05)
+        box = (slice(4, 44), slice(4, 44), slice(1, 11))
+        assert difference_noise(baseline[box], followup[box], brain[box]) == noise
         x = net_inputs(baseline, followup, brain, noise)
-        assert x.shape == (4, *brain.shape)
-        assert x[2, 20, 20, 5] * 5 == pytest.approx((followup - baseline)[20, 20, 5] / noise)
-        assert x[2].std() * 5 == pytest.approx(1, rel=0.1)
+        assert x.shape == (4, *brain.shape) and not x[2][~brain].any()
+        assert x[2][brain].std() * D_SCALE == pytest.approx(1, rel=0.1)
+        read[sigma] = x[2, 20, 20, 5] * D_SCALE
+    assert read[0.2] == pytest.approx(1.5 / 0.2, rel=0.06)
+    assert read[0.6] == pytest.approx(1.5 / 0.6, rel=0.06) and read[0.6] < read[0.2] / 2
+    same, _ = _visits(brain.shape)
+    assert difference_noise(same, same, brain) == NOISE_FLOOR  # an exact copy: the floor
 
 
 def test_weights_are_read_weights_only_and_damaged_ones_refused(tmp_path):

@@ -86,6 +86,32 @@ def test_no_change_is_looked_for_near_the_brains_outline():
     assert detect_change(visits, replace(cfg, edge_mm=0)).mask[5, 30, 30] == 1
 
 
+def test_compare_runs_n4_at_the_shrink_its_detector_was_calibrated_with(monkeypatch, tmp_path):
+    """segment's N4 shrinks by 6 (flair-ms 6); compare keeps `N4_SHRINK` whatever the
+    preprocessing it is given, and its outputs' record says so."""
+    from brainuad.commands.compare import made_by
+    from brainuad.io.images import Volume
+    from brainuad.longitudinal import visits
+
+    seen = []
+
+    def stopped(image, mask, cfg):
+        seen.append(cfg.n4_shrink)
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(visits, "n4", stopped)
+    scan = Volume(np.random.default_rng(0).random((24, 24, 12), np.float32), np.eye(4),
+                  tmp_path / "visit.nii.gz")
+    assert PreprocessConfig().registration.n4_shrink != visits.N4_SHRINK
+    with pytest.raises(BrainUADError, match="N4 bias correction failed"):
+        visits.register_pair(scan, scan, PreprocessConfig())
+    assert seen == [visits.N4_SHRINK]
+    for name in ("a", "b"):
+        (tmp_path / name).write_bytes(name.encode())
+    record = made_by(tmp_path / "a", tmp_path / "b", CompareOptions())
+    assert record["settings"]["preprocess"]["registration"]["n4_shrink"] == visits.N4_SHRINK
+
+
 def _noisy_pair(seed: int, shape: tuple[int, ...]):
     """A brain box and two visits of "white matter" at 0.5 with noise of 0.01."""
     rng = np.random.default_rng(seed)

@@ -29,6 +29,8 @@ from brainuad.scoring.postprocess import remove_small_components
 Z_RANGE, Z_SCALE = (-10.0, 15.0), 5.0
 #: the difference channel's range and scale (spreads of the pair's difference noise)
 D_RANGE, D_SCALE = (-10.0, 10.0), 5.0
+#: the least difference noise taken (grey-matter spreads of the lesion z)
+NOISE_FLOOR = 0.1
 #: the inputs: both visits' lesion z, their difference in its noise, the brain
 INPUTS = 4
 #: the crop's sides are padded to multiples of these (the U-Net's pooling)
@@ -73,7 +75,9 @@ def difference_noise(lesion_baseline: np.ndarray, lesion_followup: np.ndarray,
     """The spread of the two visits' lesion-z difference over the brain (robust: changes are a
     few voxels of it), so that the difference channel reads in the pair's own noise."""
     values = (lesion_followup - lesion_baseline)[brain > 0]
-    return max(robust_spread(values), 1e-3) if values.size > 100 else 1.0
+    # at least a tenth of a grey-matter spread: a scan against an exact copy of itself has
+    # none, and its interpolation's last digits must not read as changes
+    return max(robust_spread(values), NOISE_FLOOR) if values.size > 100 else 1.0
 
 
 def net_inputs(lesion_baseline: np.ndarray, lesion_followup: np.ndarray, brain: np.ndarray,

@@ -49,10 +49,10 @@ SAME_PERSON_SEEN, OTHER_PEOPLE_SEEN = "0.67-0.89", "0.29"
 PAIR = RegistrationConfig(shrink=(4, 2, 1), smoothing_mm=(2.0, 1.0, 0.0),
                           sampling=(0.2, 0.1, 0.05))
 #: N4's shrink for compare: its detector (`detector.json`) was chosen and calibrated with N4
-#: fitted on the visits shrunk 4 times. With segment's 6 (flair-ms 6) the pairs left out lost
-#: (benchmarks/compare_harness.py: at the shipped settings patient03's F1 0.37 -> 0.30, at
-#: the defaults the calibrated thresholds rose 3.0 -> 4.0; docs/results/compare.md), so
-#: compare keeps 4 until its detector is chosen again on 6.
+#: fitted on the visits shrunk 4 times. With segment's 6 (flair-ms 6) patient03, left out,
+#: lost (benchmarks/compare_harness.py, 5 of its 12 grid rows run: its F1 0.37 -> 0.30 at the
+#: shipped settings, 0.28 -> 0.21 at the defaults; docs/results/compare.md), so compare keeps
+#: 4 until its detector is chosen again on 6.
 N4_SHRINK = 4
 
 

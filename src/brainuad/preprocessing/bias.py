@@ -26,12 +26,17 @@ def head_mask(image: sitk.Image) -> sitk.Image:
     return out
 
 
+def shrink_factors(size: tuple[int, ...], shrink: int) -> list[int]:
+    """`shrink` per axis, less along an axis of few voxels: two voxels are left at least."""
+    return [max(1, min(shrink, n // 2)) for n in size]
+
+
 def n4(image: sitk.Image, mask: sitk.Image, cfg: RegistrationConfig) -> sitk.Image:
     """N4 bias-field correction inside `mask`, fitted on a copy shrunk `cfg.n4_shrink` times
     (seconds, not minutes) and applied at full resolution through the fitted log bias field;
     one fitting level per entry of `cfg.n4_iterations`, each doubling the B-spline mesh. An
     axis of few voxels (a slab of a few slices) is shrunk less, to two voxels at least."""
-    factors = [max(1, min(cfg.n4_shrink, size // 2)) for size in image.GetSize()]
+    factors = shrink_factors(image.GetSize(), cfg.n4_shrink)
     small = sitk.Shrink(image, factors)
     small_mask = sitk.Shrink(mask, factors)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
