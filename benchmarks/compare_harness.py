@@ -55,7 +55,7 @@ from brainuad.io.files import atomic_path
 from brainuad.io.images import Volume, load_scan, save_volume
 from brainuad.longitudinal import blobs, change
 from brainuad.longitudinal.change import ChangeConfig, smooth_inside
-from brainuad.longitudinal.visits import on_followup_grid, register_pair
+from brainuad.longitudinal.visits import on_followup_grid, pair_config, register_pair
 from brainuad.preprocessing.intensity import robust_spread
 from brainuad.preprocessing.pipeline import PreprocessConfig
 from brainuad.scoring.postprocess import CONNECTIVITY
@@ -66,6 +66,12 @@ INPUT_CODE = ("preprocessing", "io/images.py", "io/sitk.py", "data/shifts.py",
 TEST = "patient01"  # never calibrates or chooses
 SIZE_BINS = ((0, 0.03), (0.03, 0.1), (0.1, 1.0), (1.0, np.inf))  # ml
 Z_BINS = ((0, 2), (2, 3), (3, 4), (4, np.inf))
+
+
+def inputs_key(cfg: PreprocessConfig) -> str:
+    """What cached inputs of compare are keyed by: the code that makes them and the
+    preprocessing as compare runs it (`visits.pair_config`)."""
+    return f"{code_hash(*INPUT_CODE)}-{config_hash(dataclasses.asdict(pair_config(cfg)))}"
 
 
 def patient_of(name: str) -> str:
@@ -81,7 +87,7 @@ def cached_inputs(work: Path) -> dict[str, dict]:
     cases += [(f"rescan_{f.name}", f / "FLAIR.nii.gz", f / "FLAIR.nii.gz", i)
               for i, f in enumerate(sorted(RAW.glob("patient*")))]
     cfg, inputs = PreprocessConfig(), {}
-    key = f"{code_hash(*INPUT_CODE)}-{config_hash(dataclasses.asdict(cfg))}"
+    key = inputs_key(cfg)
     for name, first, second, seed in cases:
         path = work / f"inputs-{name}-{key}.pkl"
         if not path.exists():
@@ -399,12 +405,17 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
         flagged = {n: {t: ml(n, m) for t, m in masks(net, n).items()} for n in others}
         t = calibrated(flagged, others)
         codes = on_common(inputs[patient], patient, masks(net, patient)[t])
+        # the left-out patient's own rescans, by the network that never saw that patient
+        own = {n.removeprefix("rescan_"): round(ml(n, masks(net, n)[t]), 4)
+               for n in rescans if patient_of(n) == patient}
         pairs[patient] = {"settings": {"fold": patient}, "threshold": t,
                           **score_pair(codes, refs[patient]),
-                          "calibration_rescan_max_ml": max(flagged[n][t] for n in others)}
+                          "calibration_rescan_max_ml": max(flagged[n][t] for n in others),
+                          "own_rescans_ml": own}
         print(f"learnt, {patient} left out: F1 {pairs[patient]['f1']:.2f} (det "
               f"{pairs[patient]['detection']:.2f}, fdr {pairs[patient]['fdr']:.2f}, dice "
-              f"{pairs[patient]['dice']:.2f}, t {t})", flush=True)
+              f"{pairs[patient]['dice']:.2f}, t {t}); its own rescans, never trained on: "
+              f"{own} ml", flush=True)
     if not trained_on_all:
         print(f"{folds / 'all'}: no network trained on all allowed scans; rescans not scored",
               flush=True)

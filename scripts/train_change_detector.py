@@ -45,7 +45,7 @@ from brainuad.preprocessing.pipeline import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from compare_harness import INPUT_CODE  # noqa: E402  (the code compare's inputs come from)
+from compare_harness import inputs_key  # noqa: E402  (what compare's inputs are keyed by)
 from run_record import code_hash, config_hash  # noqa: E402
 
 RAW = REPO.parent / "shared" / "data" / "mslub_longitudinal_raw"
@@ -60,16 +60,18 @@ def cases(work: Path, left_out: str | None) -> list[dict]:
     work.mkdir(parents=True, exist_ok=True)
     out = []
     cfg = shipped().config()
-    key = config_hash([code_hash(*INPUT_CODE), dataclasses.asdict(PreprocessConfig()),
+    # compare's inputs, where changes are looked for (`looked_at`), and the settings
+    key = config_hash([inputs_key(PreprocessConfig()), code_hash("longitudinal/change.py"),
                        dataclasses.asdict(cfg)])
     for index, folder in enumerate(sorted(RAW.glob("patient*"))):
         patient = folder.name.split("_")[0]
         if patient == TEST:
             continue
-        path = work / f"case-{folder.name}-{key}.pkl"
+        seed = SEED_OFFSET + index  # the rescan's: in the name, as a folder added moves it
+        path = work / f"case-{folder.name}-seed{seed}-{key}.pkl"
         if not path.exists():
             baseline = load_scan(folder / "FLAIR.nii.gz")
-            followup = Volume(rescanned(baseline, SEED_OFFSET + index).data, baseline.affine,
+            followup = Volume(rescanned(baseline, seed).data, baseline.affine,
                               baseline.path)
             visits = on_followup_grid(register_pair(baseline, followup, PreprocessConfig()),
                                       baseline, followup, PreprocessConfig())
