@@ -351,7 +351,7 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
 
 
 #: thresholds of the learnt detector's probability of a change, low to high
-LEARNT_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
+LEARNT_THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999)
 
 
 def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> dict:
