@@ -89,7 +89,7 @@ def cached_inputs(work: Path) -> dict[str, dict]:
     cfg, inputs = PreprocessConfig(), {}
     key = inputs_key(cfg)
     for name, first, second, seed in cases:
-        path = work / f"inputs-{name}-{key}.pkl"
+        path = work / f"inputs-{name}{'' if seed is None else f'-seed{seed}'}-{key}.pkl"
         if not path.exists():
             start = time.perf_counter()
             baseline = load_scan(first)
@@ -393,6 +393,10 @@ def evaluate_learnt(folds: Path, inputs: dict, refs: dict, false_ml: float) -> d
         """The lowest threshold at `false_ml` on `names`; the highest where none is (said)."""
         for t in LEARNT_THRESHOLDS:
             if np.mean([flagged[n][t] for n in names]) <= false_ml:
+                if t == LEARNT_THRESHOLDS[0]:
+                    print(f"the lowest threshold ({t}) is already at {false_ml} ml on "
+                          f"{len(names)} rescans: the operating point lies below the grid",
+                          flush=True)
                 return t
         print(f"no threshold reaches {false_ml} ml on {len(names)} rescans: the highest taken",
               flush=True)

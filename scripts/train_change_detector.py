@@ -12,8 +12,9 @@ synthetic new, enlarging, shrinking, resolving, fading, brightening and stable l
 into random patches of the visits' lesion z, where compare looks (`change.looked_at`), and fits
 `longitudinal.network.ChangeNet` to their label (cross-entropy and soft Dice, Lightning, CPU)
 for `--minutes`. Writes OUT/change_net.pt (the weights) and OUT/change_net.json (what trained
-it); the cases' inputs are cached under --work, keyed (as benchmarks/compare_harness.py's) by
-the code that makes compare's inputs and the settings.
+it); the cases' inputs are cached under --work, keyed by what compare's inputs are keyed by
+(benchmarks/compare_harness.py's `inputs_key`), `longitudinal/change.py` and the settings, the
+rescan's seed in the file's name.
 """
 
 from __future__ import annotations
