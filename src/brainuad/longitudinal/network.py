@@ -54,7 +54,7 @@ class ChangeNet(nn.Module):
 
     def __init__(self, width: int = 8, inputs: int = INPUTS) -> None:
         super().__init__()
-        self.width, self.inputs = width, inputs
+        self.width = width
         self.down1, self.down2 = _block(inputs, width), _block(width, 2 * width)
         self.bottom = _block(2 * width, 4 * width)
         self.up2, self.up1 = _block(6 * width, 2 * width), _block(3 * width, width)
