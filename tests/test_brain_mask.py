@@ -54,6 +54,63 @@ def test_a_mask_that_disagrees_with_the_template_falls_back_to_it(scan, monkeypa
     assert _dice(own.mask > 0, template.mask > 0) < 0.999  # the scan's own is another outline
 
 
+def test_the_bundled_networks_outline_what_deepbet_itself_does(scan):
+    """deepbet's networks as the bundled ONNX files, its steps in numpy, against deepbet's own
+    torch run on the same scan: the same mask but for voxels whose probability the two
+    runtimes' float rounding puts either side of 0.5 (on the 21 real scans of ../shared/data
+    at most 46 voxels of about a million differ: docs/preprocessing/brain_mask.md)."""
+    import warnings
+
+    from deepbet import BrainExtraction
+
+    from brainuad.io.images import load_scan
+    from brainuad.preprocessing.brain_mask import NETWORK_SIZE, scan_brain
+
+    volume = load_scan(scan)
+    ras = nib.as_closest_canonical(nib.Nifti1Image(volume.data.astype(np.float32),
+                                                   volume.affine))
+    deepbet = BrainExtraction(no_gpu=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probability = deepbet.run_model(ras.get_fdata(dtype=np.float32).copy(),
+                                        shape=(NETWORK_SIZE,) * 3)
+    theirs = deepbet.postprocess(probability > 0.5) > 0
+    ours = nib.orientations.apply_orientation(
+        scan_brain(volume), nib.orientations.ornt_transform(
+            nib.io_orientation(volume.affine), nib.orientations.axcodes2ornt("RAS")))
+    assert theirs.sum() > 1000 and _dice(ours, theirs) > 0.999  # 17 of 98 000 voxels differ
+
+
+@pytest.mark.parametrize("n", [37, 128, 181, 256])
+def test_nearest_neighbours_are_torchs_nearest_exact(n):
+    """deepbet resizes with torch's `nearest-exact`; in float64 some sizes pick another voxel."""
+    import torch
+
+    from brainuad.preprocessing.brain_mask import _nearest
+
+    x = np.random.default_rng(0).random((n, 7, 3)).astype(np.float32)
+    for shape in [(128, 7, 3), (192, 5, 9), (n + 3, 7, 2)]:
+        expected = torch.nn.functional.interpolate(torch.from_numpy(x)[None, None], shape,
+                                                   mode="nearest-exact")[0, 0].numpy()
+        assert np.array_equal(_nearest(x, shape), expected), shape
+
+
+def test_a_missing_or_broken_network_file_is_one_line(tmp_path, monkeypatch):
+    from brainuad.preprocessing import brain_mask
+
+    monkeypatch.setattr(brain_mask, "DEEPBET", tmp_path)
+    brain_mask.extractor.cache_clear()
+    try:
+        with pytest.raises(BrainUADError, match="bbox_model.onnx: deepbet's network cannot"):
+            brain_mask.extractor()
+        for name in brain_mask.NETWORKS:
+            (tmp_path / name).write_bytes(b"not an onnx file")
+        with pytest.raises(BrainUADError, match="bbox_model.onnx: deepbet's network cannot"):
+            brain_mask.extractor()
+    finally:
+        brain_mask.extractor.cache_clear()
+
+
 def test_an_unknown_brain_mask_source_is_refused():
     with pytest.raises(BrainUADError, match="--brain-mask 'atlas'"):
         PreprocessConfig(brain_mask="atlas")

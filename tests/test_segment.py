@@ -231,6 +231,29 @@ def test_the_bundled_model_on_the_example_an_in_distribution_self_check(scan, tm
     assert rows[0]["lesions"] > 0 and dice(found > 0, known > 0) > 0.6
 
 
+def test_a_model_without_a_network_segments_without_importing_torch(scan, tmp_path):
+    """Importing torch is 1.3-1.5 s of a process's start on a 2-core machine (docs/speed.md):
+    `segment` with the bundled tissue model runs in a process where any import of it fails."""
+    import subprocess
+    import sys
+
+    raw, _ = scan
+    code = f"""
+import sys
+sys.modules["torch"] = None  # any import of torch now fails
+from brainuad.commands.segment import SegmentOptions, segment_scans
+from brainuad.preprocessing.pipeline import PreprocessConfig
+from brainuad.preprocessing.registration import RegistrationConfig
+quick = PreprocessConfig(registration=RegistrationConfig(
+    shrink=(4, 2), smoothing_mm=(2.0, 1.0), iterations=40, sampling=(0.2, 0.05)))
+rows = segment_scans([{str(raw)!r}], {str(tmp_path)!r}, SegmentOptions(preprocess=quick))
+print("lesions", rows[0]["lesions"])
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lesions" in result.stdout and (tmp_path / "example_flair" / "report.html").is_file()
+
+
 def test_a_scan_of_another_modality_is_refused_in_one_line(model, tmp_path):
     t1 = tmp_path / "sub-01_T1w.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4)), t1)

@@ -2,9 +2,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brainuad.data.dataset import SliceDataset
 from brainuad.data.slices import (
     PAPER_SLICES,
-    SliceDataset,
     load_subject_slices,
     plan_slices,
     to_slices,

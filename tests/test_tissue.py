@@ -173,3 +173,20 @@ def test_a_scans_contrast_is_told_by_its_tissues_order(contrast, levels, reads):
         said = contrast_problem(ratios, "flair")
         assert said.startswith("its contrast is not a FLAIR's")
         assert said.endswith(f"it looks like a {reads.upper()}")
+
+
+@pytest.mark.parametrize("shape,factor", [((13, 11, 7), (4, 4, 1)), ((5, 9, 6), (3, 1, 2))])
+def test_the_level_is_upsampled_as_torchs_trilinear_interpolation(shape, factor):
+    """The local level's linear interpolation in numpy (a tissue model never imports torch)
+    is torch's `trilinear` with `align_corners=False`, which it replaced, to float rounding."""
+    import torch
+
+    from brainuad.models.tissue.scorer import upsampled
+
+    small = np.random.default_rng(1).random(shape).astype(np.float32)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(small)[None, None], mode="trilinear", align_corners=False,
+        size=tuple(n * f for n, f in zip(shape, factor, strict=True)))[0, 0].numpy()
+    got = upsampled(small, np.array(factor))
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -26,7 +26,7 @@ def test_one_step_changes_both_networks(prepared, tmp_path):
     before_d = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
     import lightning as L
 
-    from brainuad.data.slices import SliceDataset
+    from brainuad.data.dataset import SliceDataset
     from brainuad.io.manifest import read_manifest
 
     data = SliceDataset(read_manifest(prepared).select(split="train"), "flair", 32)
@@ -247,7 +247,7 @@ def test_two_process_ddp_on_cpu(prepared, tmp_path):
 def test_every_model_takes_a_training_step(prepared, tmp_path, name):
     import lightning as L
 
-    from brainuad.data.slices import SliceDataset
+    from brainuad.data.dataset import SliceDataset
     from brainuad.io.manifest import read_manifest
     from brainuad.models.registry import kind_of
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from brainuad.config import SCORES, DetectConfig, RunConfig
 from brainuad.data.slices import load_preprocessed
@@ -38,11 +37,16 @@ from brainuad.runtime.progress import track
 from brainuad.scoring import thresholds
 from brainuad.scoring.postprocess import Scored, at_normal_sites, segment
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 class Detector:
     """A model ready to score scans: its config, its kind's scorer (with its network on
     `device` and its normative maps, where it has them) and its thresholds (`threshold.json`;
-    None while a run is being calibrated)."""
+    None while a run is being calibrated). A kind without a network has no device and never
+    imports torch."""
 
     def __init__(self, cfg: RunConfig, network: nn.Module | None = None,
                  info: dict | None = None, folder: Path | None = None,
@@ -50,14 +54,20 @@ class Detector:
                  model_info: ModelInfo | None = None) -> None:
         self.cfg, self.info, self.folder, self.model_info = cfg, info, folder, model_info
         self.kind = kind_of(cfg.model.name)
-        self.device = device or torch.device("cpu")
+        if device is None and network is not None:
+            import torch
+
+            device = torch.device("cpu")
+        self.device = device
         self._network, self.maps = network, maps
         self._scorer: Scorer | None = None
 
     @classmethod
     def load(cls, source: str | Path, accelerator: str = "auto") -> Detector:
         """A run directory, or the name of a bundled model (`brainuad models`)."""
-        device = device_for(accelerator)
+        # an explicit gpu (or a wrong name) is checked first; auto and cpu only where a network
+        # runs, so a kind without one never imports torch
+        device = device_for(accelerator) if accelerator not in ("auto", "cpu") else None
         folder = resolve(source)
         model = read_info(folder)
         cfg = read_config(folder)
@@ -67,6 +77,8 @@ class Detector:
                                 f"{model.modality}, its config a {kind.name} model of "
                                 f"{cfg.train.modality}")
         network = build_network(cfg.model)
+        if network is not None and device is None:
+            device = device_for(accelerator)
         if network is not None:
             try:
                 network.load_state_dict(load_weights(folder))
@@ -79,7 +91,8 @@ class Detector:
     @property
     def scorer(self) -> Scorer:
         if self._scorer is None:
-            self._scorer = self.kind.scorer(self.cfg, self._network, self.maps, self.device)
+            self._scorer = self.kind.make_scorer(self.cfg, self._network, self.maps,
+                                                 self.device)
         return self._scorer
 
     @property

@@ -7,8 +7,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from brainuad.errors import BrainUADError
 
 
@@ -16,6 +14,8 @@ def safe_torch_load(path: Path) -> Any:
     """torch.load that never unpickles arbitrary objects: refuse anything but tensors/containers."""
     if not path.is_file():
         raise BrainUADError(f"{path}: file not found")
+    import torch  # here, not at import: a model without weights never needs it
+
     try:
         with warnings.catch_warnings():  # torch's remarks on pickle protocols are not for users
             warnings.simplefilter("ignore")

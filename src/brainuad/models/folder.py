@@ -18,9 +18,7 @@ import json
 import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from brainuad.config import SCORES, RunConfig, from_dict, load_yaml
 from brainuad.errors import BrainUADError
@@ -30,6 +28,9 @@ from brainuad.io.provenance import git_commit
 from brainuad.io.weights import safe_torch_load
 from brainuad.models.kind import POLARITIES, polarity
 from brainuad.models.registry import KINDS, kind_of
+
+if TYPE_CHECKING:
+    import torch
 
 INFO, CONFIG, MODEL, MAPS, THRESHOLD, PROVENANCE = (
     "model.json", "config.yaml", "model.pt", "normative.pt", "threshold.json", "provenance.json")
@@ -140,11 +141,15 @@ def needs_maps(cfg: RunConfig) -> bool:
 
 
 def save_weights(run: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    import torch
+
     with atomic_path(run / MODEL) as tmp:
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
 
 
 def load_weights(run: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     state = safe_torch_load(run / MODEL)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BrainUADError(f"{run / MODEL}: expected a state_dict of tensors")
@@ -194,6 +199,7 @@ def provenance(manifest: Path, excluded: dict[str, str] | None = None,
     from importlib.metadata import version
 
     import numpy
+    import torch
 
     import brainuad
 

@@ -4,6 +4,9 @@ its folder holds, which settings mean something for it, how it is built and trai
 
 Adding a kind: a package under `models/` that defines its `KIND` (its network, Lightning module,
 loss and scorer in modules of their own where it has them) and one line in `registry.KINDS`.
+The record names those modules ("module:name") rather than importing them, so that choosing a
+kind imports nothing else: a model without a network never imports torch (1.3-1.5 s of every
+`segment`'s start on a 2-core machine).
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, Protocol
 
 from brainuad.config import POLARITY, DetectConfig, Fields, ModelConfig, RunConfig
 from brainuad.io.images import Volume
 from brainuad.runtime.clock import Stopwatch
 from brainuad.scoring.postprocess import Scored
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Which lesions a model can see: brighter, darker than expected, or either.
 POLARITIES = ("bright", "dark", "both")
@@ -45,10 +49,10 @@ class Kind:
     scores: tuple[str, ...]
     #: the settings that mean something for it (what its folder's config.yaml holds)
     fields: Fields
-    #: `(cfg, network, maps, device) -> Scorer`
-    scorer: Callable[..., Scorer]
-    #: the untrained network of a config (None: the kind has none)
-    network: Callable[[ModelConfig], nn.Module] | None = None
+    #: "module:Class" of its scorer, `(cfg, network, maps, device) -> Scorer`
+    scorer: str
+    #: "module:Class" of its network, built from a config (None: the kind has none)
+    network: str | None = None
     #: "module:Class" of its Lightning module, imported only to train (None: nothing to fit
     #: by gradient descent)
     lightning: str | None = None
@@ -65,12 +69,26 @@ class Kind:
         """Its Lightning module class (imports Lightning)."""
         if self.lightning is None:
             raise TypeError(f"model kind {self.name} has nothing to fit by gradient descent")
-        path, name = self.lightning.split(":")
-        return getattr(importlib.import_module(path), name)
+        return _imported(self.lightning)
+
+    def make_scorer(self, cfg: RunConfig, network: nn.Module | None, maps: Any,
+                    device: Any) -> Scorer:
+        """Its scorer, ready for `cfg` (imports the scorer's module)."""
+        return _imported(self.scorer)(cfg, network, maps, device)
+
+    def build(self, cfg: ModelConfig) -> nn.Module | None:
+        """Its untrained network for `cfg` (None for a kind without one)."""
+        return _imported(self.network)(cfg) if self.network is not None else None
 
     def bottleneck(self, model: ModelConfig) -> str:
         """The bottleneck as Table 1 writes it ('-' without a network)."""
         return model.z_description if self.network is not None else "-"
+
+
+def _imported(where: str) -> Callable[..., Any]:
+    """The object a "module:name" string names."""
+    path, name = where.split(":")
+    return getattr(importlib.import_module(path), name)
 
 
 def polarity(detect: DetectConfig) -> str:

@@ -5,14 +5,15 @@ paper's Table 1 (described at 256 px: `sae16` has four stride-2 levels, 16 x 16 
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from brainuad.config import ModelConfig, RunConfig, from_dict, load_yaml, merge
 from brainuad.errors import BrainUADError
 from brainuad.models import anogan, autoencoder, normative, threshold, tissue
 from brainuad.models.kind import Kind
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Every kind, by name: adding a kind is its package and one entry here.
 KINDS: dict[str, Kind] = {k.name: k for k in (autoencoder.KIND, anogan.KIND, normative.KIND,
@@ -44,7 +45,7 @@ def build_network(cfg: ModelConfig) -> nn.Module | None:
     """The untrained network of a config (None for a kind without one)."""
     kind = kind_of(cfg.name)
     cfg.validate()
-    return kind.network(cfg) if kind.network is not None else None
+    return kind.build(cfg)
 
 
 def check_scoring(cfg: RunConfig, score: str, where: str) -> None:

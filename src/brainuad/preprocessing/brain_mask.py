@@ -1,10 +1,12 @@
 """The brain mask from the scan itself, not the template's outline carried over by a registration.
 
-deepbet (Fisch et al., 2024; MIT licence) outlines the brain with two small 3D networks whose
-TorchScript files ship inside its wheel (`torch.jit.load`: no pickled Python code), for any MRI
-contrast, with or without skull. Against the public MSLUB brain masks of seven raw FLAIRs it
+deepbet (Fisch et al., 2024; MIT licence) outlines the brain with two small 3D networks, for any
+MRI contrast, with or without skull. Against the public MSLUB brain masks of seven raw FLAIRs it
 reached Dice 0.955-0.967 where the template's mask reached 0.936-0.957, and 0.977-0.984 against
-the IXI T1 parcellations (template 0.947-0.959): docs/preprocessing/brain_mask.md.
+the IXI T1 parcellations (template 0.947-0.959): docs/preprocessing/brain_mask.md. Its networks
+ship here as ONNX files (`scripts/export_deepbet.py`, from its wheel's TorchScript files) and run
+in onnxruntime, with deepbet's own steps around them in numpy: importing torch and deepbet
+(pandas) took 1.5-2 s of every `segment` on a 2-core machine, more than the networks themselves.
 
 The template's mask stays the fallback: where deepbet fails or its outline and the template's
 disagree (Dice below `MIN_AGREEMENT`: a broken mask, or a registration off), the template's is
@@ -13,14 +15,24 @@ used and the reason is kept for the report.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
+import cc3d
+import fill_voids
 import nibabel as nib
 import numpy as np
 
+from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
+
+#: deepbet's networks as ONNX (`scripts/export_deepbet.py`): the one that finds the brain's box
+#: on the scan at `BOX_SIZE`^3, and the one that outlines the brain in that box.
+DEEPBET = Path(__file__).resolve().parents[1] / "weights" / "deepbet"
+NETWORKS = ("bbox_model.onnx", "model.onnx")
+BOX_SIZE = 128
 
 SOURCES = ("scan", "template")
 #: Dice between deepbet's mask and the template's below which the template's is used: 0.93-0.96
@@ -42,12 +54,22 @@ class BrainMask:
 
 
 @lru_cache(maxsize=1)
-def extractor():
-    """deepbet's two networks, loaded once per process (about 0.3 s); on the GPU if there is
-    one, as deepbet itself chooses."""
-    from deepbet import BrainExtraction  # imports pandas and its networks: only when used
+def extractor() -> tuple[Any, Any]:
+    """deepbet's two networks in onnxruntime, loaded once per process (0.03 s); a missing or
+    unreadable file is a one-line error naming it."""
+    import onnxruntime  # only where a brain is outlined
 
-    return BrainExtraction()
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # its notes on the graph are not for users
+    sessions = []
+    for name in NETWORKS:
+        try:
+            sessions.append(onnxruntime.InferenceSession(
+                DEEPBET / name, options, providers=["CPUExecutionProvider"]))
+        except Exception as err:  # onnxruntime raises its own classes for a bad file
+            raise BrainUADError(f"{DEEPBET / name}: deepbet's network cannot be loaded "
+                                f"({str(err).splitlines()[0]})") from err
+    return sessions[0], sessions[1]
 
 
 #: deepbet resizes the brain's bounding box to a cube of this many voxels a side for its second
@@ -58,17 +80,80 @@ def extractor():
 NETWORK_SIZE = 192
 
 
+def _nearest(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """torch's `interpolate(mode="nearest-exact")`, which deepbet uses, index for index (its
+    float32 arithmetic kept: in float64 some sizes pick the neighbouring voxel)."""
+    index = [np.minimum(np.floor(((np.arange(m) + 0.5) * (np.float32(n) / np.float32(m)))
+                                 .astype(np.float32)).astype(np.int64), n - 1)
+             for n, m in zip(x.shape, shape, strict=True)]
+    return x[np.ix_(*index)]
+
+
+def _normalised(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """deepbet's `normalize`: clipped to its percentiles, standardised (torch's std is the
+    sample one), scaled to ImageNet's mean and spread; batch and channel axes added."""
+    x = np.clip((x - low) / (high - low), 0, 1)
+    x = (x - x.mean()) / x.std(ddof=1)
+    return (0.226 * x + 0.449).astype(np.float32)[None, None]
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    """deepbet's `keep_largest_connected_component` (26-connected)."""
+    labels = cc3d.connected_components(mask)
+    if not labels.any():
+        raise ValueError("no brain found")
+    return labels == np.bincount(labels[labels > 0]).argmax()
+
+
+def _box(small: np.ndarray, shape: tuple[int, ...], margin: float = 0.1) -> tuple[slice, ...]:
+    """deepbet's `get_bbox_with_margin`: the box of the planes where more than 2 % of the
+    coarse mask is brain, scaled to the scan and widened by `margin` of its size each side
+    (float32, rounded half to even, like its torch code)."""
+    box = []
+    for axis, (n, m) in enumerate(zip(shape, small.shape, strict=True)):
+        planes = np.flatnonzero(small.mean(axis=tuple(a for a in range(3) if a != axis)) > 0.02)
+        if not planes.size:
+            raise ValueError("not enough foreground to place the brain's box")
+        scale = np.float32(n) / np.float32(m)
+        centre = np.round(np.float32((planes.max() + 1 + planes.min()) / 2) * scale)
+        size = np.round(np.float32(1 + 2 * np.float32(margin))
+                        * (np.float32(planes.max() + 1 - planes.min()) * scale))
+        box.append(slice(max(0, int(centre - size / 2)), min(n, int(centre + size / 2))))
+    return tuple(box)
+
+
+def brain_softmax(logits: np.ndarray) -> np.ndarray:
+    """The brain's probability from a network's two logits `(1, 2, x, y, z)`: the softmax
+    that the ONNX files leave out (`scripts/export_deepbet.py`)."""
+    return (1 / (1 + np.exp(logits[0, 0] - logits[0, 1]))).astype(np.float32)
+
+
+def brain_probability(x: np.ndarray, size: int = NETWORK_SIZE) -> tuple[np.ndarray,
+                                                                         tuple[slice, ...]]:
+    """deepbet's `run_model` on a RAS volume: the brain's box from the first network on the
+    scan at `BOX_SIZE`^3, then the second network's brain probability in that box at `size`^3,
+    on the scan's grid (0 outside the box), and the box."""
+    box_net, brain_net = extractor()
+    x = np.nan_to_num(x.astype(np.float32))
+    small = _nearest(x, (BOX_SIZE,) * 3)
+    low, high = np.quantile(small, [0.005, 0.995]).astype(np.float32)  # as torch.quantile
+    coarse = brain_softmax(box_net.run(None, {"image": _normalised(small, low, high)})[0])
+    box = _box(_largest(coarse > 0.5).astype(np.float32), x.shape)
+    crop = _nearest(x[box], (size,) * 3)
+    fine = brain_softmax(brain_net.run(None, {"image": _normalised(crop, low, high)})[0])
+    probability = np.zeros_like(x)
+    probability[box] = _nearest(fine, probability[box].shape)
+    return probability, box
+
+
 def scan_brain(volume: Volume, size: int = NETWORK_SIZE) -> np.ndarray:
     """deepbet's brain mask of a scan, on the scan's own grid (bool): deepbet's own steps (RAS
     orientation, its two networks, largest component, holes filled) at `size`."""
     image = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(volume.data, np.float32),
                                                      volume.affine))
-    network = extractor()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # interpolation warnings of torch inside deepbet
-        probability = network.run_model(image.get_fdata(dtype=np.float32).copy(),
-                                          shape=(size,) * 3)
-    mask = network.postprocess(probability > 0.5)
+    probability, box = brain_probability(image.get_fdata(dtype=np.float32), size)
+    mask = probability > 0.5
+    mask[box] = fill_voids.fill(_largest(mask[box]))
     back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"),
                                            nib.io_orientation(volume.affine))
     return nib.orientations.apply_orientation(mask, back) > 0

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from brainuad.config import RunConfig
-from brainuad.data.slices import SliceDataset, load_subject_slices
+from brainuad.data.dataset import SliceDataset
+from brainuad.data.slices import load_subject_slices
 from brainuad.detection.calibration import calibrate
 from brainuad.errors import BrainUADError, Failed, SubjectsFailed, attempt
 from brainuad.io.manifest import read_manifest

@@ -3,8 +3,6 @@ searching the generator's latent code (100 Adam steps), then scored like the aut
 
 from __future__ import annotations
 
-from brainuad.models.anogan.network import AnoGAN
-from brainuad.models.common.residual import ResidualScorer
 from brainuad.models.kind import Kind
 
 KIND = Kind(
@@ -24,7 +22,7 @@ KIND = Kind(
                       "lr_adversarial", "lr_schedule", "seed", "precision", "accelerator",
                       "devices", "num_nodes", "strategy", "deterministic"),
             "detect": None},
-    scorer=ResidualScorer,
-    network=AnoGAN,
+    scorer="brainuad.models.common.residual:ResidualScorer",
+    network="brainuad.models.anogan.network:AnoGAN",
     lightning="brainuad.models.anogan.lightning_model:AnoGANModule",
 )

@@ -4,8 +4,6 @@ bottleneck; scored by the residual of its reconstruction."""
 
 from __future__ import annotations
 
-from brainuad.models.autoencoder.network import AutoEncoder
-from brainuad.models.common.residual import ResidualScorer
 from brainuad.models.kind import Kind
 
 _SPATIAL = {"bottleneck": "spatial", "levels": 4}
@@ -30,7 +28,7 @@ KIND = Kind(
     defaults={"denoising": {"train": {"noise": "coarse", "reconstruction": "l2"}}},
     scores=("residual", "product"),
     fields={"model": _NETWORK, "train": None, "detect": None},
-    scorer=ResidualScorer,
-    network=AutoEncoder,
+    scorer="brainuad.models.common.residual:ResidualScorer",
+    network="brainuad.models.autoencoder.network:AutoEncoder",
     lightning="brainuad.models.autoencoder.lightning_model:AutoencoderModule",
 )

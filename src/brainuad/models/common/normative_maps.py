@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from brainuad.data.slices import load_preprocessed
@@ -111,6 +110,8 @@ class Normative:
         return np.where(seen, (image - mean) / np.maximum(sd, floor), 0).astype(np.float32)
 
     def save(self, folder: Path) -> None:
+        import torch
+
         state = {"mean": torch.from_numpy(self.mean).half(), "sd": torch.from_numpy(self.sd).half(),
                  "affine": torch.from_numpy(self.affine), "seen": torch.from_numpy(self.seen)}
         with atomic_path(folder / FILE) as tmp:

@@ -4,7 +4,6 @@ in atlas space; a scan is scored by its z-score against them. No network."""
 from __future__ import annotations
 
 from brainuad.models.kind import Kind
-from brainuad.models.normative.scorer import NormativeScorer
 
 KIND = Kind(
     name="normative",
@@ -17,5 +16,5 @@ KIND = Kind(
             "detect": ("median_size", "score", "normative_floor", "residual", "hyper_quantile",
                        "erosion_mm", "percentile", "min_component", "seed_margin",
                        "normal_sites", "slices")},
-    scorer=NormativeScorer,
+    scorer="brainuad.models.normative.scorer:NormativeScorer",
 )

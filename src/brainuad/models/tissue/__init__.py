@@ -6,7 +6,6 @@ labelled validation scans."""
 from __future__ import annotations
 
 from brainuad.models.kind import Kind
-from brainuad.models.tissue.scorer import TissueScorer
 
 KIND = Kind(
     name="tissue",
@@ -19,5 +18,5 @@ KIND = Kind(
             "detect": ("median_size", "score", "residual", "hyper_quantile", "erosion_mm",
                        "percentile", "min_component", "seed_margin", "reference_mm",
                        "reference_passes", "normal_sites", "slices")},
-    scorer=TissueScorer,
+    scorer="brainuad.models.tissue.scorer:TissueScorer",
 )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from brainuad.config import DetectConfig, RunConfig
@@ -31,6 +30,24 @@ from brainuad.scoring.postprocess import (
     median_filter,
     shape_residual,
 )
+
+
+def upsampled(small: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """`small` linearly interpolated onto a grid `factor` times finer per axis, voxel centres
+    aligned as in torch's `interpolate(mode="trilinear", align_corners=False)` (one axis at a
+    time, in float32: to within 1e-6 of it, without importing torch for a model that has no
+    network); scipy's `zoom(order=1, grid_mode=True, mode="nearest")` is the same, 6x slower."""
+    out = small.astype(np.float32)
+    for axis in reversed(range(out.ndim)):  # the last (contiguous) axis while it is small
+        n, f = small.shape[axis], int(factor[axis])
+        source = np.maximum((np.arange(n * f, dtype=np.float32) + 0.5) / np.float32(f) - 0.5, 0)
+        low = source.astype(np.int64)
+        high = np.minimum(low + 1, n - 1)
+        shape = [1] * out.ndim
+        shape[axis] = -1
+        weight = (source - low).astype(np.float32).reshape(shape)
+        out = np.take(out, low, axis) * (1 - weight) + np.take(out, high, axis) * weight
+    return out
 
 
 def local_grey_level(values: np.ndarray, grey: np.ndarray, levels: dict[str, float],
@@ -64,20 +81,14 @@ def local_grey_level(values: np.ndarray, grey: np.ndarray, levels: dict[str, flo
             for data in (None, grey_values[keep]))
         near = weight > 1e-3
         small = np.where(near, total / np.where(near, weight, 1), levels["gm"]).astype(np.float32)
-        # linear interpolation back to the voxels: scipy's `zoom(order=1, grid_mode=True,
-        # mode="nearest")` to within 1e-7, 6x faster (0.7 s on a 1 mm grid)
-        full = torch.nn.functional.interpolate(
-            torch.from_numpy(small)[None, None], mode="trilinear", align_corners=False,
-            size=tuple(int(n * f) for n, f in zip(small.shape, factor, strict=True)))[0, 0]
-        level = full.numpy()[tuple(slice(0, n) for n in values.shape)]
+        level = upsampled(small, factor)[tuple(slice(0, n) for n in values.shape)]
     return level
 
 
 class TissueScorer:
     has_network = False
 
-    def __init__(self, cfg: RunConfig, network: None, maps: None,
-                 device: torch.device) -> None:
+    def __init__(self, cfg: RunConfig, network: None, maps: None, device: None) -> None:
         self.cfg = cfg
         self.levels: dict[str, float] = {}  # of the last scan scored
 
