@@ -292,6 +292,15 @@ def test_the_bundled_folder_holds_only_what_its_model_json_lists():
         assert all((bundled.folder / name).stat().st_size > 0 for name in held)
 
 
+def test_the_bundled_weights_stay_under_25_mb():
+    """Everything in src/brainuad/weights ships in the wheel and the repository: the bundled
+    models and deepbet's networks (17 MB of ONNX) together under 25 MB."""
+    from brainuad.models.bundled import WEIGHTS
+
+    total = sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file())
+    assert 15e6 < total < 25e6, total
+
+
 def test_the_bundled_thresholds_hold_only_numbers_of_the_shipped_scoring():
     """threshold.json of a bundled model: the scoring its config runs, its quantiles and its
     operating point; no threshold of another scoring (issue 37)."""
