@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from brainuad.preprocessing.morphology import bounding_box, dilate, erode, fill_holes
+from brainuad.preprocessing.morphology import (
+    bounding_box,
+    components,
+    dilate,
+    erode,
+    fill_holes,
+)
 
 
 def _masks():
@@ -29,6 +35,11 @@ def test_morphology_equals_scipy(mask):
     for iterations in (1, 2, 4):
         assert np.array_equal(erode(mask, iterations),
                               ndimage.binary_erosion(mask, iterations=iterations))
+    for full in (False, True):  # the same labels in the same order: lesion numbers follow them
+        labels, count = components(mask, full)
+        expected, expected_count = ndimage.label(
+            mask, ndimage.generate_binary_structure(mask.ndim, mask.ndim if full else 1))
+        assert count == expected_count and np.array_equal(labels, expected)
 
 
 def test_fill_holes_fills_a_hollow_ball():

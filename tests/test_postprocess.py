@@ -70,6 +70,24 @@ def test_median_where_matches_scipy_inside_and_is_zero_outside():
     assert not fast[~where].any()
 
 
+@pytest.mark.parametrize("size", [3, (3, 5, 3), 5])
+@pytest.mark.parametrize("positive", [0.3, 0.5, 0.7])
+def test_median_of_a_sparse_residual_matches_scipy(size, positive):
+    """Residuals are never negative: where at most half a window is positive the median is 0
+    and is not computed; everywhere the same values as scipy's."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    stack = np.where(rng.random((10, 14, 13)) < positive, rng.random((10, 14, 13)), 0)
+    stack = stack.astype(np.float32)
+    where = rng.random(stack.shape) > 0.2
+    where[0], where[:, -1] = True, True
+    fast = median_filter(stack, size, where=where, chunk=53)
+    reference = ndimage.median_filter(stack, size=size, mode="reflect")
+    np.testing.assert_array_equal(fast[where], reference[where])
+    assert not fast[~where].any() and fast.any()
+
+
 @pytest.mark.parametrize("kind, bright, dark", [("abs", 0.5, 0.5), ("positive", 0.5, 0.0),
                                                 ("hyperintense", 0.5, 0.0)])
 def test_residual_kinds_on_a_hand_built_volume(kind, bright, dark):

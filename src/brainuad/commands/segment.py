@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from brainuad import __version__
 from brainuad.config import DetectConfig
@@ -56,6 +55,7 @@ from brainuad.io.sitk import to_sitk
 from brainuad.models.bundled import DEFAULT
 from brainuad.models.folder import INFO as MODEL_INFO
 from brainuad.preprocessing.atlas import grid_resolution
+from brainuad.preprocessing.morphology import components
 from brainuad.preprocessing.normal_sites import lesion_sites, normal_sites
 from brainuad.preprocessing.pipeline import PreprocessConfig, Registered, prepare_scan
 from brainuad.preprocessing.registration import RegistrationConfig
@@ -64,8 +64,8 @@ from brainuad.preprocessing.transforms import maps_to_native
 from brainuad.reporting.html import segment_report
 from brainuad.runtime.clock import Stopwatch, stamp
 from brainuad.runtime.progress import Stages, note, track
-from brainuad.scoring.postprocess import CONNECTIVITY, numbered_lesions
 from brainuad.scoring.postprocess import LESION_COLUMNS as COMPONENT_COLUMNS
+from brainuad.scoring.postprocess import numbered_lesions
 
 SUMMARY = "summary.json"  # the scan's figures and what made its outputs
 STAGES = ("read", "preprocess", "score", "lesions", "to scan grid", "write", "report")
@@ -238,7 +238,7 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     resolution = grid_resolution(image.shape, image.affine)
     sites = {"sites": normal_sites(resolution)} if resolution else {}
     left_out = {} if removed is None else {"removed": removed}
-    count = None if removed is None else int(ndimage.label(removed, CONNECTIVITY)[1])
+    count = None if removed is None else components(removed, full=True)[1]
     native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data,
                              **sites, **left_out}, image.affine, to_sitk(raw.data, raw.affine),
                             registration.transform)

@@ -10,10 +10,9 @@ positive if it touches any lesion voxel.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from brainuad.scoring.postprocess import CONNECTIVITY
+from brainuad.preprocessing.morphology import components
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -51,8 +50,8 @@ def auprc(score: np.ndarray, truth: np.ndarray) -> float:
 
 def lesion_wise(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Lesion-wise recall (found lesions / lesions) and precision (true components / components)."""
-    truth_labels, n_truth = ndimage.label(truth > 0, structure=CONNECTIVITY)
-    pred_labels, n_pred = ndimage.label(prediction > 0, structure=CONNECTIVITY)
+    truth_labels, n_truth = components(truth > 0, full=True)
+    pred_labels, n_pred = components(prediction > 0, full=True)
     found = np.unique(truth_labels[(prediction > 0) & (truth_labels > 0)])
     true_pred = np.unique(pred_labels[(truth > 0) & (pred_labels > 0)])
     return {

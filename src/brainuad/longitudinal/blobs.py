@@ -38,7 +38,7 @@ from brainuad.longitudinal.change import (
 )
 from brainuad.longitudinal.visits import Visits
 from brainuad.preprocessing.intensity import robust_spread
-from brainuad.preprocessing.morphology import bounding_box
+from brainuad.preprocessing.morphology import bounding_box, components
 from brainuad.scoring.postprocess import CONNECTIVITY
 
 
@@ -119,7 +119,7 @@ def statistic(visits: Visits, cfg: BlobConfig) -> Statistic:
     kinds, peaks, sizes = [""], [0.0], [0]
     had = ndimage.binary_dilation((at_b > cfg.lesion) & inner, structure=CONNECTIVITY)
     for region, sign, name in ((grown, 1, "grown"), (shrunk, -1, "shrunk")):
-        part, count = ndimage.label(region, structure=CONNECTIVITY)
+        part, count = components(region, full=True)
         if count == 0:
             continue
         where = np.flatnonzero(part)

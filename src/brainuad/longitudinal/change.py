@@ -30,7 +30,7 @@ from scipy import ndimage
 from brainuad.errors import BrainUADError
 from brainuad.longitudinal.visits import Visits
 from brainuad.preprocessing.intensity import robust_spread
-from brainuad.preprocessing.morphology import dilate
+from brainuad.preprocessing.morphology import components, dilate
 from brainuad.scoring.postprocess import CONNECTIVITY, median_filter
 
 NEW, ENLARGING, SHRINKING = "new", "enlarging", "shrinking or resolving"
@@ -142,7 +142,7 @@ def baseline_lesions(lesion_z: np.ndarray, brain: np.ndarray, cfg: ChangeConfig,
     `cfg.lesion`, if higher) spreads above the visit's reference tissue (`lesion_z` median
     filtered as the visits are: a lone bright voxel of grey matter is no lesion)."""
     strong = (lesion_z > max(cfg.lesion, HAD_Z)) & brain
-    labels, count = ndimage.label(strong, structure=CONNECTIVITY)
+    labels, count = components(strong, full=True)
     big = np.bincount(labels.ravel(), minlength=count + 1) * voxel_mm3 >= cfg.min_mm3
     big[0] = False
     return big[labels]
@@ -157,19 +157,19 @@ def changes_at(stat: Statistic, cfg: ChangeConfig, threshold: float) -> Change:
                      (stat.shrunk > threshold) & ~lesion_f, cfg, stat.voxel_mm3)
     mask = np.zeros(stat.score.shape, np.uint8)
     mask[grown], mask[shrunk] = CODE[NEW], CODE[SHRINKING]
-    labels, _ = ndimage.label(mask > 0, structure=CONNECTIVITY)
+    labels, _ = components(mask > 0, full=True)
     # a growth that touches what the baseline already had enlarges a lesion; else it is new
     had = ndimage.binary_dilation(stat.had, structure=CONNECTIVITY)
     touching = set(np.unique(labels[had & grown]).tolist()) - {0}
-    components = []
+    found = []
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         part = labels[box] == index
         if mask[box][part].max() == CODE[SHRINKING]:
             kind = SHRINKING
         else:
             kind = ENLARGING if index in touching else NEW
-        components.append({"label": index, "type": kind, "voxels": int(part.sum())})
-    return Change(stat.score, mask, components, labels, stat.noise)
+        found.append({"label": index, "type": kind, "voxels": int(part.sum())})
+    return Change(stat.score, mask, found, labels, stat.noise)
 
 
 def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
@@ -228,7 +228,7 @@ def _seeded(region: np.ndarray, seeds: np.ndarray, cfg: ChangeConfig,
             voxel_mm3: float) -> np.ndarray:
     """The components of `region` (at least `min_mm3`) holding at least `min_seed_mm3` of
     seeds (`voxel_mm3` a voxel)."""
-    labels, count = ndimage.label(region, structure=CONNECTIVITY)
+    labels, count = components(region, full=True)
     if count == 0:
         return region
     seeds_in = np.bincount(labels[seeds], minlength=count + 1)

@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
-from brainuad.preprocessing.morphology import fill_holes
+from brainuad.preprocessing.morphology import components, fill_holes
 
 if TYPE_CHECKING:
     from brainuad.preprocessing.registration import RegistrationConfig
@@ -17,7 +16,7 @@ if TYPE_CHECKING:
 def head_mask(image: sitk.Image) -> sitk.Image:
     """Foreground (head) of a raw scan: Otsu threshold, largest component, holes filled."""
     foreground = sitk.GetArrayFromImage(sitk.OtsuThreshold(image, 0, 1)) > 0
-    labels, count = ndimage.label(foreground)
+    labels, count = components(foreground)
     if count:
         sizes = np.bincount(labels.ravel())[1:]
         foreground = fill_holes(labels == 1 + int(np.argmax(sizes)))

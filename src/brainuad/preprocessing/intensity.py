@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from brainuad.errors import BrainUADError
 from brainuad.io.images import Volume
-from brainuad.preprocessing.morphology import bounding_box, fill_holes
+from brainuad.preprocessing.morphology import bounding_box, components, fill_holes
 
 
 def mask_from_skull_stripped(volume: Volume) -> np.ndarray:
@@ -18,7 +17,7 @@ def mask_from_skull_stripped(volume: Volume) -> np.ndarray:
     data = volume.data
     threshold = 0.02 * float(np.percentile(data[data > 0], 99)) if (data > 0).any() else 0.0
     foreground = data > threshold
-    labels, count = ndimage.label(foreground)
+    labels, count = components(foreground)
     if count == 0:
         raise BrainUADError(f"{volume.path}: no foreground to derive a brain mask from")
     sizes = np.bincount(labels.ravel())[1:]

@@ -1,10 +1,12 @@
 """Binary morphology of brain masks: scipy.ndimage's results, computed on the mask's bounding
 box (half of a 1 mm template grid is outside the head) and, for hole filling, by labelling the
 background once instead of scipy's iterated dilation. Exactly scipy's masks (tested), in a
-third to a fifth of the time: these ran five times in every `segment` (2 s of it)."""
+third to a fifth of the time: these ran five times in every `segment` (2 s of it). Connected
+components are connected-components-3d's: scipy's labels, in a quarter of its time."""
 
 from __future__ import annotations
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -22,6 +24,16 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     return tuple(box)
 
 
+def components(mask: np.ndarray, full: bool = False) -> tuple[np.ndarray, int]:
+    """`ndimage.label` of a 2D or 3D mask: its connected components (face-connected, or with
+    `full` through edges and corners too, scipy's `generate_binary_structure(ndim, ndim)`),
+    numbered as scipy numbers them (tests/test_morphology.py), and their count."""
+    connectivity = {2: (4, 8), 3: (6, 26)}[mask.ndim][full]
+    labels, count = cc3d.connected_components(np.asarray(mask, dtype=bool),
+                                              connectivity=connectivity, return_N=True)
+    return labels.astype(np.int32, copy=False), int(count)
+
+
 def _on_box(mask: np.ndarray, operation) -> np.ndarray:
     """`operation` on `mask`'s bounding box grown by one voxel, background elsewhere: for the
     three operations below, scipy's result on the whole array (tests/test_morphology.py)."""
@@ -34,7 +46,7 @@ def _on_box(mask: np.ndarray, operation) -> np.ndarray:
 
 
 def _filled(box: np.ndarray) -> np.ndarray:
-    labels, _ = ndimage.label(np.pad(~box, 1, constant_values=True))
+    labels, _ = components(np.pad(~box, 1, constant_values=True))
     return (labels != labels.flat[0])[(slice(1, -1),) * box.ndim]
 
 

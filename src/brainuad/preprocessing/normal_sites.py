@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.preprocessing.atlas import atlas
+from brainuad.preprocessing.morphology import components
 
 #: the sites, by their code in `normal_sites`' map
 SITES = {1: "ependymal cap", 2: "septum pellucidum", 3: "periaqueductal grey",
@@ -52,7 +53,7 @@ def _grown(mask: np.ndarray, mm: float, spacing: float) -> np.ndarray:
 
 def _largest(mask: np.ndarray, where: np.ndarray) -> np.ndarray:
     """The component of `mask` with the most voxels in `where`."""
-    labels, _ = ndimage.label(mask)
+    labels, _ = components(mask)
     counts = np.bincount(labels[where & mask], minlength=labels.max() + 1)
     counts[0] = 0
     return labels == int(np.argmax(counts)) if counts.any() else np.zeros_like(mask)

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.config import DetectConfig
-from brainuad.preprocessing.morphology import eroded_mask
+from brainuad.preprocessing.morphology import components, eroded_mask
 
 #: 26-connectivity: voxels touching by a corner belong to the same 3D component.
 CONNECTIVITY = ndimage.generate_binary_structure(3, 3)
@@ -80,18 +80,24 @@ def median_filter(stack: np.ndarray, size: int | tuple[int, ...] = 5,
     unprocessed slices. With `where`, only those voxels are computed (the rest are 0): the same
     values as `scipy.ndimage.median_filter` there, about 6x faster on a brain, because only the
     brain's voxels are ever scored and `np.partition` selects the median without a full sort.
+    A stack of residuals (never negative) has a median of 0 wherever at most half a window is
+    positive: only the other voxels are computed (a tissue score is positive in a few per cent
+    of the brain; 0.5 -> 0.1 s a scan).
     """
     sizes = tuple(int(n) for n in size) if np.ndim(size) else (int(size),) * stack.ndim
     if max(sizes) <= 1:
         return stack
     if where is None:
         return ndimage.median_filter(stack, size=sizes, mode="reflect")
+    count = int(np.prod(sizes))
+    middle = count // 2
+    if all(n % 2 for n in sizes) and stack.min() >= 0:
+        positive = ndimage.uniform_filter((stack > 0).astype(np.float32), sizes, mode="reflect")
+        where = where & (positive * count > count - middle - 0.5)
     windows = np.lib.stride_tricks.sliding_window_view(
         np.pad(stack, [(n // 2, n // 2) for n in sizes], mode="symmetric"), sizes)
     index = np.nonzero(where)
     values = np.empty(len(index[0]), stack.dtype)
-    count = int(np.prod(sizes))
-    middle = count // 2
     for start in range(0, len(values), chunk):
         part = tuple(i[start:start + chunk] for i in index)
         block = windows[part].reshape(-1, count)
@@ -103,7 +109,7 @@ def median_filter(stack: np.ndarray, size: int | tuple[int, ...] = 5,
 
 def remove_small_components(binary: np.ndarray, min_size: int) -> np.ndarray:
     """Drop 3D connected components with fewer than `min_size` voxels."""
-    labels, count = ndimage.label(binary, structure=CONNECTIVITY)
+    labels, count = components(binary, full=True)
     if count == 0 or min_size <= 1:
         return binary.astype(bool)
     sizes = np.bincount(labels.ravel())
@@ -120,7 +126,7 @@ def segment(score: np.ndarray, threshold: float, min_component: int,
     flagged = remove_small_components(score > threshold, min_component)
     if seed_margin <= 0:
         return flagged
-    labels, _ = ndimage.label(flagged, structure=CONNECTIVITY)
+    labels, _ = components(flagged, full=True)
     seeded = np.unique(labels[score > threshold + seed_margin])
     return np.isin(labels, seeded[seeded > 0])
 
@@ -135,7 +141,7 @@ def at_normal_sites(lesions: np.ndarray, affine: np.ndarray) -> np.ndarray | Non
     resolution = grid_resolution(lesions.shape, affine)
     if resolution is None:
         return None
-    labels, count = ndimage.label(lesions, structure=CONNECTIVITY)
+    labels, count = components(lesions, full=True)
     there = np.array([False] + [bool(site) for site in
                                 lesion_sites(labels, normal_sites(resolution), count)])
     return there[labels]
@@ -181,7 +187,7 @@ def numbered_lesions(lesions: np.ndarray, score: np.ndarray,
     """One row per 26-connected lesion (`LESION_COLUMNS`): volume (ml), centroid in scanner
     (RAS) millimetres, mean and max score, numbered from the largest; and the lesions as
     those numbers (the report's overlay)."""
-    labels, count = ndimage.label(lesions, structure=CONNECTIVITY)
+    labels, count = components(lesions, full=True)
     rows = component_table(labels, score, affine)
     number = np.zeros(count + 1, np.int64)
     number[[row["label"] for row in rows]] = np.arange(1, len(rows) + 1)
