@@ -12,6 +12,7 @@ from brainuad.preprocessing.pipeline import PreprocessConfig, preprocess_subject
 from brainuad.preprocessing.registration import RegistrationConfig, register
 from brainuad.preprocessing.transforms import (
     affine_transform,
+    maps_to_native,
     matrix,
     read_transform,
     resample,
@@ -61,6 +62,29 @@ def test_label_round_trips_between_raw_and_atlas_grids():
     data, affine = from_sitk(on_atlas)
     back = to_native(data, affine, raw, atlas_to_raw, nearest=True) > 0.5
     assert dice(back, label) > 0.95
+
+
+def test_the_maps_go_to_the_scan_grid_in_one_resampling_as_in_one_each():
+    """maps_to_native packs the masks and label codes into one image for one nearest-neighbour
+    resampling: each comes out as its own resampling gives it."""
+    rng = np.random.default_rng(2)
+    raw = _grid((50, 44, 12), (0.9, 0.9, 3.0), (-22, -20, -18))
+    atlas_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    atlas_affine[:3, 3] = (-25, -24, -20)
+    shape = (50, 48, 40)
+    maps = {"score": rng.random(shape).astype(np.float32), "lesions": rng.random(shape) > 0.7,
+            "sites": rng.integers(0, 5, shape).astype(np.uint8),
+            "brain": ndimage.gaussian_filter(rng.random(shape), 3) > 0.5}
+    atlas_to_raw = affine_transform(np.array([[0.97, 0.04, 0, 1.5], [-0.03, 1.01, 0.02, -2],
+                                              [0, 0.01, 1.04, 0.5], [0, 0, 0, 1]]))
+    together = maps_to_native(maps, atlas_affine, raw, atlas_to_raw)
+    assert list(together) == list(maps)
+    for name, value in maps.items():
+        alone = to_native(np.asarray(value, np.float32), atlas_affine, raw, atlas_to_raw,
+                          nearest=name != "score")
+        assert together[name].dtype == np.float32 and together[name].shape == alone.shape
+        np.testing.assert_array_equal(together[name], alone, err_msg=name)
+    assert together["sites"].max() == 4 and together["lesions"].any()
 
 
 def test_register_recovers_a_known_affine():

@@ -29,9 +29,9 @@ def components(mask: np.ndarray, full: bool = False) -> tuple[np.ndarray, int]:
     `full` through edges and corners too, scipy's `generate_binary_structure(ndim, ndim)`),
     numbered as scipy numbers them (tests/test_morphology.py), and their count."""
     connectivity = {2: (4, 8), 3: (6, 26)}[mask.ndim][full]
-    labels, count = cc3d.connected_components(np.asarray(mask, dtype=bool),
-                                              connectivity=connectivity, return_N=True)
-    return labels.astype(np.int32, copy=False), int(count)
+    labels, count = cc3d.connected_components(np.asarray(mask, dtype=bool), return_N=True,
+                                              connectivity=connectivity, out_dtype=np.uint32)
+    return labels, int(count)
 
 
 def _on_box(mask: np.ndarray, operation) -> np.ndarray:

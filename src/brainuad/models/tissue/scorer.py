@@ -46,7 +46,12 @@ def upsampled(small: np.ndarray, factor: np.ndarray) -> np.ndarray:
         shape = [1] * out.ndim
         shape[axis] = -1
         weight = (source - low).astype(np.float32).reshape(shape)
-        out = np.take(out, low, axis) * (1 - weight) + np.take(out, high, axis) * weight
+        lower = np.take(out, low, axis)
+        lower *= 1 - weight
+        upper = np.take(out, high, axis)
+        upper *= weight
+        lower += upper
+        out = lower
     return out
 
 
@@ -99,7 +104,7 @@ class TissueScorer:
         brain = mask.data > 0
         geometry = plan_slices(mask, self.cfg.model.image_size, detect.slices)
         region = slice_region(geometry)
-        values = np.clip(image.data, 0, None) * brain  # bright voxels kept above 1
+        values = np.maximum(image.data, 0) * brain  # bright voxels kept above 1
         tissue = priors(image)
         inner = stats_region(brain, image.spacing)
         self.levels = tissue_levels(values, inner, tissue, str(image.path or ""))
