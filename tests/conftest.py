@@ -136,7 +136,7 @@ def foreground(volume) -> np.ndarray:
 @pytest.fixture(autouse=True)
 def quick_brain_extraction(request, monkeypatch):
     """Fast tests outline their toy brains by the foreground instead of running deepbet's
-    networks (5-10 s a scan, and the toy scans are not heads); tests marked slow or realdata
+    networks (about 1 s a scan, and the toy scans are not heads); tests marked slow or realdata
     run deepbet itself."""
     if request.node.get_closest_marker("slow") or request.node.get_closest_marker("realdata"):
         return

@@ -37,8 +37,8 @@ def test_a_mask_that_disagrees_with_the_template_falls_back_to_it(scan, monkeypa
         mask[:10, :10, :10] = True
         return mask
 
-    def fails(volume):  # deepbet's own words when it finds no head
-        raise AssertionError("Not enough foreground to calculate bounding box")
+    def fails(volume):  # what brain_mask raises when it finds no head
+        raise ValueError("not enough foreground to place the brain's box")
 
     monkeypatch.setattr(pipeline, "scan_brain", fails)
     failed = pipeline.register_volumes({"flair": volume}, "flair", QUICK)
@@ -95,20 +95,61 @@ def test_nearest_neighbours_are_torchs_nearest_exact(n):
         assert np.array_equal(_nearest(x, shape), expected), shape
 
 
-def test_a_missing_or_broken_network_file_is_one_line(tmp_path, monkeypatch):
+def test_a_missing_or_broken_network_file_is_one_line(scan, tmp_path, monkeypatch):
+    """A broken install stops the scan with the file's name: never a silent fallback to the
+    template's mask (flair-ms's threshold was chosen with deepbet's)."""
+    from brainuad.io.images import load_scan
     from brainuad.preprocessing import brain_mask
 
     monkeypatch.setattr(brain_mask, "DEEPBET", tmp_path)
+    monkeypatch.setattr(pipeline, "scan_brain", brain_mask.scan_brain)  # not conftest's stand-in
     brain_mask.extractor.cache_clear()
     try:
         with pytest.raises(BrainUADError, match="bbox_model.onnx: deepbet's network cannot"):
             brain_mask.extractor()
+        with pytest.raises(BrainUADError, match="bbox_model.onnx: deepbet's network cannot"):
+            pipeline.register_volumes({"flair": load_scan(scan)}, "flair", QUICK)
         for name in brain_mask.NETWORKS:
             (tmp_path / name).write_bytes(b"not an onnx file")
         with pytest.raises(BrainUADError, match="bbox_model.onnx: deepbet's network cannot"):
             brain_mask.extractor()
     finally:
         brain_mask.extractor.cache_clear()
+
+
+def test_the_brains_box_is_deepbets():
+    """deepbet's `get_bbox_with_margin` in numpy: the same box on random coarse masks."""
+    import torch
+    from deepbet.bet import BrainExtraction
+
+    from brainuad.preprocessing.brain_mask import _box
+
+    deepbet = BrainExtraction.__new__(BrainExtraction)  # its box, without loading its networks
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        small = np.zeros((128, 128, 128), np.float32)
+        low = rng.integers(0, 60, 3)
+        high = low + rng.integers(20, 68, 3)  # 2 % of a plane is brain from 18 x 18 voxels
+        small[low[0]:high[0], low[1]:high[1], low[2]:high[2]] = 1
+        shape = tuple(int(n) for n in rng.integers(40, 400, 3))
+        theirs = deepbet.get_bbox_with_margin(torch.from_numpy(small), shape, 0.1)
+        ours = _box(small, shape)
+        assert [(b.start, b.stop) for b in ours] == [(b.start, b.stop) for b in theirs]
+
+
+def test_a_failing_network_is_a_runtime_error_the_pipeline_falls_back_from(scan, monkeypatch):
+    """onnxruntime raises its own classes, not RuntimeErrors: they become one, which
+    `pipeline._scan_mask` meets with the template's mask and the reason (as torch's errors)."""
+    from brainuad.io.images import load_scan
+    from brainuad.preprocessing import brain_mask
+
+    class Broken:
+        def run(self, outputs, feeds):
+            raise Exception("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : out of memory")
+
+    monkeypatch.setattr(brain_mask, "extractor", lambda: (Broken(), Broken()))
+    with pytest.raises(RuntimeError, match="deepbet's network failed .*out of memory"):
+        brain_mask.scan_brain(load_scan(scan))
 
 
 def test_an_unknown_brain_mask_source_is_refused():

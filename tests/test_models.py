@@ -12,6 +12,17 @@ EXPECTED_Z = {"dae": "512", "sae8": "2x2x64", "sae16": "4x4x64", "saegan": "4x4x
 NETWORKS = [name for name in PRESETS if kind_of(name).network is not None]
 
 
+def test_every_kind_names_modules_that_exist():
+    """A kind names its scorer, network and Lightning module as "module:name" strings, which
+    no import checker follows: each must resolve to a class or function."""
+    from brainuad.models.kind import _imported
+    from brainuad.models.registry import KINDS
+
+    for kind in KINDS.values():
+        for where in (kind.scorer, kind.network, kind.lightning):
+            assert where is None or callable(_imported(where)), (kind.name, where)
+
+
 def test_kinds_without_a_network_build_none():
     for name in ("threshold", "normative"):
         cfg = ModelConfig(**model_defaults(name))

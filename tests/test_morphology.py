@@ -36,10 +36,12 @@ def test_morphology_equals_scipy(mask):
         assert np.array_equal(erode(mask, iterations),
                               ndimage.binary_erosion(mask, iterations=iterations))
     for full in (False, True):  # the same labels in the same order: lesion numbers follow them
-        labels, count = components(mask, full)
         expected, expected_count = ndimage.label(
             mask, ndimage.generate_binary_structure(mask.ndim, mask.ndim if full else 1))
-        assert count == expected_count and np.array_equal(labels, expected)
+        # in Fortran order too: the maps on a scan's grid come from SimpleITK transposed
+        for layout in (mask, np.asfortranarray(mask), mask.T.copy().T):
+            labels, count = components(layout, full)
+            assert count == expected_count and np.array_equal(labels, expected)
 
 
 def test_fill_holes_fills_a_hollow_ball():

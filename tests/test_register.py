@@ -85,6 +85,13 @@ def test_the_maps_go_to_the_scan_grid_in_one_resampling_as_in_one_each():
         assert together[name].dtype == np.float32 and together[name].shape == alone.shape
         np.testing.assert_array_equal(together[name], alone, err_msg=name)
     assert together["sites"].max() == 4 and together["lesions"].any()
+    odd = {"fraction": rng.random(shape).astype(np.float32), "empty": np.zeros(shape, bool),
+           "nan": np.full(shape, np.nan, np.float32), "codes": maps["sites"].astype(np.float64)}
+    together = maps_to_native(odd, atlas_affine, raw, atlas_to_raw)  # fractions, NaN: alone
+    for name, value in odd.items():
+        alone = to_native(np.asarray(value, np.float32), atlas_affine, raw, atlas_to_raw,
+                          nearest=True)
+        np.testing.assert_array_equal(together[name], alone, err_msg=name)
 
 
 def test_register_recovers_a_known_affine():

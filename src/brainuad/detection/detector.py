@@ -66,7 +66,7 @@ class Detector:
     def load(cls, source: str | Path, accelerator: str = "auto") -> Detector:
         """A run directory, or the name of a bundled model (`brainuad models`)."""
         # an explicit gpu (or a wrong name) is checked first; auto and cpu only where a network
-        # runs, so a kind without one never imports torch
+        # runs (a device needs torch, which the tissue kind never imports)
         device = device_for(accelerator) if accelerator not in ("auto", "cpu") else None
         folder = resolve(source)
         model = read_info(folder)

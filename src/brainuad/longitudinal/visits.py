@@ -175,7 +175,9 @@ def _brain(followup: Volume, grid: sitk.Image, transform: sitk.Transform,
         return carried, BrainMask("template")
     try:
         own = scan_brain(followup)
-    except (RuntimeError, AssertionError, ValueError) as err:
+    except BrainUADError:  # a missing or broken network file: the install, not the scan
+        raise
+    except (RuntimeError, ValueError) as err:
         return carried, BrainMask("template (fallback)", None,
                                   f"deepbet found no brain ({err})")
     overlap = round(agreement(own, carried), 4)

@@ -5,8 +5,9 @@ its folder holds, which settings mean something for it, how it is built and trai
 Adding a kind: a package under `models/` that defines its `KIND` (its network, Lightning module,
 loss and scorer in modules of their own where it has them) and one line in `registry.KINDS`.
 The record names those modules ("module:name") rather than importing them, so that choosing a
-kind imports nothing else: a model without a network never imports torch (1.3-1.5 s of every
-`segment`'s start on a 2-core machine).
+kind imports nothing else: the tissue kind (the bundled model) never imports torch (1.3-1.5 s
+of every `segment`'s start on a 2-core machine); the threshold and normative kinds' scorers
+and maps still do.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ used and the reason is kept for the report.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -33,6 +34,12 @@ from brainuad.io.images import Volume
 DEEPBET = Path(__file__).resolve().parents[1] / "weights" / "deepbet"
 NETWORKS = ("bbox_model.onnx", "model.onnx")
 BOX_SIZE = 128
+#: onnxruntime's threads (None: the cores this process may use; a worker of several sets 1)
+THREADS: int | None = None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 SOURCES = ("scan", "template")
 #: Dice between deepbet's mask and the template's below which the template's is used: 0.93-0.96
@@ -61,14 +68,19 @@ def extractor() -> tuple[Any, Any]:
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # its notes on the graph are not for users
+    # the cores this process may use: onnxruntime counts the host's, whatever a container or a
+    # cluster's job allows (onnxruntime#29510)
+    options.intra_op_num_threads = THREADS or (len(os.sched_getaffinity(0)) if hasattr(
+        os, "sched_getaffinity") else (os.cpu_count() or 1))
+    options.inter_op_num_threads = 1
     sessions = []
     for name in NETWORKS:
         try:
             sessions.append(onnxruntime.InferenceSession(
-                DEEPBET / name, options, providers=["CPUExecutionProvider"]))
+                str(DEEPBET / name), options, providers=["CPUExecutionProvider"]))
         except Exception as err:  # onnxruntime raises its own classes for a bad file
             raise BrainUADError(f"{DEEPBET / name}: deepbet's network cannot be loaded "
-                                f"({str(err).splitlines()[0]})") from err
+                                f"({_first_line(err)})") from err
     return sessions[0], sessions[1]
 
 
@@ -124,6 +136,8 @@ def _box(small: np.ndarray, shape: tuple[int, ...], margin: float = 0.1) -> tupl
         size = np.round(np.float32(1 + 2 * np.float32(margin))
                         * (np.float32(planes.max() + 1 - planes.min()) * scale))
         box.append(slice(max(0, int(centre - size / 2)), min(n, int(centre + size / 2))))
+        if box[-1].stop <= box[-1].start:
+            raise ValueError("the brain's box is empty")
     return tuple(box)
 
 
@@ -133,19 +147,33 @@ def brain_softmax(logits: np.ndarray) -> np.ndarray:
     return (1 / (1 + np.exp(logits[0, 0] - logits[0, 1]))).astype(np.float32)
 
 
+def _logits(network: Any, x: np.ndarray) -> np.ndarray:
+    """One network's output; onnxruntime's own errors (not RuntimeErrors) as a RuntimeError, which
+    the pipeline meets by falling back to the template's mask, as it did torch's."""
+    try:
+        return network.run(None, {"image": x})[0]
+    except Exception as err:
+        raise RuntimeError(f"deepbet's network failed ({_first_line(err)})") from err
+
+
 def brain_probability(x: np.ndarray, size: int = NETWORK_SIZE) -> tuple[np.ndarray,
                                                                          tuple[slice, ...]]:
     """deepbet's `run_model` on a RAS volume: the brain's box from the first network on the
     scan at `BOX_SIZE`^3, then the second network's brain probability in that box at `size`^3,
     on the scan's grid (0 outside the box), and the box."""
     box_net, brain_net = extractor()
-    x = np.nan_to_num(x.astype(np.float32))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a flat scan: no brain
+        return _probability(box_net, brain_net, np.nan_to_num(x.astype(np.float32)), size)
+
+
+def _probability(box_net: Any, brain_net: Any, x: np.ndarray,
+                 size: int) -> tuple[np.ndarray, tuple[slice, ...]]:
     small = _nearest(x, (BOX_SIZE,) * 3)
     low, high = np.quantile(small, [0.005, 0.995]).astype(np.float32)  # as torch.quantile
-    coarse = brain_softmax(box_net.run(None, {"image": _normalised(small, low, high)})[0])
+    coarse = brain_softmax(_logits(box_net, _normalised(small, low, high)))
     box = _box(_largest(coarse > 0.5).astype(np.float32), x.shape)
     crop = _nearest(x[box], (size,) * 3)
-    fine = brain_softmax(brain_net.run(None, {"image": _normalised(crop, low, high)})[0])
+    fine = brain_softmax(_logits(brain_net, _normalised(crop, low, high)))
     probability = np.zeros_like(x)
     probability[box] = _nearest(fine, probability[box].shape)
     return probability, box

@@ -27,9 +27,12 @@ def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
 def components(mask: np.ndarray, full: bool = False) -> tuple[np.ndarray, int]:
     """`ndimage.label` of a 2D or 3D mask: its connected components (face-connected, or with
     `full` through edges and corners too, scipy's `generate_binary_structure(ndim, ndim)`),
-    numbered as scipy numbers them (tests/test_morphology.py), and their count."""
+    numbered as scipy numbers them (tests/test_morphology.py), and their count. C order first:
+    connected-components-3d numbers in memory order, scipy in C order (the maps on a scan's
+    grid come from SimpleITK transposed, in Fortran order)."""
     connectivity = {2: (4, 8), 3: (6, 26)}[mask.ndim][full]
-    labels, count = cc3d.connected_components(np.asarray(mask, dtype=bool), return_N=True,
+    labels, count = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool),
+                                              return_N=True,
                                               connectivity=connectivity, out_dtype=np.uint32)
     return labels, int(count)
 

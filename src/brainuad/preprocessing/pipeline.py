@@ -245,7 +245,9 @@ def _scan_mask(reference: Volume, template_mask: np.ndarray, fixed: sitk.Image,
     (e.g. finds no head) or the two disagree."""
     try:
         own = scan_brain(reference)
-    except (RuntimeError, AssertionError, ValueError) as err:
+    except BrainUADError:  # a missing or broken network file: the install, not the scan
+        raise
+    except (RuntimeError, ValueError) as err:
         return template_mask, BrainMask("template (fallback)", None,
                                         f"deepbet found no brain ({err})")
     carried = from_sitk(resample(to_sitk(own, reference.affine), fixed, to_ref,
@@ -367,10 +369,11 @@ def _one(args: tuple[Subject, Path, PreprocessConfig, bool, bool]) -> Subject | 
 def _one_thread() -> None:
     """A worker of several: ITK's filters and deepbet's networks on one thread each."""
     import SimpleITK
-    import torch
+
+    from brainuad.preprocessing import brain_mask
 
     SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    torch.set_num_threads(1)
+    brain_mask.THREADS = 1
 
 
 def preprocess_manifest(manifest_path: str | Path, out: str | Path,

@@ -93,27 +93,39 @@ def to_native(data: np.ndarray, affine: np.ndarray, native: sitk.Image,
     return from_sitk(resample(image, native, transform.GetInverse(), nearest))[0]
 
 
+def _whole(value: np.ndarray) -> bool:
+    """A mask or label codes: booleans or whole numbers >= 0 (no NaN)."""
+    if value.dtype.kind in "bu":
+        return True
+    return bool(value.size) and bool(np.all((value >= 0) & (value == np.round(value))))
+
+
 def maps_to_native(maps: dict[str, np.ndarray], affine: np.ndarray, native: sitk.Image,
                    transform: sitk.Transform) -> dict[str, np.ndarray]:
     """A subject's atlas-space maps on its scan's own grid (float32): the `score` linearly,
     every other map (masks, label codes: whole numbers >= 0) by nearest neighbour, all of
     them in one resampling, packed as bit fields of one number per voxel (nearest neighbour
-    takes every map's value from the same voxel; four resamplings were 0.25 s a scan)."""
-    out = {name: to_native(np.asarray(value, np.float32), affine, native, transform)
-           for name, value in maps.items() if name == "score"}
-    codes = {name: np.asarray(value) for name, value in maps.items() if name != "score"}
-    if not codes:
-        return out
-    packed, fields, shift = np.zeros(next(iter(codes.values())).shape, np.uint32), {}, 0
+    takes every map's value from the same voxel; four resamplings were 0.25 s a scan). A map
+    of other values (fractions, NaN, negative numbers) is resampled on its own."""
+    out, codes = {}, {}
+    for name, value in maps.items():
+        value = np.asarray(value)
+        if name != "score" and _whole(value):
+            codes[name] = value
+        else:  # the score, and any map that is not whole numbers >= 0: one resampling each
+            out[name] = to_native(value.astype(np.float32), affine, native, transform,
+                                  nearest=name != "score")
+    packed, fields, shift = None, {}, 0
     for name, value in codes.items():
-        value = value if value.dtype.kind in "bu" else np.rint(value)
-        if value.min() < 0:
-            raise ValueError(f"{name}: a map for nearest neighbours holds negative values")
-        bits = max(int(value.max()), 1).bit_length()
+        bits = max(int(value.max(initial=0)), 1).bit_length()
+        if shift + bits > 24:  # float32, which the resampling runs in, is exact up to 2^24
+            out[name] = to_native(value.astype(np.float32), affine, native, transform, True)
+            continue
+        packed = np.zeros(value.shape, np.uint32) if packed is None else packed
         packed |= value.astype(np.uint32) << np.uint32(shift)
         fields[name], shift = (shift, bits), shift + bits
-    if shift > 24:  # the resampling runs in float32: whole numbers are exact up to 2^24
-        raise ValueError("too many maps to resample in one pass")
+    if packed is None:
+        return {name: out[name] for name in maps}
     moved = to_native(packed.astype(np.float32), affine, native, transform,
                       nearest=True).astype(np.uint32)
     for name, (low, bits) in fields.items():
