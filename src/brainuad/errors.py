@@ -15,6 +15,12 @@ class BrainUADError(ValueError):
     """Bad input: the message names the file (or option) and what is wrong with it."""
 
 
+def first_line(err: Exception) -> str:
+    """An exception's first line of text (its type's name where it has none), for a one-line
+    error that quotes a library's own words."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 class SubjectsFailed(BrainUADError):
     """Some subjects failed under `--keep-going`; the others' outputs were written."""
 

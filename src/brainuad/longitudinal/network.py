@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from brainuad.errors import BrainUADError
+from brainuad.errors import BrainUADError, first_line
 from brainuad.preprocessing.intensity import robust_spread
 from brainuad.scoring.postprocess import remove_small_components
 
@@ -141,16 +141,12 @@ def load_net(path: Path) -> ChangeNet:
             raise ValueError(f"trained on {inputs} inputs, this code gives {INPUTS}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise BrainUADError(f"{settings}: the change detector's settings cannot be read "
-                            f"({_first_line(err)})") from err
+                            f"({first_line(err)})") from err
     try:
         net = ChangeNet(width)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, RuntimeError,
             pickle.UnpicklingError) as err:
         raise BrainUADError(f"{path}: the change detector's network cannot be read "
-                            f"({_first_line(err)})") from err
+                            f"({first_line(err)})") from err
     return net.eval()
-
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]

@@ -21,13 +21,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import cc3d
 import fill_voids
 import nibabel as nib
 import numpy as np
 
-from brainuad.errors import BrainUADError
+from brainuad.errors import BrainUADError, first_line
 from brainuad.io.images import Volume
+from brainuad.preprocessing.morphology import components
 
 #: deepbet's networks as ONNX (`scripts/export_deepbet.py`): the one that finds the brain's box
 #: on the scan at `BOX_SIZE`^3, and the one that outlines the brain in that box.
@@ -37,9 +37,6 @@ BOX_SIZE = 128
 #: onnxruntime's threads (None: the cores this process may use; a worker of several sets 1)
 THREADS: int | None = None
 
-
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 SOURCES = ("scan", "template")
 #: Dice between deepbet's mask and the template's below which the template's is used: 0.93-0.96
@@ -80,7 +77,7 @@ def extractor() -> tuple[Any, Any]:
                 str(DEEPBET / name), options, providers=["CPUExecutionProvider"]))
         except Exception as err:  # onnxruntime raises its own classes for a bad file
             raise BrainUADError(f"{DEEPBET / name}: deepbet's network cannot be loaded "
-                                f"({_first_line(err)})") from err
+                                f"({first_line(err)})") from err
     return sessions[0], sessions[1]
 
 
@@ -116,8 +113,8 @@ def _normalised(x: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def _largest(mask: np.ndarray) -> np.ndarray:
     """deepbet's `keep_largest_connected_component` (26-connected)."""
-    labels = cc3d.connected_components(mask)
-    if not labels.any():
+    labels, count = components(mask, full=True)
+    if not count:
         raise ValueError("no brain found")
     return labels == np.bincount(labels[labels > 0]).argmax()
 
@@ -153,7 +150,7 @@ def _logits(network: Any, x: np.ndarray) -> np.ndarray:
     try:
         return network.run(None, {"image": x})[0]
     except Exception as err:
-        raise RuntimeError(f"deepbet's network failed ({_first_line(err)})") from err
+        raise RuntimeError(f"deepbet's network failed ({first_line(err)})") from err
 
 
 def brain_probability(x: np.ndarray, size: int = NETWORK_SIZE) -> tuple[np.ndarray,
