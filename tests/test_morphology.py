@@ -32,6 +32,9 @@ def _masks():
 def test_morphology_equals_scipy(mask):
     assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
     assert np.array_equal(dilate(mask), ndimage.binary_dilation(mask))
+    for shape in ((7, 1, 1), (5, 3, 1), (4, 1, 1)):  # a longer reach, an even length
+        line = np.ones(shape[:mask.ndim], bool)
+        assert np.array_equal(dilate(mask, line), ndimage.binary_dilation(mask, line))
     for iterations in (1, 2, 4):
         assert np.array_equal(erode(mask, iterations),
                               ndimage.binary_erosion(mask, iterations=iterations))

@@ -120,3 +120,20 @@ def test_denoising_only_the_brains_box_gives_the_whole_images_result_inside_it()
     assert np.array_equal(boxed[mask], whole[mask])
     assert not np.allclose(whole[mask], data[mask])  # it did smooth
     assert np.array_equal(boxed[0], data[0])  # far outside the box: untouched
+
+
+@pytest.mark.parametrize("keep_bright", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scaling_at_the_brains_voxels_gives_the_whole_grids_values(keep_bright, dtype):
+    from brainuad.preprocessing.intensity import scale_to_unit
+
+    rng = np.random.default_rng(1)
+    data = rng.gamma(2.0, 100.0, (30, 34, 28)).astype(dtype)
+    mask = np.zeros(data.shape, np.uint8)
+    mask[5:25, 6:30, 4:20] = 1
+    lo, hi = np.percentile(data[mask > 0], [0.5, 99.5])
+    whole = np.clip((data - lo) / (hi - lo), 0, None if keep_bright else 1) * (mask > 0)
+    scaled = scale_to_unit(data, mask, keep_bright=keep_bright)
+    assert scaled.dtype == np.float32
+    assert np.array_equal(scaled, whole.astype(np.float32))
+    assert (scaled.max() > 1) == keep_bright

@@ -47,14 +47,14 @@ def scale_to_unit(data: np.ndarray, mask: np.ndarray, lower: float = 0.5,
     With `keep_bright` nothing is clipped above: the brightest voxels (a small lesion load is
     all above the 99.5th percentile) keep their brightness above 1, for scorers that compare
     them with the scan's own tissues; the networks and the normative maps clip to [0, 1]."""
-    inside = data[mask > 0]
+    brain = mask > 0
+    inside = data[brain]
     lo, hi = np.percentile(inside, [lower, upper])
     if hi <= lo:
         raise ValueError("the brain's intensities are constant")
-    scaled = np.clip((data - lo) / (hi - lo), 0, None if keep_bright else 1)
-    return (scaled * (mask > 0)).astype(np.float32)
-
-
+    out = np.zeros(data.shape, np.float32)  # computed at the brain's voxels only: a fifth
+    out[brain] = np.clip((inside - lo) / (hi - lo), 0, None if keep_bright else 1)
+    return out
 
 
 def robust_spread(values: np.ndarray, centre: float | None = None) -> float:

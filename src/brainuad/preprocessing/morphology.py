@@ -37,11 +37,12 @@ def components(mask: np.ndarray, full: bool = False) -> tuple[np.ndarray, int]:
     return labels, int(count)
 
 
-def _on_box(mask: np.ndarray, operation) -> np.ndarray:
-    """`operation` on `mask`'s bounding box grown by one voxel, background elsewhere: for the
-    three operations below, scipy's result on the whole array (tests/test_morphology.py)."""
+def _on_box(mask: np.ndarray, operation, margin: int = 1) -> np.ndarray:
+    """`operation` on `mask`'s bounding box grown by `margin` voxels (the structure's reach),
+    background elsewhere: for the operations below, scipy's result on the whole array
+    (tests/test_morphology.py)."""
     mask = np.asarray(mask, dtype=bool)
-    box = bounding_box(mask, 1)
+    box = bounding_box(mask, margin)
     out = np.zeros(mask.shape, dtype=bool)
     if box is not None:
         out[box] = operation(mask[box])
@@ -59,9 +60,11 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return _on_box(mask, _filled)
 
 
-def dilate(mask: np.ndarray) -> np.ndarray:
-    """`ndimage.binary_dilation(mask)`: one step of the face-connected cross."""
-    return _on_box(mask, ndimage.binary_dilation)
+def dilate(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
+    """`ndimage.binary_dilation(mask, structure)`: one step of `structure`, by default the
+    face-connected cross."""
+    margin = 1 if structure is None else max(n // 2 for n in np.shape(structure))
+    return _on_box(mask, lambda box: ndimage.binary_dilation(box, structure), margin)
 
 
 def erode(mask: np.ndarray, iterations: int = 1) -> np.ndarray:

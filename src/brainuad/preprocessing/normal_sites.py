@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from brainuad.preprocessing.atlas import atlas
-from brainuad.preprocessing.morphology import components
+from brainuad.preprocessing.morphology import bounding_box, components, dilate
 
 #: the sites, by their code in `normal_sites`' map
 SITES = {1: "ependymal cap", 2: "septum pellucidum", 3: "periaqueductal grey",
@@ -41,11 +41,9 @@ MIN_INSIDE = 0.5
 
 def _grown(mask: np.ndarray, mm: float, spacing: float) -> np.ndarray:
     """`mask` dilated by a ball of `mm`, computed in the box around it."""
-    found = ndimage.find_objects(mask.astype(np.uint8))
-    if not found:
+    box = bounding_box(mask, int(np.ceil(mm / spacing)) + 1)
+    if box is None:
         return mask.copy()
-    margin = int(np.ceil(mm / spacing)) + 1
-    box = tuple(slice(max(0, s.start - margin), s.stop + margin) for s in found[0])
     out = np.zeros_like(mask)
     out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= mm
     return out
@@ -82,8 +80,7 @@ def normal_sites(resolution: int = 1) -> np.ndarray:
         sites[_grown(tips, CAP_MM, resolution) & ~lateral & side & brain] = 1
     # the septum: tissue at the midline with a ventricle on either side within 6 mm
     reach = np.ones((int(round(12 / resolution)) + 1, 1, 1), bool)
-    left = ndimage.binary_dilation(lateral & (x < 0), reach)
-    right = ndimage.binary_dilation(lateral & (x > 0), reach)
+    left, right = dilate(lateral & (x < 0), reach), dilate(lateral & (x > 0), reach)
     sites[(np.abs(x) <= 3) & left & right & ~lateral & brain] = 2
     start, end = AQUEDUCT
     near = tuple(np.flatnonzero((axis >= min(a, b) - PAG_MM) & (axis <= max(a, b) + PAG_MM))
