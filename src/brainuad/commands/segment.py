@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,11 +232,14 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     image, mask, registration = prepare_scan(raw, job.preprocess,
                                              detector.cfg.train.modality)
     lap("preprocess")
-    scored = detector.score(image, mask, detect)
+    resolution = grid_resolution(image.shape, image.affine)
+    with ThreadPoolExecutor(1) as pool:  # the score keeps one core busy: the normal-variant
+        if resolution:                   # sites (`lesions` below) are built on the other
+            pool.submit(normal_sites, resolution)
+        scored = detector.score(image, mask, detect)
     lap("score")
     lesions, removed = detector.segment(scored, job.threshold, detect, image.affine)
     lap("lesions")
-    resolution = grid_resolution(image.shape, image.affine)
     sites = {"sites": normal_sites(resolution)} if resolution else {}
     left_out = {} if removed is None else {"removed": removed}
     count = None if removed is None else components(removed, full=True)[1]
