@@ -123,17 +123,34 @@ def test_denoising_only_the_brains_box_gives_the_whole_images_result_inside_it()
 
 
 @pytest.mark.parametrize("keep_bright", [True, False])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_scaling_at_the_brains_voxels_gives_the_whole_grids_values(keep_bright, dtype):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+@pytest.mark.parametrize("order", ["C", "F"])  # SimpleITK's arrays come transposed: F order
+def test_scaling_at_the_brains_voxels_gives_the_whole_grids_values(keep_bright, dtype, order):
     from brainuad.preprocessing.intensity import scale_to_unit
 
     rng = np.random.default_rng(1)
-    data = rng.gamma(2.0, 100.0, (30, 34, 28)).astype(dtype)
+    data = np.asarray(rng.gamma(2.0, 100.0, (30, 34, 28)).astype(dtype), order=order)
     mask = np.zeros(data.shape, np.uint8)
     mask[5:25, 6:30, 4:20] = 1
+    data[0, 0, 0] = np.iinfo(dtype).max if dtype == np.int16 else np.nan  # outside: ignored
     lo, hi = np.percentile(data[mask > 0], [0.5, 99.5])
     whole = np.clip((data - lo) / (hi - lo), 0, None if keep_bright else 1) * (mask > 0)
+    whole[0, 0, 0] = 0
     scaled = scale_to_unit(data, mask, keep_bright=keep_bright)
-    assert scaled.dtype == np.float32
+    assert scaled.dtype == np.float32 and scaled.flags[f"{order}_CONTIGUOUS"]
     assert np.array_equal(scaled, whole.astype(np.float32))
     assert (scaled.max() > 1) == keep_bright
+
+
+@pytest.mark.parametrize("bad, says", [("empty", "mask is empty"), ("nan", "NaN or infinite")])
+def test_scaling_refuses_an_empty_brain_and_nans_inside_it(bad, says):
+    from brainuad.preprocessing.intensity import scale_to_unit
+
+    data = np.ones((8, 8, 8), np.float32)
+    data[2, 2, 2] = 2.0
+    mask = np.zeros(data.shape, np.uint8)
+    if bad == "nan":
+        mask[1:6, 1:6, 1:6] = 1
+        data[3, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=says):
+        scale_to_unit(data, mask)

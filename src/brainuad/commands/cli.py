@@ -10,17 +10,12 @@ from brainuad.commands import stages  # noqa: F401  (then the pipeline's stages)
 # isort: on
 from brainuad.commands.app import app
 from brainuad.runtime.clock import stamp
-from brainuad.runtime.memory import reuse_memory
 
-#: the commands that score scans in this one process and exit: their memory is reused
-#: (`runtime/memory.py`), and the objects left are frozen, not collected, at exit
-SCAN_COMMANDS = {"segment", "compare", "bids"}
+#: the commands after which the objects left are frozen, not collected, at exit
+FREEZE_AT_EXIT = {"segment", "compare", "bids"}
 
 
 def main() -> None:
-    scans = bool(SCAN_COMMANDS & set(sys.argv[1:]))
-    if scans:
-        reuse_memory()
     try:
         app()
     finally:
@@ -28,7 +23,7 @@ def main() -> None:
         # other libraries made at import: 0.4-0.5 s of a `segment` run's exit on a 2-core
         # machine (docs/speed.md). Frozen, they are freed without that walk: after the
         # commands measured so, which leave no worker processes or data loaders to clean up.
-        if scans:
+        if FREEZE_AT_EXIT & set(sys.argv[1:]):
             gc.freeze()
         stamp("exit")
 

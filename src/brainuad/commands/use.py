@@ -17,6 +17,7 @@ from brainuad.commands.app import (
     _drop_none,
     order_option,
 )
+from brainuad.runtime.memory import reuse_memory
 
 
 @_command(USE)
@@ -67,6 +68,7 @@ def segment(
     from brainuad.commands.segment import SegmentOptions, segment_scans
     from brainuad.errors import BrainUADError
 
+    reuse_memory()
     if example == bool(scans):
         raise BrainUADError("give scans to segment, or --example (not both)")
     if fpr is not None:
@@ -144,6 +146,7 @@ def compare(
     from brainuad.preprocessing.pipeline import PreprocessConfig
     from brainuad.preprocessing.registration import RegistrationConfig
 
+    reuse_memory()
     if example == bool(scans):
         raise BrainUADError("give BASELINE FOLLOWUP (or a visits CSV), or --example")
     if example:
@@ -221,6 +224,7 @@ def bids(
         return
     if level != "participant":
         raise BrainUADError(f"analysis level {level!r}: choose participant or group")
+    reuse_memory()
     options = BidsOptions(
         participants=participant_label, sessions=session_label, shard=shard,
         session_order=order_option(session_order),

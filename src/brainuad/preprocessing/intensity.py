@@ -46,13 +46,19 @@ def scale_to_unit(data: np.ndarray, mask: np.ndarray, lower: float = 0.5,
     """Map the brain's `lower`..`upper` percentiles to 0..1, clip, and zero outside the mask.
     With `keep_bright` nothing is clipped above: the brightest voxels (a small lesion load is
     all above the 99.5th percentile) keep their brightness above 1, for scorers that compare
-    them with the scan's own tissues; the networks and the normative maps clip to [0, 1]."""
+    them with the scan's own tissues; the networks and the normative maps clip to [0, 1].
+    Computed at the brain's voxels only (a fifth of the template grid): 0 outside, whatever
+    lies there, in `data`'s memory order."""
     brain = mask > 0
     inside = data[brain]
+    if not inside.size:
+        raise ValueError("the brain mask is empty")
+    if not np.isfinite(inside).all():
+        raise ValueError("the brain holds NaN or infinite intensities")
     lo, hi = np.percentile(inside, [lower, upper])
     if hi <= lo:
         raise ValueError("the brain's intensities are constant")
-    out = np.zeros(data.shape, np.float32)  # computed at the brain's voxels only: a fifth
+    out = np.zeros_like(data, dtype=np.float32)
     out[brain] = np.clip((inside - lo) / (hi - lo), 0, None if keep_bright else 1)
     return out
 

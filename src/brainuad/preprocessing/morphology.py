@@ -61,8 +61,8 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def dilate(mask: np.ndarray, structure: np.ndarray | None = None) -> np.ndarray:
-    """`ndimage.binary_dilation(mask, structure)`: one step of `structure`, by default the
-    face-connected cross."""
+    """`ndimage.binary_dilation(mask, structure)`: one step of `structure` (centred, scipy's
+    origin 0), by default the face-connected cross; the box's margin is its reach."""
     margin = 1 if structure is None else max(n // 2 for n in np.shape(structure))
     return _on_box(mask, lambda box: ndimage.binary_dilation(box, structure), margin)
 
