@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,16 +231,12 @@ def find_lesions(path: Path, job: _Job, lap) -> Found:
     image, mask, registration = prepare_scan(raw, job.preprocess,
                                              detector.cfg.train.modality)
     lap("preprocess")
-    resolution = grid_resolution(image.shape, image.affine)
-    # the normal-variant sites (0.2 s) are built on the core that the tissue score, a numpy
-    # one, leaves free; `score`'s seconds include waiting for them
-    with ThreadPoolExecutor(1, thread_name_prefix="brainuad-sites") as pool:
-        building = pool.submit(normal_sites, resolution) if resolution else None
-        scored = detector.score(image, mask, detect)
-        sites = {"sites": building.result()} if building else {}
+    scored = detector.score(image, mask, detect)
     lap("score")
     lesions, removed = detector.segment(scored, job.threshold, detect, image.affine)
     lap("lesions")
+    resolution = grid_resolution(image.shape, image.affine)
+    sites = {"sites": normal_sites(resolution)} if resolution else {}
     left_out = {} if removed is None else {"removed": removed}
     count = None if removed is None else components(removed, full=True)[1]
     native = maps_to_native({"score": scored.score, "lesions": lesions, "brain": mask.data,

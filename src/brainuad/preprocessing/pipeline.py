@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import shutil
 import threading
@@ -46,6 +47,7 @@ from brainuad.preprocessing.brain_mask import (
 )
 from brainuad.preprocessing.intensity import denoise, mask_from_skull_stripped, scale_to_unit
 from brainuad.preprocessing.morphology import fill_holes
+from brainuad.preprocessing.normal_sites import normal_sites
 from brainuad.preprocessing.registration import (
     RegistrationConfig,
     register,
@@ -115,8 +117,10 @@ def prepare_scan(volume: Volume, cfg: PreprocessConfig,
     """One raw scan through the whole preprocessing in memory, as `segment` runs it: N4,
     registration (its plausibility checked), the brain mask (the scan's own or the
     template's), CurvatureFlow and [0, 1] scaling. The preprocessed image and mask (template
-    grid) and the registration."""
-    result = register_volumes({modality: volume}, modality, cfg)
+    grid) and the registration. The normal-variant sites that `segment` carries to the scan
+    are loaded while N4 runs."""
+    result = register_volumes({modality: volume}, modality, cfg,
+                              warm=(functools.partial(normal_sites, 1),))
     affine = template_affine()
     start = time.perf_counter()
     image = scaled(result.images[modality], result.mask, cfg, volume.path)
@@ -150,12 +154,12 @@ def _stage(what: str, stage: str):
         raise BrainUADError(f"{what}: {stage} failed ({itk_reason(err)})") from err
 
 
-def _warm_up(cfg: PreprocessConfig) -> threading.Thread:
+def _warm_up(cfg: PreprocessConfig, also: tuple[Callable, ...] = ()) -> threading.Thread:
     """Load what the stages after N4 read (the template and its working copy, deepbet's
-    networks, the tissue atlas) in a thread while N4 runs: ITK lets go of Python's lock while
-    it computes, and these are file reads, imports and array work (docs/speed.md). Each is
-    cached, so the stage that needs one takes it from the cache or loads it itself; a failure
-    here is left for that stage to meet and report."""
+    networks, the tissue atlas, and what `also` loads) in a thread while N4 runs: ITK lets go
+    of Python's lock while it computes, and these are file reads, imports and array work
+    (docs/speed.md). Each is cached, so the stage that needs one takes it from the cache or
+    loads it itself; a failure here is left for that stage to meet and report."""
 
     def load() -> None:
         with contextlib.suppress(Exception):
@@ -163,6 +167,8 @@ def _warm_up(cfg: PreprocessConfig) -> threading.Thread:
             if cfg.brain_mask == "scan":
                 extractor()
             atlas(1)
+            for loader in also:
+                loader()
 
     thread = threading.Thread(target=load, name="brainuad-warm-up", daemon=True)
     thread.start()
@@ -171,19 +177,21 @@ def _warm_up(cfg: PreprocessConfig) -> threading.Thread:
 
 def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: PreprocessConfig,
                      user_mask: Volume | None = None,
-                     contrasts: dict[str, str] | None = None) -> Registered:
+                     contrasts: dict[str, str] | None = None,
+                     warm: tuple[Callable, ...] = ()) -> Registered:
     """N4 + registration of every modality onto the template grid, the brain mask there (the
     scan's own, the template's, or `user_mask` carried along), and the registration's
     plausibility, checked against `cfg.registration`'s bounds (a clear error below them).
     Each volume's contrast is checked to be its modality's (its key, or `contrasts[key]`):
-    a T1 given as a FLAIR is refused whatever its file is called.
+    a T1 given as a FLAIR is refused whatever its file is called. `warm`: more loaders for
+    the thread that loads what follows N4 while it runs (`_warm_up`).
     Its `seconds` per step are for the speed figures. deepbet runs after the registration: in
     a second thread beside N4 and the registration it saved nothing on 2 cores (docs/speed.md)."""
     clock = Stopwatch()
     reg = cfg.registration
     reference = volumes[reference_name]
     what = str(reference.path)
-    warming = _warm_up(cfg)
+    warming = _warm_up(cfg, warm)
     try:
         with _stage(what, "N4 bias correction"):
             ref = to_sitk(reference.data, reference.affine)
