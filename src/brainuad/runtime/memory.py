@@ -7,10 +7,11 @@ numpy advises the kernel to back each one with transparent huge pages, which whe
 `defrag` policy is "madvise" (Ubuntu's default) stalls the first touch in memory compaction
 (numpy#31590; a fresh 29 MB array 70-95 ms instead of 25 ms here). `segment`, `compare` and
 `bids` (the commands, not the library functions) keep big allocations on the heap and freed
-memory in the process for the next array, and turn numpy's advice off: system time 2.0-2.5 ->
-0.9 s a `segment`, wall time 0.83-0.97 of before; one process segmenting 16 scans 125 -> 95 s,
-its peak 1.46 -> 1.53 GB (docs/speed.md). The cost: freed memory goes back to the system only
-when the process ends. A user's own settings win: with `NUMPY_MADVISE_HUGEPAGE` set numpy's
+memory in the process for the next array, and turn numpy's advice off: system time 1.7-2.6 ->
+0.8-1.0 s a `segment`, wall time 0.81-0.97 of before at about the same peak; one process
+segmenting 16 scans 125 -> 95 s, its peak 1.46 -> 1.53 GB; a `compare` 19 -> 17-19 s, its peak
+1.30 -> 1.43 GB (docs/speed.md). The cost: freed memory goes back to the system only when the
+process ends. A user's own settings win: with `NUMPY_MADVISE_HUGEPAGE` set numpy's
 advice is left as it is, with `MALLOC_MMAP_MAX_`, `MALLOC_TRIM_THRESHOLD_` or `GLIBC_TUNABLES`
 set glibc's."""
 
