@@ -145,6 +145,16 @@ def quick_brain_extraction(request, monkeypatch):
     monkeypatch.setattr(pipeline, "scan_brain", foreground)
 
 
+@pytest.fixture(autouse=True)
+def process_memory_as_it_is(monkeypatch):
+    """The scan commands' glibc and numpy settings (`runtime/memory.py`) last for the rest of
+    their process: in-process command tests leave pytest's as it is (tests/test_memory.py
+    runs them in subprocesses)."""
+    from brainuad.commands import use
+
+    monkeypatch.setattr(use, "reuse_memory", lambda: False)
+
+
 # --- segment's and compare's heavy work stubbed (tests of the bookkeeping around it) ---------
 
 STUB_QUALITY = {"brain_dice": 0.95, "coverage": 1.0, "scale": 1.0, "rotation": 0.0,

@@ -35,7 +35,7 @@ GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 def _run(mode: str, **env: str) -> tuple[str, str, int]:
     clean = {k: v for k, v in os.environ.items()
-             if k not in ("NUMPY_MADVISE_HUGEPAGE", *memory._GLIBC_SETTINGS)}
+             if k not in ("NUMPY_MADVISE_HUGEPAGE", "GLIBC_TUNABLES", *memory._GLIBC_SETTINGS)}
     said, advice, rss = subprocess.run(
         [sys.executable, "-c", _FREED, mode], capture_output=True, text=True, check=True,
         env={**clean, **env}).stdout.split()
@@ -50,6 +50,10 @@ def test_freed_arrays_stay_in_the_process_for_the_next_one():
     assert reused - default > 150  # the 200 MB were kept, not unmapped
     said, _, own = _run("reuse", MALLOC_TRIM_THRESHOLD_="131072")  # the user's setting wins
     assert said == "False" and own - default < 50
+    said, *_ = _run("reuse", GLIBC_TUNABLES="glibc.malloc.trim_threshold=131072")
+    assert said == "False"
+    said, *_ = _run("reuse", GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX512F")  # not the allocator's
+    assert said == "True"
 
 
 def test_numpys_huge_page_advice_is_turned_off_unless_the_user_chose(monkeypatch):
@@ -70,7 +74,7 @@ def test_a_c_library_without_mallopt_changes_nothing_and_raises_nothing(monkeypa
 
     monkeypatch.setattr(ctypes, "CDLL", broken)
     monkeypatch.setattr(memory, "_numpy_advice_off", lambda: None)
-    for name in memory._GLIBC_SETTINGS:
+    for name in (*memory._GLIBC_SETTINGS, "GLIBC_TUNABLES"):
         monkeypatch.delenv(name, raising=False)
     assert memory.reuse_memory() is False
 
@@ -78,6 +82,7 @@ def test_a_c_library_without_mallopt_changes_nothing_and_raises_nothing(monkeypa
 @pytest.mark.parametrize("command", [["segment"], ["compare"],
                                      ["bids", "no-such-study", "out", "participant"]])
 def test_the_scan_commands_reuse_memory(monkeypatch, tmp_path, command):
+    """(tests/conftest.py makes `reuse_memory` a no-op for every other test)"""
     called = []
     monkeypatch.setattr(use, "reuse_memory", lambda: called.append(True))
     monkeypatch.chdir(tmp_path)

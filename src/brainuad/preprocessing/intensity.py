@@ -48,7 +48,8 @@ def scale_to_unit(data: np.ndarray, mask: np.ndarray, lower: float = 0.5,
     all above the 99.5th percentile) keep their brightness above 1, for scorers that compare
     them with the scan's own tissues; the networks and the normative maps clip to [0, 1].
     Computed at the brain's voxels only (a fifth of the template grid): 0 outside, whatever
-    lies there, in `data`'s memory order."""
+    lies there, in `data`'s memory order. A ValueError for an empty mask, NaN or infinite
+    values inside it, or a constant brain."""
     brain = mask > 0
     inside = data[brain]
     if not inside.size:
