@@ -17,7 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from brainuad.errors import BrainUADError
+from brainuad.errors import BrainUADError, first_line
 from brainuad.io.files import atomic_path
 
 #: Affines that differ by less than this (mm) are taken to be the same geometry.
@@ -75,15 +75,11 @@ def _open(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     try:
         image = nib.load(str(path))  # the header only
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as err:
-        raise BrainUADError(f"{path}: cannot be read as NIfTI ({_reason(err)})") from err
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({first_line(err)})") from err
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise BrainUADError(f"{path}: is a {type(image).__name__}, expected NIfTI")
     check_header(path, image.shape)
     return image
-
-
-def _reason(err: Exception) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
@@ -92,7 +88,7 @@ def _read(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, Path]:
     try:
         data = np.asanyarray(image.dataobj)
     except (OSError, EOFError, zlib.error, ValueError) as err:
-        raise BrainUADError(f"{path}: cannot be read as NIfTI ({_reason(err)})") from err
+        raise BrainUADError(f"{path}: cannot be read as NIfTI ({first_line(err)})") from err
     except MemoryError as err:
         raise BrainUADError(f"{path}: too large to load into memory "
                             f"(shape {tuple(image.shape)})") from err
@@ -218,7 +214,7 @@ def _enhanced_timing(file: str) -> tuple[float | None, float | None]:
     try:
         dataset = pydicom.dcmread(file, stop_before_pixels=True)
     except (OSError, pydicom.errors.InvalidDicomError) as err:
-        raise BrainUADError(f"{file}: cannot be read as DICOM ({_reason(err)})") from err
+        raise BrainUADError(f"{file}: cannot be read as DICOM ({first_line(err)})") from err
     found: dict[str, float] = {}
     for element in dataset.iterall():
         if element.keyword in ("InversionTime", "InversionTimes", "EchoTime",
@@ -312,7 +308,7 @@ def _read_enhanced(path: Path, file: str) -> tuple[np.ndarray, np.ndarray]:
     except (ValueError, RuntimeError, KeyError, OSError,
             pydicom.errors.InvalidDicomError) as err:
         raise BrainUADError(f"{path}: its multi-frame DICOM cannot be read as one volume "
-                            f"({_reason(err)})") from err
+                            f"({first_line(err)})") from err
     except MemoryError as err:
         raise BrainUADError(f"{path}: too large to load into memory") from err
     if volume.array.ndim != 3:
