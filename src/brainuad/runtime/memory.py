@@ -9,12 +9,13 @@ numpy advises the kernel to back each one with transparent huge pages, which whe
 `bids` (the commands, not the library functions) keep big allocations on the heap and freed
 memory in the process for the next array, and turn numpy's advice off: system time 1.7-2.6 ->
 0.8-1.0 s a `segment`, wall time 0.81-0.97 of before at about the same peak; one process
-segmenting 16 scans 125 -> 95 s, its peak 1.46 -> 1.53 GB (docs/speed.md); a `compare` about
-2 s faster, its peak 1.30 -> 1.43 GB (docs/results/compare.md). The cost: freed memory stays in
-the process until it ends (unless more than 2 GiB lies free at the top of its heap). A user's
-own settings win: with `NUMPY_MADVISE_HUGEPAGE` set numpy's advice is left as it is, with
-`MALLOC_MMAP_MAX_`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or a `glibc.malloc`
-entry of `GLIBC_TUNABLES` set glibc's. Off glibc only numpy's advice is turned off."""
+segmenting 16 scans 125 -> 95 s, its peak 1.46 -> 1.53 GB (docs/speed.md); a `compare`
+19.0-19.4 -> 16.9-18.6 s, its peak 1.30 -> 1.43 GB (docs/results/compare.md). The cost: freed
+memory stays in the process until it ends (unless more than 2 GiB lies free at the top of its
+heap). A user's own settings win: with `NUMPY_MADVISE_HUGEPAGE` set numpy's advice is left as
+it is, with `MALLOC_MMAP_MAX_`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or a
+`glibc.malloc` entry of `GLIBC_TUNABLES` set glibc's. Off glibc only numpy's advice is turned
+off."""
 
 from __future__ import annotations
 
