@@ -22,7 +22,7 @@ from brainuad.io.images import Volume
 from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
 from brainuad.preprocessing.atlas import template, template_affine
 from brainuad.preprocessing.bias import head_mask, n4
-from brainuad.preprocessing.brain_mask import MIN_AGREEMENT, BrainMask, agreement, scan_brain
+from brainuad.preprocessing.brain_mask import BrainMask, own_or_template, scan_brain
 from brainuad.preprocessing.intensity import robust_spread
 from brainuad.preprocessing.pipeline import PreprocessConfig, scaled
 from brainuad.preprocessing.registration import RegistrationConfig, register, to_template
@@ -167,25 +167,14 @@ def register_pair(baseline: Volume, followup: Volume, cfg: PreprocessConfig) -> 
 def _brain(followup: Volume, grid: sitk.Image, transform: sitk.Transform,
            cfg: PreprocessConfig) -> tuple[np.ndarray, BrainMask]:
     """The follow-up's brain on its grid: deepbet's, or the template's carried by the
-    registration where deepbet fails or the two disagree (as `preprocessing.pipeline` does on
-    the atlas grid), or the template's with `cfg.brain_mask` "template"."""
+    registration where deepbet fails or the two disagree (`own_or_template`, as
+    `preprocessing.pipeline` does on the atlas grid), or the template's with
+    `cfg.brain_mask` "template"."""
     carried = to_native(from_sitk(template()[1])[0].astype(np.float32), template_affine(), grid,
                         transform, nearest=True) > 0.5
     if cfg.brain_mask != "scan":
         return carried, BrainMask("template")
-    try:
-        own = scan_brain(followup)
-    except BrainUADError:  # a missing or broken network file: the install, not the scan
-        raise
-    except (RuntimeError, ValueError) as err:
-        return carried, BrainMask("template (fallback)", None,
-                                  f"deepbet found no brain ({err})")
-    overlap = round(agreement(own, carried), 4)
-    if overlap < MIN_AGREEMENT:
-        return carried, BrainMask("template (fallback)", overlap,
-                                  f"deepbet's mask overlaps the template's by Dice "
-                                  f"{overlap:.2f} (needs >= {MIN_AGREEMENT})")
-    return own, BrainMask("scan (deepbet)", overlap)
+    return own_or_template(lambda: scan_brain(followup), carried)
 
 
 def on_followup_grid(pair: Registered, baseline: Volume, followup: Volume,

@@ -16,6 +16,7 @@ used and the reason is kept for the report.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -193,3 +194,27 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two masks on one grid."""
     total = int(a.sum()) + int(b.sum())
     return 2 * float((a & b).sum()) / total if total else 0.0
+
+
+def own_or_template(outline: Callable[[], np.ndarray], template_mask: np.ndarray,
+                    carry: Callable[[np.ndarray], np.ndarray] = lambda own: own
+                    ) -> tuple[np.ndarray, BrainMask]:
+    """deepbet's mask (`outline()`, brought onto `template_mask`'s grid by `carry`), or the
+    template's where deepbet finds no brain or the two disagree (Dice below `MIN_AGREEMENT`),
+    with the reason. A missing or broken network file stops the scan (the install, not the
+    scan: flair-ms's threshold was chosen with deepbet's masks)."""
+    try:
+        own = outline()
+    except BrainUADError:
+        raise
+    except (RuntimeError, ValueError) as err:
+        return template_mask, BrainMask("template (fallback)", None,
+                                        f"deepbet found no brain ({err})")
+    own = carry(own)
+    overlap = round(agreement(own, template_mask), 4)
+    if overlap < MIN_AGREEMENT:
+        return template_mask, BrainMask(
+            "template (fallback)", overlap,
+            f"deepbet's mask overlaps the template's by Dice {overlap:.2f} (needs >= "
+            f"{MIN_AGREEMENT})")
+    return own, BrainMask("scan (deepbet)", overlap)

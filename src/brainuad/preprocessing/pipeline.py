@@ -38,11 +38,10 @@ from brainuad.io.sitk import from_sitk, itk_reason, to_sitk
 from brainuad.preprocessing.atlas import atlas, on_template_grid, template, template_affine
 from brainuad.preprocessing.bias import head_mask, n4
 from brainuad.preprocessing.brain_mask import (
-    MIN_AGREEMENT,
     SOURCES,
     BrainMask,
-    agreement,
     extractor,
+    own_or_template,
     scan_brain,
 )
 from brainuad.preprocessing.intensity import denoise, mask_from_skull_stripped, scale_to_unit
@@ -242,23 +241,11 @@ def register_volumes(volumes: dict[str, Volume], reference_name: str, cfg: Prepr
 def _scan_mask(reference: Volume, template_mask: np.ndarray, fixed: sitk.Image,
                to_ref: sitk.Transform) -> tuple[np.ndarray, BrainMask]:
     """deepbet's mask of the scan on the template grid, or the template's where deepbet fails
-    (e.g. finds no head) or the two disagree."""
-    try:
-        own = scan_brain(reference)
-    except BrainUADError:  # a missing or broken network file: the install, not the scan
-        raise
-    except (RuntimeError, ValueError) as err:
-        return template_mask, BrainMask("template (fallback)", None,
-                                        f"deepbet found no brain ({err})")
-    carried = from_sitk(resample(to_sitk(own, reference.affine), fixed, to_ref,
-                                 nearest=True))[0] > 0.5
-    overlap = round(agreement(carried, template_mask), 4)
-    if overlap < MIN_AGREEMENT:
-        return template_mask, BrainMask(
-            "template (fallback)", overlap,
-            f"deepbet's mask overlaps the template's by Dice {overlap:.2f} (needs >= "
-            f"{MIN_AGREEMENT})")
-    return carried, BrainMask("scan (deepbet)", overlap)
+    (e.g. finds no head) or the two disagree (`own_or_template`)."""
+    return own_or_template(
+        lambda: scan_brain(reference), template_mask,
+        lambda own: from_sitk(resample(to_sitk(own, reference.affine), fixed, to_ref,
+                                       nearest=True))[0] > 0.5)
 
 
 def preprocess_subject(subject: Subject, out: Path, cfg: PreprocessConfig,
