@@ -3,7 +3,7 @@ detector on the three real pairs with reference change masks, leave one pair out
 scan-rescan pairs of the raw FLAIRs, each rescan's null calibrated without its patient.
 
     python benchmarks/compare_harness.py [--detectors rule,learnt] [--learnt FOLDS]
-        [--work /tmp/bench-harness]
+        [--work /tmp/bench-harness] [--visibility] [--losses]
 
 Cases: patient03, patient12, patient19 (study 1 -> study 2; references of Lesjak et al. 2016, CC
 BY, both directions) and every raw FLAIR against a simulated rescan of itself (`data.shifts.
@@ -209,6 +209,63 @@ def visibility(inputs: dict, refs: dict) -> list[dict]:
         print(f"| {r['pair']} | {r['changes']} | {r['theirs_beyond_3']} / {r['theirs_beyond_4']}"
               f" / {r['theirs_median']} | {r['ours_beyond_3']} / {r['ours_beyond_4']} / "
               f"{r['ours_median']} |")
+    return rows
+
+
+#: why the shipped rule misses a reference change: the first of its conditions (in the order
+#: `change.changes_at` applies them) that none of the change's voxels meets
+LOSSES = ("found", "not looked at", "score under the threshold", "no lesion at its visit",
+          "not in a component", "no seed in it", "too few seeds")
+
+
+def losses(inputs: dict, refs: dict) -> list[dict]:
+    """Where the shipped rule (`detector.json`, its threshold at the operating point) loses
+    each reference change: the rule's maps carried to the dataset's common grid as its change
+    mask is (nearest neighbour), each change read as a growth or a shrinkage by its sign on
+    the dataset's own alignment. "no seed in it": no voxel of the change is both in a
+    component and a seed (a voxel that changed lesion status and beats the other visit's
+    brightest within the tolerance); "too few seeds": some are, but their component holds
+    under `min_seed_mm3` of them."""
+    from brainuad.longitudinal.calibration import shipped
+
+    rule = shipped()
+    cfg, threshold = rule.config(), rule.threshold()
+    rows = []
+    for patient in PAIRS:
+        case, ref = inputs[patient], refs[patient]
+        stat = change.statistic(case["visits"], cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            maps = {name: _on_common(save_volume(Path(tmp) / f"{name}.nii.gz", values,
+                                                 case["affine"], np.float32), patient, 2, True)
+                    for name, values in {
+                        "found": change.changes_at(stat, cfg, threshold).mask > 0,
+                        "allowed": stat.allowed, "score": stat.score, "grown": stat.grown,
+                        "shrunk": stat.shrunk, "lesion_b": stat.lesion_baseline,
+                        "lesion_f": stat.lesion_followup}.items()}
+        why = []
+        for index in range(1, len(ref.sizes_ml) + 1):
+            at = ref.labels == index
+            up = ref.brighter[at].mean() >= 0.5
+            score = maps["score"][at] * (1 if up else -1)
+            lesion = maps["lesion_f" if up else "lesion_b"][at] > 0.5
+            other = maps["lesion_b" if up else "lesion_f"][at] > 0.5
+            region = (score > threshold) & lesion & (maps["allowed"][at] > 0.5)
+            seeds = (maps["grown" if up else "shrunk"][at] > threshold) & ~other
+            why.append(LOSSES[next(i for i, lost in enumerate((
+                maps["found"][at].any(), not maps["allowed"][at].any(),
+                not (score > threshold).any(), not lesion.any(), not region.any(),
+                not (region & seeds).any(), True)) if lost)])
+        why, z = np.asarray(why), ref.oracle_z
+        for name, chosen in (("all", z >= 0), ("oracle z >= 3", z >= 3),
+                             ("oracle z >= 4", z >= 4)):
+            rows.append({"pair": patient, "changes": name, "threshold": threshold,
+                         **{loss: int((why[chosen] == loss).sum()) for loss in LOSSES}})
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| pair | reference changes | " + " | ".join(LOSSES) + " |\n|"
+          + " --- |" * (len(LOSSES) + 2))
+    for r in rows:
+        print(f"| {r['pair']} | {r['changes']} ({sum(r[k] for k in LOSSES)}) | "
+              + " | ".join(str(r[k]) for k in LOSSES) + " |")
     return rows
 
 
@@ -469,7 +526,8 @@ def table(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detectors", default="rule")
+    parser.add_argument("--detectors", default="rule",
+                        help="comma-separated, of: rule, rule-grid, blobs, learnt; \"\" for none")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-harness"))
     parser.add_argument("--false-ml", type=float, default=0.1,
                         help="expected false-change volume per rescan pair (ml)")
@@ -484,6 +542,8 @@ def main() -> None:
                              "allowed scan (scripts/train_change_detector.py)")
     parser.add_argument("--visibility", action="store_true",
                         help="also the oracle's z on compare's own inputs")
+    parser.add_argument("--losses", action="store_true",
+                        help="also where the shipped rule loses each reference change")
     args = parser.parse_args()
     if args.write and not args.version:
         parser.error("--write needs --version")
@@ -496,7 +556,9 @@ def main() -> None:
     out = {"benchmark": "compare_harness", **run_record(vars(args)), "results": []}
     if args.visibility:
         out["visibility"] = visibility(inputs, refs)
-    for name in args.detectors.split(","):
+    if args.losses:
+        out["losses"] = losses(inputs, refs)
+    for name in [n for n in args.detectors.split(",") if n]:
         if name == "learnt":
             if args.learnt is None:
                 parser.error("the learnt detector needs --learnt FOLDS")
