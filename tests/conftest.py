@@ -189,7 +189,7 @@ def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda 
     from brainuad.io.images import load_scan
     from brainuad.longitudinal.change import NEW, SHRINKING, Change
     from brainuad.longitudinal.compare import Found
-    from brainuad.longitudinal.visits import Registered, Visits
+    from brainuad.longitudinal.visits import RegisteredPair, Visits
     from brainuad.preprocessing.brain_mask import BrainMask
 
     baseline, followup = load_scan(baseline_path), load_scan(followup_path)
@@ -205,7 +205,7 @@ def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda 
     change = Change(score, mask, components, labels, 10.0)
     visits = Visits(baseline.data, followup.data, score, score, brain, brain * 1.0, 0.9,
                     spacing=followup.spacing)
-    registered = Registered(followup.data, baseline.data, brain, {}, None, STUB_QUALITY,
+    registered = RegisteredPair(followup.data, baseline.data, brain, {}, None, STUB_QUALITY,
                             BrainMask("template"))
     lap("change")
     return Found(followup, registered, visits, change, [])

@@ -19,7 +19,7 @@ import numpy as np
 from brainuad.io.images import Volume, load_scan
 from brainuad.longitudinal.change import Change, ChangeConfig, detect_change
 from brainuad.longitudinal.visits import (
-    Registered,
+    RegisteredPair,
     Visits,
     on_followup_grid,
     register_pair,
@@ -41,7 +41,7 @@ class Found:
     change there (`score`, `mask`, `labels`) and the warnings."""
 
     followup: Volume
-    registered: Registered
+    registered: RegisteredPair
     visits: Visits
     change: Change
     warnings: list[str]

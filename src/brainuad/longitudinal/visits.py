@@ -102,7 +102,7 @@ def match(moving: np.ndarray, fixed: np.ndarray, where: np.ndarray) -> np.ndarra
 
 
 @dataclass
-class Registered:
+class RegisteredPair:
     """A pair on the follow-up's grid: both visits bias corrected, the baseline resampled onto
     it once; the follow-up's brain, the atlas's tissue probabilities there, the atlas ->
     follow-up transform and its plausibility."""
@@ -117,7 +117,7 @@ class Registered:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def register_pair(baseline: Volume, followup: Volume, cfg: PreprocessConfig) -> Registered:
+def register_pair(baseline: Volume, followup: Volume, cfg: PreprocessConfig) -> RegisteredPair:
     """Both visits on the follow-up's grid (see the module), their contrast checked."""
     seconds, start = {}, time.perf_counter()
 
@@ -155,7 +155,7 @@ def register_pair(baseline: Volume, followup: Volume, cfg: PreprocessConfig) -> 
     lap("baseline onto the follow-up")
     on_template = priors(Volume(from_sitk(template()[1])[0], template_affine()))
     tissue = {k: to_native(v, template_affine(), grid, transform) for k, v in on_template.items()}
-    pair = Registered(from_sitk(grid)[0], from_sitk(moved)[0], brain & covered, tissue,
+    pair = RegisteredPair(from_sitk(grid)[0], from_sitk(moved)[0], brain & covered, tissue,
                       transform, quality, source, seconds)
     for name, volume in (("followup", followup), ("baseline", baseline)):
         check_contrast(getattr(pair, name), pair.brain, tissue, followup.spacing, "flair",
@@ -177,7 +177,7 @@ def _brain(followup: Volume, grid: sitk.Image, transform: sitk.Transform,
     return own_or_template(lambda: scan_brain(followup), carried)
 
 
-def on_followup_grid(pair: Registered, baseline: Volume, followup: Volume,
+def on_followup_grid(pair: RegisteredPair, baseline: Volume, followup: Volume,
                      cfg: PreprocessConfig) -> Visits:
     """Both registered visits (`baseline`, `followup`: the scans as read) scaled, the baseline
     matched to the follow-up, and each visit's lesion z against its own grey matter. No
