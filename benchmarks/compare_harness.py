@@ -38,7 +38,6 @@ import inspect
 import itertools
 import json
 import pickle
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,12 +51,14 @@ from scipy import ndimage, signal
 
 from brainuad.data.shifts import rescanned
 from brainuad.io.files import atomic_path
-from brainuad.io.images import Volume, load_scan, save_volume
+from brainuad.io.images import Volume, load_scan
+from brainuad.io.sitk import from_sitk, to_sitk
 from brainuad.longitudinal import blobs, change
 from brainuad.longitudinal.change import ChangeConfig, smooth_inside
 from brainuad.longitudinal.visits import on_followup_grid, pair_config, register_pair
 from brainuad.preprocessing.intensity import robust_spread
 from brainuad.preprocessing.pipeline import PreprocessConfig
+from brainuad.preprocessing.transforms import read_transform
 from brainuad.scoring.postprocess import CONNECTIVITY
 
 #: the code that makes compare's inputs (what the cache is keyed by)
@@ -107,12 +108,18 @@ def cached_inputs(work: Path) -> dict[str, dict]:
     return inputs
 
 
+def carried(case: dict, patient: str, values: np.ndarray) -> np.ndarray:
+    """An array on the follow-up's grid (as compare writes its maps) carried to the dataset's
+    common grid: its study 2 transform, nearest neighbour, as float32."""
+    grid = sitk.ReadImage(str(COMMON / patient / "change_mask.nii.gz"))
+    transform = read_transform(COMMON / patient / "study2_FLAIR_to_common_space.tfm")
+    return sitk.GetArrayFromImage(sitk.Resample(to_sitk(values, case["affine"]), grid,
+                                                transform, sitk.sitkNearestNeighbor, 0.0))
+
+
 def on_common(case: dict, patient: str, mask: np.ndarray) -> np.ndarray:
-    """A change mask on the follow-up's grid (as compare writes it) carried to the dataset's
-    common grid (its study 2 transform, nearest neighbour): 1 growth, 2 shrinkage."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = save_volume(Path(tmp) / "mask.nii.gz", mask, case["affine"], np.uint8)
-        return _on_common(path, patient, 2, True).round().astype(np.uint8)
+    """A change mask (1 growth, 2 shrinkage) carried to the dataset's common grid."""
+    return carried(case, patient, mask).round().astype(np.uint8)
 
 
 def reference(patient: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
@@ -180,9 +187,6 @@ def visibility(inputs: dict, refs: dict) -> list[dict]:
     mask carried onto the follow-up's grid (the dataset's study 2 transform, nearest neighbour)
     and the oracle's z on the difference of our two visits there; beside it the oracle on the
     dataset's own alignment."""
-    from brainuad.io.sitk import from_sitk, to_sitk
-    from brainuad.preprocessing.transforms import read_transform
-
     rows = []
     for patient in PAIRS:
         case, visits = inputs[patient], inputs[patient]["visits"]
@@ -212,20 +216,24 @@ def visibility(inputs: dict, refs: dict) -> list[dict]:
     return rows
 
 
-#: why the shipped rule misses a reference change: the first of its conditions (in the order
-#: `change.changes_at` applies them) that none of the change's voxels meets
+#: why the shipped rule misses a reference change: the first of its conditions that none of the
+#: change's voxels meets, in this order (the rule needs all of them at once; the order is the
+#: harness's, from where it looks to what it keeps, and the counts depend on it)
 LOSSES = ("found", "not looked at", "score under the threshold", "no lesion at its visit",
-          "not in a component", "no seed in it", "too few seeds")
+          "not in a region", "no seed: a lesion at the other visit",
+          "no seed: not beyond the other's brightest", "component dropped (seeds or size)")
 
 
 def losses(inputs: dict, refs: dict) -> list[dict]:
     """Where the shipped rule (`detector.json`, its threshold at the operating point) loses
     each reference change: the rule's maps carried to the dataset's common grid as its change
-    mask is (nearest neighbour), each change read as a growth or a shrinkage by its sign on
-    the dataset's own alignment. "no seed in it": no voxel of the change is both in a
-    component and a seed (a voxel that changed lesion status and beats the other visit's
-    brightest within the tolerance); "too few seeds": some are, but their component holds
-    under `min_seed_mm3` of them."""
+    mask is, each change tried as a growth and as a shrinkage, the direction that gets further
+    counted. "not looked at": outside the brain, farther than `white_mm` from the atlas's white
+    matter deeper than `edge_mm`; a region: `change.candidates`; "no seed": no voxel of the
+    change is both in the region and a seed, for the first reason that holds at all of its
+    region's voxels (the other visit has a lesion there, else the voxel does not beat the other
+    visit's brightest within the tolerance); "component dropped": some are, but the component
+    holds under `min_seed_mm3` of seeds or `min_mm3` of voxels."""
     from brainuad.longitudinal.calibration import shipped
 
     rule = shipped()
@@ -234,29 +242,41 @@ def losses(inputs: dict, refs: dict) -> list[dict]:
     for patient in PAIRS:
         case, ref = inputs[patient], refs[patient]
         stat = change.statistic(case["visits"], cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            maps = {name: _on_common(save_volume(Path(tmp) / f"{name}.nii.gz", values,
-                                                 case["affine"], np.float32), patient, 2, True)
-                    for name, values in {
-                        "found": change.changes_at(stat, cfg, threshold).mask > 0,
-                        "allowed": stat.allowed, "score": stat.score, "grown": stat.grown,
-                        "shrunk": stat.shrunk, "lesion_b": stat.lesion_baseline,
-                        "lesion_f": stat.lesion_followup}.items()}
+        maps = {"found": change.changes_at(stat, cfg, threshold).mask > 0,
+                "allowed": stat.allowed, "beyond": np.abs(stat.score) > threshold}
+        for growth, key in ((True, "growth"), (False, "shrinkage")):
+            region, seeds = change.candidates(stat, threshold, growth)
+            maps[f"{key} lesion"] = stat.lesion_followup if growth else stat.lesion_baseline
+            maps[f"{key} beyond"] = stat.score * (1 if growth else -1) > threshold
+            maps[f"{key} region"], maps[f"{key} seed"] = region, region & seeds
+            maps[f"{key} other"] = region & (stat.lesion_baseline if growth
+                                            else stat.lesion_followup)
+        maps = {k: carried(case, patient, v) > 0.5 for k, v in maps.items()}
         why = []
         for index in range(1, len(ref.sizes_ml) + 1):
             at = ref.labels == index
-            up = ref.brighter[at].mean() >= 0.5
-            score = maps["score"][at] * (1 if up else -1)
-            lesion = maps["lesion_f" if up else "lesion_b"][at] > 0.5
-            other = maps["lesion_b" if up else "lesion_f"][at] > 0.5
-            region = (score > threshold) & lesion & (maps["allowed"][at] > 0.5)
-            seeds = (maps["grown" if up else "shrunk"][at] > threshold) & ~other
-            why.append(LOSSES[next(i for i, lost in enumerate((
-                maps["found"][at].any(), not maps["allowed"][at].any(),
-                not (score > threshold).any(), not lesion.any(), not region.any(),
-                not (region & seeds).any(), True)) if lost)])
+            if maps["found"][at].any():
+                why.append(LOSSES[0])
+                continue
+            if not maps["allowed"][at].any():
+                why.append(LOSSES[1])
+                continue
+            reached = []
+            for key in ("growth", "shrinkage"):
+                if not maps[f"{key} beyond"][at].any():
+                    reached.append(2)
+                elif not (maps[f"{key} lesion"][at] & maps[f"{key} beyond"][at]).any():
+                    reached.append(3)
+                elif not maps[f"{key} region"][at].any():
+                    reached.append(4)
+                elif not maps[f"{key} seed"][at].any():
+                    reached.append(5 if maps[f"{key} other"][at][maps[f"{key} region"][at]]
+                                   .all() else 6)
+                else:
+                    reached.append(7)
+            why.append(LOSSES[max(reached)])
         why, z = np.asarray(why), ref.oracle_z
-        for name, chosen in (("all", z >= 0), ("oracle z >= 3", z >= 3),
+        for name, chosen in (("all", np.ones(len(why), bool)), ("oracle z >= 3", z >= 3),
                              ("oracle z >= 4", z >= 4)):
             rows.append({"pair": patient, "changes": name, "threshold": threshold,
                          **{loss: int((why[chosen] == loss).sum()) for loss in LOSSES}})
@@ -545,11 +565,14 @@ def main() -> None:
     parser.add_argument("--losses", action="store_true",
                         help="also where the shipped rule loses each reference change")
     args = parser.parse_args()
+    names = [n for n in args.detectors.split(",") if n]
+    if args.write and args.write not in names:
+        parser.error(f"--write {args.write}: not one of --detectors")
     if args.write and not args.version:
         parser.error("--write needs --version")
     if args.write == "learnt":
         parser.error("the learnt detector is not one compare can ship yet (no --write)")
-    if args.learnt is not None and "learnt" not in args.detectors.split(","):
+    if args.learnt is not None and "learnt" not in names:
         parser.error("--learnt is for --detectors learnt")
     inputs = cached_inputs(args.work)
     refs = references(args.work)
@@ -558,7 +581,7 @@ def main() -> None:
         out["visibility"] = visibility(inputs, refs)
     if args.losses:
         out["losses"] = losses(inputs, refs)
-    for name in [n for n in args.detectors.split(",") if n]:
+    for name in names:
         if name == "learnt":
             if args.learnt is None:
                 parser.error("the learnt detector needs --learnt FOLDS")

@@ -206,7 +206,7 @@ def fake_find_changes(baseline_path, followup_path, preprocess, cfg, lap=lambda 
     visits = Visits(baseline.data, followup.data, score, score, brain, brain * 1.0, 0.9,
                     spacing=followup.spacing)
     registered = RegisteredPair(followup.data, baseline.data, brain, {}, None, STUB_QUALITY,
-                            BrainMask("template"))
+                                BrainMask("template"))
     lap("change")
     return Found(followup, registered, visits, change, [])
 

@@ -148,13 +148,21 @@ def baseline_lesions(lesion_z: np.ndarray, brain: np.ndarray, cfg: ChangeConfig,
     return big[labels]
 
 
+def candidates(stat: Statistic, threshold: float, growth: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Where a growth (or a shrinkage) may lie at `threshold` spreads, and its seeds: the region
+    (beyond the threshold, a lesion at the visit that has it, where changes are looked for) and
+    the voxels that changed lesion status and beat the other visit's brightest near them."""
+    if growth:
+        return ((stat.score > threshold) & stat.lesion_followup & stat.allowed,
+                (stat.grown > threshold) & ~stat.lesion_baseline)
+    return ((stat.score < -threshold) & stat.lesion_baseline & stat.allowed,
+            (stat.shrunk > threshold) & ~stat.lesion_followup)
+
+
 def changes_at(stat: Statistic, cfg: ChangeConfig, threshold: float) -> Change:
     """The changes at `threshold` spreads: typed components and their mask."""
-    lesion_b, lesion_f = stat.lesion_baseline, stat.lesion_followup
-    grown = _seeded((stat.score > threshold) & lesion_f & stat.allowed,
-                    (stat.grown > threshold) & ~lesion_b, cfg, stat.voxel_mm3)
-    shrunk = _seeded((stat.score < -threshold) & lesion_b & stat.allowed,
-                     (stat.shrunk > threshold) & ~lesion_f, cfg, stat.voxel_mm3)
+    grown = _seeded(*candidates(stat, threshold, True), cfg, stat.voxel_mm3)
+    shrunk = _seeded(*candidates(stat, threshold, False), cfg, stat.voxel_mm3)
     mask = np.zeros(stat.score.shape, np.uint8)
     mask[grown], mask[shrunk] = CODE[NEW], CODE[SHRINKING]
     labels, _ = components(mask > 0, full=True)

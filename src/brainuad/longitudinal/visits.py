@@ -156,7 +156,7 @@ def register_pair(baseline: Volume, followup: Volume, cfg: PreprocessConfig) -> 
     on_template = priors(Volume(from_sitk(template()[1])[0], template_affine()))
     tissue = {k: to_native(v, template_affine(), grid, transform) for k, v in on_template.items()}
     pair = RegisteredPair(from_sitk(grid)[0], from_sitk(moved)[0], brain & covered, tissue,
-                      transform, quality, source, seconds)
+                          transform, quality, source, seconds)
     for name, volume in (("followup", followup), ("baseline", baseline)):
         check_contrast(getattr(pair, name), pair.brain, tissue, followup.spacing, "flair",
                        str(volume.path))
