@@ -354,6 +354,15 @@ DETECTORS = {
         for lesion, seed, median in itertools.product((1.0, 1.5), (5.0, 10.0),
                                                       (1.0, 2.0, 3.0))],
                           RULE_THRESHOLDS, _rule_statistic, _rule_mask),
+    # the seeds' tolerance (the shipped 1 mm with its floor at half the thickest slice, or one
+    # voxel of these pairs' 0.72 mm in-plane without a floor) and the seeds' volume, at the
+    # shipped `lesion` 1.0 (rule-grid's lesion 1.5 rows flagged more; docs/results/compare.md)
+    "rule-tolerance": Detector("rule-tolerance", [
+        {"reference": "grey", "lesion": 1.0, "tolerance": tolerance, "tolerance_floor": floor,
+         "min_seed_mm3": seed, "min_mm3": 10.0, "median_mm": median}
+        for (tolerance, floor), seed, median in itertools.product(
+            ((1.0, 0.5), (0.75, 0.0)), (10.0, 20.0), (1.0, 2.0, 3.0))],
+        RULE_THRESHOLDS, _rule_statistic, _rule_mask),
     "blobs": Detector("blobs", [{"scales_mm": s, "lesion": lesion, "tolerance_mm": tolerance}
                                 for s, lesion, tolerance in itertools.product(
                                     [(1.0,), (1.0, 2.0), (2.0,)], [1.0, 2.0], [0.0, 1.0, 2.0])],
@@ -547,7 +556,8 @@ def table(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", default="rule",
-                        help="comma-separated, of: rule, rule-grid, blobs, learnt; \"\" for none")
+                        help="comma-separated, of: rule, rule-grid, rule-tolerance, blobs, "
+                             "learnt; \"\" for none")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-harness"))
     parser.add_argument("--false-ml", type=float, default=0.1,
                         help="expected false-change volume per rescan pair (ml)")

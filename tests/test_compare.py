@@ -133,6 +133,8 @@ def test_a_lesion_edge_that_moved_within_a_thick_slice_is_no_change():
     assert detect_change(thin, cfg).mask.any()
     thick = replace(thin, slice_mm=6.0)
     assert not detect_change(thick, cfg).mask.any()
+    # without the floor, the tolerance is `tolerance` alone, thick slices or not
+    assert detect_change(thick, replace(cfg, tolerance_floor=0.0)).mask.any()
 
 
 @pytest.mark.parametrize("spacing", [(1.0, 1.0, 2.0), (1.0000001, 0.9999999, 2.0)])
