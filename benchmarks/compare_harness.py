@@ -16,9 +16,11 @@ For each detector (`DETECTORS`): its settings grid and its statistic's threshold
 one, `learnt` with `--learnt FOLDS`: a network per left-out pair, `evaluate_learnt`). The
 threshold of a case is calibrated on the null of the other patients' rescans (patient01
 excluded) at the expected false-change volume `--false-ml` (mean ml flagged per rescan); the
-settings of each pair are chosen on the other two pairs (the best sum of lesion-wise F1, among
-settings whose calibration rescans all stay under 0.5 ml and whose every allowed rescan, each
-calibrated without its own patient and the pair's, does too: issue 39's rescan target). Per
+settings of each pair are chosen on the other two pairs (`choose`: the best sum of lesion-wise
+F1 among the settings whose calibration rescans all stay under 0.5 ml and whose every allowed
+rescan, each calibrated without its own patient, does too: issue 39's rescan target; the
+left-out pair's labels never choose, its unlabelled rescans calibrate the others' thresholds).
+Per
 pair: lesion-wise detection, false-discovery rate, F1, voxel Dice, direction (the sign of study
 2 - study 1 on the dataset's own alignment at the voxels both call changed), detection by
 reference-change size and by the oracle's z (the mean difference inside the change against its
@@ -46,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures  # benchmarks/
+from compare_pairs import COMMON, PAIRS, RAW, _on_common, figures, to_common  # benchmarks/
 from run_record import code_hash, config_hash, run_record  # benchmarks/run_record.py
 from scipy import ndimage, signal
 
@@ -112,10 +114,8 @@ def cached_inputs(work: Path) -> dict[str, dict]:
 def carried(case: dict, patient: str, values: np.ndarray) -> np.ndarray:
     """An array on the follow-up's grid (as compare writes its maps) carried to the dataset's
     common grid: its study 2 transform, nearest neighbour, as float32."""
-    grid = sitk.ReadImage(str(COMMON / patient / "change_mask.nii.gz"))
-    transform = read_transform(COMMON / patient / "study2_FLAIR_to_common_space.tfm")
-    return sitk.GetArrayFromImage(sitk.Resample(to_sitk(values, case["affine"]), grid,
-                                                transform, sitk.sitkNearestNeighbor, 0.0))
+    return to_common(sitk.Cast(to_sitk(values, case["affine"]), sitk.sitkFloat32), patient, 2,
+                     nearest=True)
 
 
 def on_common(case: dict, patient: str, mask: np.ndarray) -> np.ndarray:
@@ -244,37 +244,39 @@ def losses(inputs: dict, refs: dict) -> list[dict]:
         case, ref = inputs[patient], refs[patient]
         stat = change.statistic(case["visits"], cfg)
         maps = {"found": change.changes_at(stat, cfg, threshold).mask > 0,
-                "allowed": stat.allowed, "beyond": np.abs(stat.score) > threshold}
+                "allowed": stat.allowed}
         for growth, key in ((True, "growth"), (False, "shrinkage")):
             region, seeds = change.candidates(stat, threshold, growth)
             maps[f"{key} lesion"] = stat.lesion_followup if growth else stat.lesion_baseline
+            maps[f"{key} other"] = stat.lesion_baseline if growth else stat.lesion_followup
             maps[f"{key} beyond"] = stat.score * (1 if growth else -1) > threshold
             maps[f"{key} region"], maps[f"{key} seed"] = region, region & seeds
-            maps[f"{key} other"] = region & (stat.lesion_baseline if growth
-                                            else stat.lesion_followup)
         maps = {k: carried(case, patient, v) > 0.5 for k, v in maps.items()}
         why = []
         for index in range(1, len(ref.sizes_ml) + 1):
             at = ref.labels == index
             if maps["found"][at].any():
-                why.append(LOSSES[0])
+                why.append("found")
                 continue
             if not maps["allowed"][at].any():
-                why.append(LOSSES[1])
+                why.append("not looked at")
                 continue
-            reached = []
+            reached = []  # how far each direction gets, as an index of LOSSES
             for key in ("growth", "shrinkage"):
-                if not maps[f"{key} beyond"][at].any():
-                    reached.append(2)
-                elif not (maps[f"{key} lesion"][at] & maps[f"{key} beyond"][at]).any():
-                    reached.append(3)
-                elif not maps[f"{key} region"][at].any():
-                    reached.append(4)
+                beyond, region = maps[f"{key} beyond"][at], maps[f"{key} region"][at]
+                if not beyond.any():
+                    loss = "score under the threshold"
+                elif not (maps[f"{key} lesion"][at] & beyond).any():
+                    loss = "no lesion at its visit"
+                elif not region.any():
+                    loss = "not in a region"
                 elif not maps[f"{key} seed"][at].any():
-                    reached.append(5 if maps[f"{key} other"][at][maps[f"{key} region"][at]]
-                                   .all() else 6)
+                    loss = ("no seed: a lesion at the other visit"
+                            if maps[f"{key} other"][at][region].all()
+                            else "no seed: not beyond the other's brightest")
                 else:
-                    reached.append(7)
+                    loss = "component dropped (seeds or size)"
+                reached.append(LOSSES.index(loss))
             why.append(LOSSES[max(reached)])
         why, z = np.asarray(why), ref.oracle_z
         for name, chosen in (("all", np.ones(len(why), bool)), ("oracle z >= 3", z >= 3),
@@ -324,6 +326,7 @@ class Detector:
     thresholds: tuple[float, ...]  # of its statistic, low to high
     statistic: Callable[[object, dict], object]
     mask: Callable[[object, float], np.ndarray]
+    ships_as: str | None = None  # its name in detector.json (`--write`); None: not shippable
 
 
 def _rule_statistic(visits, settings):
@@ -350,23 +353,23 @@ RESCAN_ML = 0.5
 #: thresholds of the rule's statistic (spreads of the difference's noise), low to high
 RULE_THRESHOLDS = (2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0)
 DETECTORS = {
-    "rule": Detector("rule", [{}], RULE_THRESHOLDS, _rule_statistic, _rule_mask),
-    # (tolerance is at least half the thickest slice, 1.5 mm on these 3 mm pairs: not swept;
+    "rule": Detector("rule", [{}], RULE_THRESHOLDS, _rule_statistic, _rule_mask, "rule"),
+    # (the tolerance at its defaults, 1.5 mm on these 3 mm pairs: swept by rule-tolerance;
     # the white-matter reference lost to the grey one in every earlier round)
     "rule-grid": Detector("rule-grid", [
         {"reference": "grey", "lesion": lesion, "min_seed_mm3": seed, "median_mm": median}
         for lesion, seed, median in itertools.product((1.0, 1.5), (5.0, 10.0),
                                                       (1.0, 2.0, 3.0))],
-                          RULE_THRESHOLDS, _rule_statistic, _rule_mask),
+                          RULE_THRESHOLDS, _rule_statistic, _rule_mask, "rule"),
     # the seeds' tolerance (the shipped 1 mm with its floor at half the thickest slice, or one
     # voxel of these pairs' 0.72 mm in-plane without a floor) and the seeds' volume, at the
     # shipped `lesion` 1.0 (rule-grid's lesion 1.5 rows flagged more; docs/results/compare.md)
     "rule-tolerance": Detector("rule-tolerance", [
-        {"reference": "grey", "lesion": 1.0, "tolerance": tolerance, "tolerance_floor": floor,
-         "min_seed_mm3": seed, "min_mm3": 10.0, "median_mm": median}
-        for (tolerance, floor), seed, median in itertools.product(
+        {"lesion": 1.0, "tolerance": tolerance, "tolerance_slice_fraction": fraction,
+         "min_seed_mm3": seed, "median_mm": median}
+        for (tolerance, fraction), seed, median in itertools.product(
             ((1.0, 0.5), (0.75, 0.0)), (10.0, 20.0), (1.0, 2.0, 3.0))],
-        RULE_THRESHOLDS, _rule_statistic, _rule_mask),
+        RULE_THRESHOLDS, _rule_statistic, _rule_mask, "rule"),
     "blobs": Detector("blobs", [{"scales_mm": s, "lesion": lesion, "tolerance_mm": tolerance}
                                 for s, lesion, tolerance in itertools.product(
                                     [(1.0,), (1.0, 2.0), (2.0,)], [1.0, 2.0], [0.0, 1.0, 2.0])],
@@ -411,12 +414,6 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
                            "flagged_ml": flagged[(n, t)]} for n in rescans}
         calibration_max = {p: max(flagged[(n, pairs[p]["threshold"])] for n in null
                                   if patient_of(n) != p) for p in PAIRS}
-        # issue 39's rescan target as a choice may see it: the largest flagged volume of the
-        # allowed rescans, each at its threshold calibrated without its own patient (and,
-        # for a pair left out, without that pair's patient, whose rescans are not looked at)
-        rescans_max = {key: max(flagged[(n, calibrated(excluded | {patient_of(n)}))]
-                                for n in null if patient_of(n) not in excluded)
-                       for key, excluded in [*((p, {p}) for p in PAIRS), ("all", set())]}
         null_table = {"thresholds": list(detector.thresholds),
                       "mean_false_ml": [round(float(np.mean([flagged[(n, t)] for n in null])), 4)
                                         for t in detector.thresholds],
@@ -425,28 +422,43 @@ def evaluate(detector: Detector, inputs: dict, refs: dict, false_ml: float) -> d
                       "scans": [n.removeprefix("rescan_") for n in null]}
         results.append({"settings": settings, "pairs": pairs, "rescans": rescan_rows,
                         "calibration_rescan_max_ml": calibration_max,
-                        "rescans_max_ml": rescans_max, "null": null_table,
+                        # issue 39's rescan target: every allowed rescan, each calibrated
+                        # without its own patient
+                        "rescans_max_ml": max(rescan_rows[n]["flagged_ml"] for n in null),
+                        "null": null_table,
                         "seconds_per_case": round(seconds, 1)})
         print(f"{detector.name} {settings}: " + ", ".join(
             f"{p} F1 {pairs[p]['f1']:.2f} (det {pairs[p]['detection']:.2f}, fdr "
             f"{pairs[p]['fdr']:.2f}, dice {pairs[p]['dice']:.2f}, t {pairs[p]['threshold']})"
-            for p in PAIRS), flush=True)
+            for p in PAIRS) + f"; rescans at most {results[-1]['rescans_max_ml']:.2f} ml",
+            flush=True)
     chosen = {}
     for patient in PAIRS:
-        others = [p for p in PAIRS if p != patient]
-        allowed = [r for r in results if all(r["calibration_rescan_max_ml"][p] < RESCAN_ML
-                                             for p in others)
-                   and r["rescans_max_ml"][patient] < RESCAN_ML] or results
-        best = max(allowed, key=lambda r: sum(r["pairs"][p]["f1"] for p in others))
-        chosen[patient] = {"settings": best["settings"], **best["pairs"][patient]}
-    # what ships: chosen the same way on all three pairs
-    allowed = [r for r in results if all(r["calibration_rescan_max_ml"][p] < RESCAN_ML
-                                         for p in PAIRS)
-               and r["rescans_max_ml"]["all"] < RESCAN_ML] or results
-    shipped = max(allowed, key=lambda r: sum(r["pairs"][p]["f1"] for p in PAIRS))
-    return {"detector": detector.name, "false_ml": false_ml, "grid": results,
-            "left_out": chosen, "shipped": {"settings": shipped["settings"],
-                                            "null": shipped["null"]}}
+        best, limits = choose(results, [p for p in PAIRS if p != patient])
+        chosen[patient] = {"settings": best["settings"], "limits": limits,
+                           **best["pairs"][patient]}
+    shipped, limits = choose(results, PAIRS)  # what ships: chosen the same way on all three
+    return {"detector": detector.name, "ships_as": detector.ships_as, "false_ml": false_ml,
+            "grid": results, "left_out": chosen,
+            "shipped": {"settings": shipped["settings"], "limits": limits,
+                        "null": shipped["null"]}}
+
+
+def choose(results: list[dict], pairs: list[str]) -> tuple[dict, str]:
+    """The settings with the best sum of lesion-wise F1 on `pairs`, among those whose
+    calibration rescans (for each of `pairs`) stay under `RESCAN_ML` and whose every allowed
+    rescan, calibrated without its patient, does too; where none does, among those meeting the
+    calibration's limit alone; where none does either, among all. Returns the row and the
+    limits it met, said in words."""
+    calibration = [r for r in results
+                   if all(r["calibration_rescan_max_ml"][p] < RESCAN_ML for p in pairs)]
+    both = [r for r in calibration if r["rescans_max_ml"] < RESCAN_ML]
+    allowed, limits = next((rows, said) for rows, said in (
+        (both, f"every calibration rescan and every allowed rescan under {RESCAN_ML} ml"),
+        (calibration, f"every calibration rescan under {RESCAN_ML} ml; no settings kept every "
+                      f"allowed rescan under it"),
+        (results, f"no settings kept the calibration rescans under {RESCAN_ML} ml")) if rows)
+    return max(allowed, key=lambda r: sum(r["pairs"][p]["f1"] for p in pairs)), limits
 
 
 #: thresholds of the learnt detector's probability of a change, low to high
@@ -558,7 +570,12 @@ def table(result: dict) -> None:
     f1 = [r["f1"] for r in chosen.values()]
     print(f"\nmean F1 {np.mean(f1):.3f}, lowest {min(f1):.3f}; Dice "
           + " / ".join(f"{r['dice']:.3f}" for r in chosen.values()))
+    for patient, r in chosen.items():
+        if "limits" in r:
+            print(f"{patient}'s settings chosen with {r['limits']}")
     shipped = next(r for r in result["grid"] if r["settings"] == result["shipped"]["settings"])
+    if "limits" in result["shipped"]:
+        print(f"what ships chosen with {result['shipped']['limits']}")
     print(f"\nrescans (the shipped settings {shipped['settings']}; each threshold on the other "
           "patients' rescans; patient01 scored, never used):\n\n| rescan | threshold | "
           "flagged ml |\n| --- | --- | --- |")
@@ -593,8 +610,8 @@ def main() -> None:
         parser.error(f"--write {args.write}: not one of --detectors")
     if args.write and not args.version:
         parser.error("--write needs --version")
-    if args.write == "learnt":
-        parser.error("the learnt detector is not one compare can ship yet (no --write)")
+    if args.write and (args.write == "learnt" or DETECTORS[args.write].ships_as is None):
+        parser.error(f"{args.write} is not a detector compare can ship (no --write)")
     if args.learnt is not None and "learnt" not in names:
         parser.error("--learnt is for --detectors learnt")
     inputs = cached_inputs(args.work)
@@ -628,12 +645,12 @@ def write_detector(result: dict, args, record: dict) -> None:
     commit = record["git_commit"] + (" with uncommitted changes" if record["git_dirty"] else "")
     settings = dataclasses.asdict(dataclasses.replace(ChangeConfig(), **shipped["settings"]))
     del settings["threshold"]  # every other setting, so that no default of the code moves it
-    data = {"name": result["detector"].removesuffix("-grid"), "version": args.version,
+    data = {"name": result["ships_as"], "version": args.version,
             "settings": settings, "null": shipped["null"],
             "false_ml": args.false_ml,
             "chosen": (f"settings chosen on the validation pairs patient03, patient12 and "
-                       f"patient19 (the best sum of lesion-wise F1, every calibration rescan "
-                       f"and every rescan calibrated without its patient under {RESCAN_ML} ml; "
+                       f"patient19 (the best sum of lesion-wise F1, {shipped['limits']}, each "
+                       f"rescan calibrated without its patient; "
                        f"each pair's own figures with the settings chosen on the other two: "
                        f"docs/results/compare.md); null: the rescans of "
                        f"{len(shipped['null']['scans'])} raw FLAIRs against a simulated rescan "

@@ -16,6 +16,7 @@ Reference masks: Lesjak et al. 2016 (CC BY). Prints tables and one JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import shutil
@@ -38,12 +39,23 @@ RAW, COMMON = DATA / "mslub_longitudinal_raw", DATA / "mslub_longitudinal_common
 PAIRS = ("patient03", "patient12", "patient19")
 
 
-def _on_common(path: Path, patient: str, study: int, nearest: bool) -> np.ndarray:
-    grid = sitk.ReadImage(str(COMMON / patient / "change_mask.nii.gz"))
-    transform = read_transform(COMMON / patient / f"study{study}_FLAIR_to_common_space.tfm")
-    image = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32)
+@functools.cache
+def _common_space(patient: str, study: int) -> tuple[sitk.Image, sitk.Transform]:
+    """The dataset's common grid of a patient and its study's transform to it (read once)."""
+    return (sitk.ReadImage(str(COMMON / patient / "change_mask.nii.gz")),
+            read_transform(COMMON / patient / f"study{study}_FLAIR_to_common_space.tfm"))
+
+
+def to_common(image: sitk.Image, patient: str, study: int, nearest: bool) -> np.ndarray:
+    """An image of a study (float32) carried to the dataset's common grid by its transform."""
+    grid, transform = _common_space(patient, study)
     interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     return sitk.GetArrayFromImage(sitk.Resample(image, grid, transform, interpolator, 0.0))
+
+
+def _on_common(path: Path, patient: str, study: int, nearest: bool) -> np.ndarray:
+    return to_common(sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkFloat32), patient, study,
+                     nearest)
 
 
 def figures(got: np.ndarray, truth: np.ndarray) -> dict:

@@ -7,9 +7,9 @@ a new bias field, its thick slices cut differently) flags nothing:
   their difference: differential bias correction, Lewis & Fox 2004);
 - a seed: the voxel changed lesion status (a lesion at the visit that has it, not at the other)
   and differs from the brightest voxel of the other visit within `tolerance` mm (at least
-  `tolerance_floor` of the thickest slice of the two visits: where a lesion's edge lies within
-  a slice is not known) by `threshold` noise spreads: a lesion that only moved by a voxel, or
-  lost contrast to partial volume while staying a lesion, has no seed;
+  `tolerance_slice_fraction` of the thickest slice of the two visits: where a lesion's edge
+  lies within a slice is not known) by `threshold` noise spreads: a lesion that only moved by
+  a voxel, or lost contrast to partial volume while staying a lesion, has no seed;
 - a change component: the plain difference beyond `threshold` where its visit has a lesion,
   within `white_mm` of the atlas's white matter (probability > 0.5) that lies deeper than
   `edge_mm` inside the brain mask (the thick slices' partial volume at the cortex, the
@@ -55,8 +55,8 @@ class ChangeConfig:
     visits' median filter, its window along each axis; `ratio_mm`, `bias_mm` > 0: the smooth
     part (a Gaussian of that sigma inside the brain) of the visits' log ratio, then of their
     difference, is taken off first; `tolerance`, `white_mm`, `edge_mm` (mm), `min_seed_mm3`:
-    see the module; `tolerance_floor`: the tolerance is at least this fraction of the thickest
-    slice of the two visits (0: `tolerance` alone). Chosen on the validation pairs and
+    see the module; `tolerance_slice_fraction`: the tolerance is at least this fraction of the
+    thickest slice of the two visits (0: `tolerance` alone). Chosen on the validation pairs and
     scan-rescan pairs by benchmarks/compare_harness.py: the shipped values are
     `detector.json`'s (every field; `calibration.shipped().config()`), not these defaults."""
 
@@ -68,7 +68,7 @@ class ChangeConfig:
     ratio_mm: float = 8.0
     bias_mm: float = 6.0
     tolerance: float = 1.0
-    tolerance_floor: float = 0.5
+    tolerance_slice_fraction: float = 0.5
     min_seed_mm3: float = 10.0
     white_mm: float = 2.0
     edge_mm: float = 8.0
@@ -76,6 +76,9 @@ class ChangeConfig:
     def __post_init__(self) -> None:
         if self.reference not in ("grey", "white"):
             raise BrainUADError(f"change reference {self.reference!r}: choose grey or white")
+        if self.tolerance < 0 or self.tolerance_slice_fraction < 0:
+            raise BrainUADError(f"change tolerance {self.tolerance} mm, slice fraction "
+                                f"{self.tolerance_slice_fraction}: must not be negative")
 
 
 @dataclass
@@ -153,7 +156,8 @@ def baseline_lesions(lesion_z: np.ndarray, brain: np.ndarray, cfg: ChangeConfig,
 def candidates(stat: Statistic, threshold: float, growth: bool) -> tuple[np.ndarray, np.ndarray]:
     """Where a growth (or a shrinkage) may lie at `threshold` spreads, and its seeds: the region
     (beyond the threshold, a lesion at the visit that has it, where changes are looked for) and
-    the voxels that changed lesion status and beat the other visit's brightest near them."""
+    the voxels that beat the other visit's brightest near them where it has no lesion (a
+    seed inside the region is a voxel that changed lesion status)."""
     if growth:
         return ((stat.score > threshold) & stat.lesion_followup & stat.allowed,
                 (stat.grown > threshold) & ~stat.lesion_baseline)
@@ -190,8 +194,8 @@ def detect_change(visits: Visits, cfg: ChangeConfig) -> Change:
 def looked_at(visits: Visits, cfg: ChangeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where the difference's noise is taken (`calm`: deep white matter, a lesion at neither
     visit), where changes are looked for (`allowed`) and the seeds' tolerance (`near`: a box of
-    `tolerance` mm, at least `tolerance_floor` of the thickest slice of the two visits, each
-    way: whole voxels within it)."""
+    `tolerance` mm, at least `tolerance_slice_fraction` of the thickest slice of the two
+    visits, each way: whole voxels within it)."""
     brain, wm, spacing = visits.brain, visits.wm, visits.spacing
     if cfg.edge_mm > 0:  # the white matter deep inside the brain, where changes are looked for
         wm = np.where(ndimage.distance_transform_edt(brain, sampling=spacing) > cfg.edge_mm,
@@ -200,7 +204,7 @@ def looked_at(visits: Visits, cfg: ChangeConfig) -> tuple[np.ndarray, np.ndarray
     calm = (wm > 0.9) & brain & (lesion_b < cfg.lesion) & (lesion_f < cfg.lesion)
     allowed = brain & (ndimage.distance_transform_edt(wm <= 0.5, sampling=spacing)
                        <= cfg.white_mm)
-    tolerance = max(cfg.tolerance, visits.slice_mm * cfg.tolerance_floor)
+    tolerance = max(cfg.tolerance, visits.slice_mm * cfg.tolerance_slice_fraction)
     # whole voxels within the tolerance (none across the grid's own thick slices); the 1e-3
     # keeps a float32 affine's 1.0000001 mm voxel within 1 mm
     half = [int(np.floor(tolerance / s + 1e-3)) for s in spacing]
