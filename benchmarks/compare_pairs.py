@@ -40,7 +40,7 @@ PAIRS = ("patient03", "patient12", "patient19")
 
 
 @functools.cache
-def _common_space(patient: str, study: int) -> tuple[sitk.Image, sitk.Transform]:
+def common_space(patient: str, study: int) -> tuple[sitk.Image, sitk.Transform]:
     """The dataset's common grid of a patient and its study's transform to it (read once)."""
     return (sitk.ReadImage(str(COMMON / patient / "change_mask.nii.gz")),
             read_transform(COMMON / patient / f"study{study}_FLAIR_to_common_space.tfm"))
@@ -48,7 +48,7 @@ def _common_space(patient: str, study: int) -> tuple[sitk.Image, sitk.Transform]
 
 def to_common(image: sitk.Image, patient: str, study: int, nearest: bool) -> np.ndarray:
     """An image of a study (float32) carried to the dataset's common grid by its transform."""
-    grid, transform = _common_space(patient, study)
+    grid, transform = common_space(patient, study)
     interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
     return sitk.GetArrayFromImage(sitk.Resample(image, grid, transform, interpolator, 0.0))
 
