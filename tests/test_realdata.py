@@ -347,7 +347,7 @@ def test_compare_on_the_real_pairs_and_on_a_real_rescan(tmp_path):
     row = compare_scans([followup, again], tmp_path / "rescan")[0]
     flagged = np.asarray(nib.load(tmp_path / "rescan" / row["pair"] /
                                   "change_mask.nii.gz").dataobj) > 0
-    assert flagged.sum() * scan.spacing.prod() / 1000 < 0.5, row  # measured 0.000 ml
+    assert flagged.sum() * scan.spacing.prod() / 1000 < 0.5, row  # version 3: 0.000 ml
 
 
 def test_a_t1_or_another_persons_flair_is_refused_whatever_its_name(tmp_path):
