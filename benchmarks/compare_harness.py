@@ -374,6 +374,13 @@ DETECTORS = {
         for fraction, seed, median in itertools.product((0.5, 0.33), (10.0, 20.0),
                                                         (1.0, 2.0, 3.0))],
         RULE_THRESHOLDS, _rule_statistic, _rule_mask, "rule"),
+    # where it looks, version 3's settings otherwise: closer to the brain's outline (`edge_mm`)
+    # and farther from the atlas's white matter (`white_mm`); a diagnosis, not shipped
+    "rule-look": Detector("rule-look", [
+        {"lesion": 1.0, "tolerance": 1.0, "tolerance_slice_fraction": 0.5, "min_seed_mm3": 10.0,
+         "median_mm": 2.0, "edge_mm": edge, "white_mm": white}
+        for white, edge in itertools.product((2.0, 4.0), (8.0, 6.0, 4.0))],
+        RULE_THRESHOLDS, _rule_statistic, _rule_mask),
     "blobs": Detector("blobs", [{"scales_mm": s, "lesion": lesion, "tolerance_mm": tolerance}
                                 for s, lesion, tolerance in itertools.product(
                                     [(1.0,), (1.0, 2.0), (2.0,)], [1.0, 2.0], [0.0, 1.0, 2.0])],
@@ -595,8 +602,8 @@ def table(result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", default="rule",
-                        help="comma-separated, of: rule, rule-grid, rule-tolerance, blobs, "
-                             "learnt; \"\" for none")
+                        help="comma-separated, of: " + ", ".join([*DETECTORS, "learnt"])
+                             + '; "" for none')
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-harness"))
     parser.add_argument("--false-ml", type=float, default=0.1,
                         help="expected false-change volume per rescan pair (ml)")
